@@ -1,0 +1,44 @@
+"""Alembic environment for the spool database (SQLite, batch mode)."""
+from __future__ import annotations
+
+import os
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from spool.schema import metadata
+
+config = context.config
+target_metadata = metadata
+
+
+def _url() -> str:
+    if os.environ.get("SPOOL_HOME") and config.config_file_name:
+        # Developer use through alembic.ini: follow SPOOL_HOME.
+        from spool import paths
+
+        return f"sqlite:///{paths.db_path()}"
+    return config.get_main_option("sqlalchemy.url")
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=_url(), target_metadata=target_metadata, render_as_batch=True,
+                      literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = create_engine(_url())
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,220 @@
+"""Project configuration: ``.spool/config.json`` found by walking up from a
+directory (as git finds ``.git``), with environment variables on top.
+
+The secret never lives here (environment or OS keyring only: spool.credentials).
+
+Environment variables keep the meaning they have for the existing connector:
+
+=================================  ==========================================
+INFINIUM_AGENT_ID                  agent id (overrides the file)
+INFINIUM_BASE_URL                  API base URL
+INFINIUM_TIMEOUT                   request timeout, seconds (30)
+INFINIUM_VERIFY_SSL                verify TLS certificates (true)
+CONNECTOR_FLUSH_ON_STOP            per-turn traces on/off (granularity)
+CONNECTOR_FLUSH_ON_SESSION_END     session summaries on/off (granularity)
+CONNECTOR_SESSION_TTL              seconds of quiet before a session is stale (600)
+CONNECTOR_MAX_INPUT_PREVIEW        preview length of inputs (200)
+CONNECTOR_MAX_OUTPUT_PREVIEW       preview length of outputs (300)
+SPOOL_GRANULARITY                  turn | session | both (overrides the file)
+SPOOL_SESSION_END_GRACE            seconds to wait after SessionEnd (10)
+SPOOL_SINKS                        comma list of sinks (infinium,file,...)
+SPOOL_FILE_SINK_DIR                where the file sink writes (SPOOL_HOME/traces)
+SPOOL_ALLOW_INSECURE_HTTP          allow the secret over http:// to a non-loopback host
+SPOOL_REDACT                       redact secret-looking strings in traces (true)
+=================================  ==========================================
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from .errors import SpoolError
+
+CONFIG_DIR = ".spool"
+CONFIG_FILE = "config.json"
+DEFAULT_BASE_URL = "https://platform.i42m.ai/api/v1"
+GRANULARITIES = ("turn", "session", "both")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(value: str, name: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise SpoolError(f"{name}={value!r} is not a boolean.", f"Set {name} to true or false.")
+
+
+def _num(value, name: str, kind=float, minimum: float = 0):
+    try:
+        n = kind(value)
+    except (TypeError, ValueError):
+        raise SpoolError(f"{name}={value!r} is not a number.", f"Set {name} to a number.") from None
+    if n < minimum:
+        raise SpoolError(f"{name}={value!r} is below {minimum}.", f"Set {name} to at least {minimum}.")
+    return n
+
+
+@dataclass(frozen=True)
+class Config:
+    project: Path | None = None  # directory holding .spool/, or None
+    source: str = "defaults"  # the config file used, or "defaults"
+    agent_id: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    granularity: str = "turn"
+    sinks: tuple[str, ...] = ()  # empty: infinium if an agent id is set, else file
+    file_sink_dir: Path | None = None
+    timeout: float = 30.0
+    verify_ssl: bool = True
+    session_ttl: float = 600.0
+    session_end_grace: float = 10.0
+    max_input_preview: int = 200
+    max_output_preview: int = 300
+    allow_insecure_http: bool = False
+    redact: bool = True
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def turn_traces(self) -> bool:
+        return self.granularity in ("turn", "both")
+
+    @property
+    def session_traces(self) -> bool:
+        return self.granularity in ("session", "both")
+
+    def effective_sinks(self) -> tuple[str, ...]:
+        if self.sinks:
+            return self.sinks
+        return ("infinium",) if self.agent_id else ("file",)
+
+
+def find_project(start: Path | str | None) -> Path | None:
+    """The nearest directory at or above ``start`` holding .spool/config.json."""
+    if not start:
+        return None
+    p = Path(start).expanduser()
+    try:
+        p = p.resolve()
+    except OSError:
+        return None
+    for d in (p, *p.parents):
+        if (d / CONFIG_DIR / CONFIG_FILE).is_file():
+            return d
+    return None
+
+
+def config_path(project: Path) -> Path:
+    return project / CONFIG_DIR / CONFIG_FILE
+
+
+def read_file(project: Path) -> dict:
+    path = config_path(project)
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SpoolError(f"cannot read {path}: {exc}.",
+                         "Fix the file or run `spool init` again to rewrite it.") from None
+    if not isinstance(data, dict):
+        raise SpoolError(f"{path} is not a JSON object.", "Run `spool init` again to rewrite it.")
+    return data
+
+
+def write_file(project: Path, data: dict) -> Path:
+    """Write .spool/config.json (0600, directory 0700) atomically."""
+    if "agent_secret" in data or "secret" in data:
+        raise ValueError("the secret never goes into the config file")
+    d = project / CONFIG_DIR
+    d.mkdir(mode=0o700, exist_ok=True)
+    path = config_path(project)
+    tmp = path.with_suffix(".json.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def _from_mapping(cfg: Config, data: Mapping[str, object]) -> Config:
+    known = {f for f in Config.__dataclass_fields__ if f not in ("project", "source", "extra")}
+    updates: dict = {}
+    for key, value in data.items():
+        if key not in known or value is None:
+            continue
+        if key == "sinks":
+            updates[key] = tuple(value) if isinstance(value, (list, tuple)) else tuple(
+                s.strip() for s in str(value).split(",") if s.strip())
+        elif key == "file_sink_dir":
+            updates[key] = Path(str(value)).expanduser()
+        elif key in ("timeout", "session_ttl", "session_end_grace"):
+            updates[key] = _num(value, key)
+        elif key in ("max_input_preview", "max_output_preview"):
+            updates[key] = _num(value, key, int)
+        elif key in ("verify_ssl", "allow_insecure_http", "redact"):
+            updates[key] = value if isinstance(value, bool) else _bool(str(value), key)
+        else:
+            updates[key] = str(value)
+    out = replace(cfg, **updates)
+    if out.granularity not in GRANULARITIES:
+        raise SpoolError(f"granularity {out.granularity!r} is not one of {', '.join(GRANULARITIES)}.",
+                         "Run `spool init --granularity turn|session|both`.")
+    return out
+
+
+def _env_overrides(env: Mapping[str, str], base: Config) -> dict:
+    o: dict = {}
+    if env.get("INFINIUM_AGENT_ID"):
+        o["agent_id"] = env["INFINIUM_AGENT_ID"]
+    if env.get("INFINIUM_BASE_URL"):
+        o["base_url"] = env["INFINIUM_BASE_URL"]
+    if env.get("INFINIUM_TIMEOUT"):
+        o["timeout"] = env["INFINIUM_TIMEOUT"]
+    if env.get("INFINIUM_VERIFY_SSL"):
+        o["verify_ssl"] = env["INFINIUM_VERIFY_SSL"]
+    if env.get("CONNECTOR_SESSION_TTL"):
+        o["session_ttl"] = env["CONNECTOR_SESSION_TTL"]
+    if env.get("CONNECTOR_MAX_INPUT_PREVIEW"):
+        o["max_input_preview"] = env["CONNECTOR_MAX_INPUT_PREVIEW"]
+    if env.get("CONNECTOR_MAX_OUTPUT_PREVIEW"):
+        o["max_output_preview"] = env["CONNECTOR_MAX_OUTPUT_PREVIEW"]
+    if env.get("SPOOL_SESSION_END_GRACE"):
+        o["session_end_grace"] = env["SPOOL_SESSION_END_GRACE"]
+    if env.get("SPOOL_SINKS"):
+        o["sinks"] = env["SPOOL_SINKS"]
+    if env.get("SPOOL_FILE_SINK_DIR"):
+        o["file_sink_dir"] = env["SPOOL_FILE_SINK_DIR"]
+    if env.get("SPOOL_ALLOW_INSECURE_HTTP"):
+        o["allow_insecure_http"] = env["SPOOL_ALLOW_INSECURE_HTTP"]
+    if env.get("SPOOL_REDACT"):
+        o["redact"] = env["SPOOL_REDACT"]
+    # CONNECTOR_FLUSH_ON_STOP / _ON_SESSION_END map onto granularity.
+    stop = env.get("CONNECTOR_FLUSH_ON_STOP")
+    end = env.get("CONNECTOR_FLUSH_ON_SESSION_END")
+    if stop is not None or end is not None:
+        turn = _bool(stop, "CONNECTOR_FLUSH_ON_STOP") if stop else base.turn_traces
+        sess = _bool(end, "CONNECTOR_FLUSH_ON_SESSION_END") if end else base.session_traces
+        o["granularity"] = "both" if turn and sess else ("session" if sess else "turn")
+    if env.get("SPOOL_GRANULARITY"):
+        o["granularity"] = env["SPOOL_GRANULARITY"]
+    return o
+
+
+def load(start: Path | str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration that applies at ``start`` (a cwd), env on top."""
+    env = os.environ if env is None else env
+    cfg = Config()
+    project = find_project(start) if start is not None else None
+    if project is not None:
+        data = read_file(project)
+        cfg = replace(_from_mapping(cfg, data), project=project,
+                      source=str(config_path(project)), extra=data)
+    return _from_mapping(cfg, _env_overrides(env, cfg))

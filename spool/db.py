@@ -1,0 +1,155 @@
+"""Opening the spool database: engine, pragmas, transactions, migrations.
+
+Pragmas on every connection:
+
+* ``journal_mode=WAL``: readers (CLI) never block the writers (hooks, worker).
+* ``busy_timeout``: writers wait for each other instead of failing.
+* ``foreign_keys=ON``.
+* ``synchronous=NORMAL`` for the worker and CLI: in WAL mode an application
+  crash loses nothing committed; only an OS crash / power cut can roll back the
+  last commits, and everything the worker writes is re-derivable from raw
+  events.  The hook uses ``FULL`` (see spool/hook.py): the raw event is the one
+  thing nothing else can recreate.
+
+Every writing transaction starts with ``BEGIN IMMEDIATE`` (``write()``), so
+it takes the write lock up front and waits on busy_timeout instead of failing
+with SQLITE_BUSY half-way; reads use a deferred ``BEGIN`` (``read()``).
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.pool import NullPool
+
+from . import paths
+from .errors import SpoolError
+from .schema import HEAD_REVISION
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _on_connect(dbapi_conn, _record) -> None:
+    # Let us issue BEGIN ourselves (pysqlite's implicit transactions would
+    # start a DEFERRED one).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("spool_begin", "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(path: Path | str) -> Engine:
+    """An engine for the spool database at ``path`` (no migration)."""
+    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
+    event.listen(engine, "connect", _on_connect)
+    event.listen(engine, "begin", _on_begin)
+    return engine
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """One ``BEGIN IMMEDIATE`` transaction; commits on success."""
+    with engine.connect() as conn:
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A short deferred read transaction (never takes the write lock)."""
+    with engine.connect().execution_options(spool_begin="DEFERRED") as conn:
+        with conn.begin():
+            yield conn
+
+
+def _alembic_config(path: Path):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("spool._migrations")))
+    cfg.set_main_option("sqlalchemy.url", f"sqlite:///{path}")
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def current_revision(engine: Engine) -> str | None:
+    with read(engine) as conn:
+        exists = conn.execute(
+            text("SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'")
+        ).first()
+        if not exists:
+            return None
+        row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+        return row[0] if row else None
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(Path("unused.db")))
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+class NewerSchemaError(SpoolError):
+    pass
+
+
+def upgrade(path: Path, revision: str = "head") -> None:
+    """Create or upgrade the database at ``path`` to ``revision``.
+
+    Idempotent.  A database stamped by a newer spool (a revision this spool
+    does not know) raises NewerSchemaError instead of being touched.
+    """
+    from alembic import command
+
+    engine = make_engine(path)
+    try:
+        rev = current_revision(engine)
+    finally:
+        engine.dispose()
+    if rev is not None and rev not in known_revisions():
+        raise NewerSchemaError(
+            f"the spool database {path} was created by a newer spool (schema {rev}).",
+            "Upgrade spool (pip install -U spool) or point SPOOL_HOME somewhere else.",
+        )
+    if rev == HEAD_REVISION and revision == "head":
+        return
+    command.upgrade(_alembic_config(path), revision)
+
+
+def downgrade(path: Path, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(_alembic_config(path), revision)
+
+
+def open_db(home: Path | None = None, migrate: bool = True) -> Engine:
+    """The engine every spool command uses: home created 0700, DB at head, 0600."""
+    home = paths.ensure_home(home or paths.spool_home())
+    path = paths.db_path(home)
+    old_umask = os.umask(0o077)
+    try:
+        if migrate:
+            upgrade(path)
+        engine = make_engine(path)
+        with engine.connect() as conn:  # creates the file if migrate=False
+            conn.exec_driver_sql("SELECT 1")
+    finally:
+        os.umask(old_umask)
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            paths.secure_file(p)
+    return engine

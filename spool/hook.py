@@ -1,0 +1,245 @@
+"""The Codex hook: stdin -> one row in ``raw_events``.  The hot path.
+
+Codex runs this synchronously on every hook event, so it does as little as
+possible and imports the standard library only (a test enforces it):
+
+* read all of stdin (kept up to MAX_PAYLOAD bytes; a larger payload is kept
+  truncated, flagged, with its original size), stamp the arrival time;
+* one ``INSERT`` in a ``BEGIN IMMEDIATE`` transaction (no JSON parsing here:
+  the worker's ingest step parses, validates and quarantines);
+* the INSERT is conditional on the project not being paused (``pauses``);
+* if the database cannot be written - missing (first event on this machine),
+  locked past the timeout, read-only, corrupt, disk full, wrong schema - the
+  event goes, fsynced, to an ``overflow-*.jsonl`` file in SPOOL_HOME (or a
+  per-user fallback directory) that the worker ingests exactly once;
+* on SessionStart, Stop and SessionEnd, or whenever it had to overflow, it
+  starts the worker (detached) if none holds the worker lock;
+* prints nothing, always exits 0; failures leave a line in hook-errors.log.
+
+``spool init`` installs it as ``<python> -I -S <path>/hook.py``: isolated
+mode and no ``site`` import, because .pth files (editable installs, sandbox
+helpers) can cost 20-40 ms per event.  ``python -m spool.hook`` works as well.
+
+The raw SQL below must match spool/schema.py; tests/test_schema.py checks it.
+"""
+import os
+import sys
+import time
+
+MAX_PAYLOAD = 16 * 1024 * 1024
+BUSY_TIMEOUT_S = float(os.environ.get("SPOOL_HOOK_BUSY_TIMEOUT", "2.0"))
+IDLE_EXIT_S = os.environ.get("SPOOL_WORKER_IDLE_EXIT", "120")
+DB_NAME = "spool.db"
+WORKER_LOCK = "worker.lock"
+ERROR_LOG = "hook-errors.log"
+
+INSERT_SQL = (
+    "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS ("
+    "SELECT 1 FROM pauses WHERE ?3 = project "
+    "OR substr(?3, 1, length(project) + 1) = project || '/')"
+)
+# Events after which a worker should be running (aggregate / deliver soon).
+_WAKE_MARKERS = (b'"SessionStart"', b'"Stop"', b'"SessionEnd"')
+
+
+def spool_home():
+    """Same answer as spool.paths.spool_home(), without platformdirs."""
+    env = os.environ.get("SPOOL_HOME")
+    if env:
+        return os.path.expanduser(env)
+    if sys.platform == "darwin":
+        return os.path.expanduser("~/Library/Application Support/spool")
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+        return os.path.join(base, "spool")
+    base = os.environ.get("XDG_DATA_HOME", "").strip() or os.path.expanduser("~/.local/share")
+    return os.path.join(base, "spool")
+
+
+def fallback_dir():
+    """Same answer as spool.paths.fallback_overflow_dir()."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base):
+        return os.path.join(base, "spool-overflow")
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "spool-overflow-%d" % os.getuid())
+
+
+def read_stdin(stream):
+    """(data, original size, truncated) - never more than MAX_PAYLOAD kept."""
+    data = stream.read(MAX_PAYLOAD + 1) or b""
+    if len(data) <= MAX_PAYLOAD:
+        return data, len(data), 0
+    size = len(data)
+    data = data[:MAX_PAYLOAD]
+    while True:  # drain the rest so Codex never blocks writing to us
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            break
+        size += len(chunk)
+    return data, size, 1
+
+
+def _uri(path):
+    return "file:" + path.replace("%", "%25").replace("?", "%3f").replace("#", "%23") + "?mode=rw"
+
+
+def insert(home, received_at, source, cwd, payload, size, truncated):
+    """One INSERT in BEGIN IMMEDIATE.  Raises on any database problem."""
+    import sqlite3
+
+    path = os.path.join(home, DB_NAME)
+    # mode=rw: never create the database (the worker creates and migrates it).
+    conn = sqlite3.connect(_uri(path), uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        # synchronous stays at SQLite's default FULL: the raw event is the
+        # one thing nothing else can recreate, so its commit is fsynced.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(INSERT_SQL, (received_at, source, cwd, payload, size, truncated))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def _write_private(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_overflow(home, received_at, cwd, payload, size, truncated, reason):
+    """Keep the event in an overflow file; returns the directory used."""
+    import base64
+    import json
+
+    key = "%d-%d-%s" % (time.time_ns(), os.getpid(), os.urandom(6).hex())
+    record = {
+        "v": 1,
+        "key": key,
+        "received_at": received_at,
+        "cwd": cwd,
+        "size": size,
+        "truncated": truncated,
+        "reason": reason,
+        "payload_b64": base64.b64encode(payload).decode("ascii"),
+    }
+    line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+    last = None
+    for directory in (home, fallback_dir()):
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            tmp = os.path.join(directory, ".overflow-%s.tmp" % key)
+            _write_private(tmp, line)
+            # The rename publishes a complete file: the worker never sees half of one.
+            os.rename(tmp, os.path.join(directory, "overflow-%s.jsonl" % key))
+            return directory
+        except OSError as exc:
+            last = exc
+    raise last
+
+
+def log_error(home, message):
+    """Leave a line `spool errors` can show; never raises."""
+    line = ("%s\t%d\t%s\n" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), os.getpid(),
+                               message.replace("\n", " "))).encode("utf-8", "replace")
+    for directory in (home, fallback_dir()):
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(directory, ERROR_LOG),
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+            return
+        except OSError:
+            continue
+
+
+def start_worker(home):
+    """Start a detached worker unless one holds the lock.  Microseconds if one runs.
+
+    The hook takes the worker lock itself and hands the locked descriptor to
+    the worker it spawns (flock locks belong to the open file, which the child
+    inherits), so any number of racing hooks start exactly one worker.
+    """
+    if os.environ.get("SPOOL_NO_AUTOSTART", "") not in ("", "0") or sys.platform == "win32":
+        return False
+    import fcntl
+
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(home, WORKER_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False  # a worker is running
+    python = sys.executable
+    pid = os.fork()
+    if pid == 0:  # child: detach completely, then exec the worker
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)  # the first child exits at once: no zombie, no tie to Codex
+            null = os.open(os.devnull, os.O_RDWR)
+            for std in (0, 1, 2):
+                os.dup2(null, std)
+            os.set_inheritable(fd, True)
+            os.execv(python, [python, "-m", "spool", "worker",
+                              "--idle-exit", IDLE_EXIT_S, "--lock-fd", str(fd)])
+        finally:
+            os._exit(0)
+    os.close(fd)  # the grandchild keeps the lock
+    os.waitpid(pid, 0)
+    return True
+
+
+def handle(data, size, truncated, cwd, home, received_at, source="hook"):
+    """Record one event.  Returns "db" or "overflow"; raises only if both failed."""
+    where = "db"
+    try:
+        insert(home, received_at, source, cwd, data, size, truncated)
+    except Exception as exc:  # any database problem: keep the event anyway
+        reason = "%s: %s" % (type(exc).__name__, exc)
+        write_overflow(home, received_at, cwd, data, size, truncated, reason)
+        if os.path.exists(os.path.join(home, DB_NAME)):
+            log_error(home, "database not writable, event kept in overflow (%s)" % reason)
+        where = "overflow"
+    if where == "overflow" or any(m in data for m in _WAKE_MARKERS):
+        try:
+            start_worker(home)
+        except Exception as exc:
+            log_error(home, "could not start the worker: %s: %s" % (type(exc).__name__, exc))
+    return where
+
+
+def main():
+    received_at = time.time()
+    home = None
+    try:
+        home = spool_home()
+        try:
+            data, size, truncated = read_stdin(sys.stdin.buffer)
+        except Exception as exc:
+            data, size, truncated = b"", 0, 0
+            log_error(home, "could not read stdin: %s" % exc)
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = None
+        handle(data, size, truncated, cwd, home, received_at)
+    except BaseException as exc:  # never exit non-zero, never print
+        try:
+            log_error(home or fallback_dir(), "event lost: %s: %s" % (type(exc).__name__, exc))
+        except BaseException:
+            pass
+    os._exit(0)  # skip interpreter teardown: nothing is buffered, nothing to flush
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Ingest: overflow files -> raw_events (exactly once), and parsing raw rows.
+
+The hook stores bytes as received.  Here the worker:
+
+* ``ingest_overflow``: moves every ``overflow-*.jsonl`` file (SPOOL_HOME and
+  the per-user fallback dir) into ``raw_events``.  Each record carries a unique
+  key stored in ``raw_events.dedup_key`` and inserted with ``INSERT OR
+  IGNORE``, and a file is deleted only after its rows committed: a crash at any
+  point followed by a re-run ingests each event exactly once.
+* ``parse_new``: parses rows with ``status='new'``: a JSON object with a
+  string ``session_id`` and ``hook_event_name`` becomes ``status='ok'`` with
+  those columns filled; anything else moves to ``quarantine`` with its bytes
+  and the reason.  A payload the hook truncated is kept as a flagged event when
+  its ids can still be read from the first bytes.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from . import db, paths
+from .hook import INSERT_SQL
+
+_OVERFLOW_INSERT = INSERT_SQL.replace(
+    "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6",
+    "INSERT OR IGNORE INTO raw_events (received_at, source, cwd, payload, size, truncated, "
+    "dedup_key) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7",
+)
+assert _OVERFLOW_INSERT != INSERT_SQL
+
+
+@dataclass
+class IngestResult:
+    files: int = 0
+    events: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+
+def overflow_dirs(home: Path | None = None) -> list[Path]:
+    return [home or paths.spool_home(), paths.fallback_overflow_dir()]
+
+
+def overflow_files(home: Path | None = None) -> list[Path]:
+    found: list[Path] = []
+    for directory in overflow_dirs(home):
+        try:
+            found.extend(sorted(directory.glob(paths.OVERFLOW_PREFIX + "*.jsonl")))
+        except OSError:
+            continue
+    return found
+
+
+def _quarantine(conn, *, received_at, source, cwd, payload, size, reason, now, raw_event_id=None):
+    conn.exec_driver_sql(
+        "INSERT INTO quarantine (raw_event_id, received_at, quarantined_at, source, cwd, payload,"
+        " size, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (raw_event_id, received_at, now, source, cwd, payload, size, reason),
+    )
+
+
+def ingest_overflow(engine: Engine, home: Path | None = None, now: float | None = None) -> IngestResult:
+    """Move every overflow file into raw_events, exactly once."""
+    result = IngestResult()
+    for path in overflow_files(home):
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError:
+            continue
+        now_ = time.time() if now is None else now
+        with db.write(engine) as conn:
+            for n, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    payload = base64.b64decode(rec["payload_b64"], validate=True)
+                    args = (float(rec["received_at"]), "overflow", rec.get("cwd"), payload,
+                            int(rec.get("size", len(payload))), int(rec.get("truncated", 0)),
+                            str(rec["key"]))
+                except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+                    _quarantine(conn, received_at=now_, source="overflow", cwd=None,
+                                payload=line, size=len(line), now=now_,
+                                reason=f"unreadable overflow record {path.name}:{n + 1}: {exc}")
+                    result.quarantined += 1
+                    continue
+                cur = conn.exec_driver_sql(_OVERFLOW_INSERT, args)
+                if cur.rowcount:
+                    result.events += 1
+                else:
+                    result.duplicates += 1
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        result.files += 1
+    return result
+
+
+_ID_RE = {
+    name: re.compile(rb'"%s"\s*:\s*"([^"\\]{1,200})"' % name.encode())
+    for name in ("session_id", "hook_event_name", "turn_id")
+}
+
+
+def _salvage(payload: bytes) -> dict | None:
+    """Ids from the first bytes of a truncated payload, or None."""
+    head = payload[:65536]
+    found = {}
+    for name, rx in _ID_RE.items():
+        m = rx.search(head)
+        if m:
+            found[name] = m.group(1).decode("utf-8", "replace")
+    if "session_id" in found and "hook_event_name" in found:
+        return found
+    return None
+
+
+def classify(payload: bytes, truncated: bool) -> tuple[dict | None, str | None]:
+    """(fields, None) for a usable event, or (None, reason) for quarantine."""
+    if truncated:
+        ids = _salvage(payload)
+        if ids:
+            return ids, None
+        return None, "payload truncated and its session_id/hook_event_name unreadable"
+    if not payload.strip():
+        return None, "empty input"
+    try:
+        obj = json.loads(payload)
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8: {exc}"
+    except ValueError as exc:
+        return None, f"not JSON: {exc}"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    if not isinstance(obj, dict):
+        return None, f"not a JSON object (got {type(obj).__name__})"
+    missing = [k for k in ("session_id", "hook_event_name")
+               if not isinstance(obj.get(k), str) or not obj.get(k)]
+    if missing:
+        return None, "missing or invalid " + " and ".join(missing)
+    turn = obj.get("turn_id")
+    return {
+        "session_id": obj["session_id"],
+        "hook_event_name": obj["hook_event_name"],
+        "turn_id": turn if isinstance(turn, str) and turn else None,
+    }, None
+
+
+def parse_new(engine: Engine, now: float | None = None, limit: int = 2000) -> tuple[int, int]:
+    """Parse up to ``limit`` new raw rows.  Returns (events, quarantined)."""
+    now = time.time() if now is None else now
+    ok = bad = 0
+    with db.write(engine) as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT id, received_at, source, cwd, payload, size, truncated FROM raw_events"
+            " WHERE status = 'new' ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        for rid, received_at, source, cwd, payload, size, truncated in rows:
+            fields, reason = classify(bytes(payload), bool(truncated))
+            if fields is None:
+                _quarantine(conn, received_at=received_at, source=source, cwd=cwd,
+                            payload=payload, size=size, reason=reason, now=now,
+                            raw_event_id=rid)
+                conn.exec_driver_sql("DELETE FROM raw_events WHERE id = ?", (rid,))
+                bad += 1
+            else:
+                conn.exec_driver_sql(
+                    "UPDATE raw_events SET status = 'ok', session_id = ?, turn_id = ?, event = ?"
+                    " WHERE id = ?",
+                    (fields["session_id"], fields.get("turn_id"), fields["hook_event_name"], rid),
+                )
+                ok += 1
+    return ok, bad
+
+
+def ingest_all(engine: Engine, home: Path | None = None, now: float | None = None) -> IngestResult:
+    """Overflow files, then every new row parsed (what the worker's ingest job runs)."""
+    result = ingest_overflow(engine, home, now)
+    while True:
+        ok, bad = parse_new(engine, now)
+        result.quarantined += bad
+        if ok + bad == 0:
+            break
+    return result
+
+
+def log_error(engine: Engine, source: str, message: str, now: float | None = None) -> None:
+    with db.write(engine) as conn:
+        conn.execute(text("INSERT INTO errors (at, source, message) VALUES (:at, :s, :m)"),
+                     {"at": time.time() if now is None else now, "s": source, "m": message})
+
+
+def hook_error_lines(home: Path | None = None) -> list[tuple[str, str]]:
+    """(timestamp, message) lines the hook left in hook-errors.log files."""
+    out = []
+    for directory in overflow_dirs(home):
+        p = directory / paths.HOOK_ERROR_LOG
+        try:
+            for line in p.read_text("utf-8", "replace").splitlines():
+                parts = line.split("\t", 2)
+                if len(parts) == 3:
+                    out.append((parts[0], parts[2]))
+        except OSError:
+            continue
+    return out
+
+

@@ -1,0 +1,64 @@
+"""Where spool keeps its files.
+
+``SPOOL_HOME`` (env) wins; otherwise the platform's user data dir from
+platformdirs.  ``spool/hook.py`` recomputes the same path with the standard
+library only (it must not import platformdirs); ``tests/test_paths.py`` proves
+the two agree.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "spool"
+DB_NAME = "spool.db"
+WORKER_LOCK = "worker.lock"
+HOOK_ERROR_LOG = "hook-errors.log"
+WORKER_LOG = "worker.log"
+OVERFLOW_PREFIX = "overflow-"
+
+
+def spool_home() -> Path:
+    env = os.environ.get("SPOOL_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def ensure_home(home: Path | None = None) -> Path:
+    """Create the spool home 0700 (and tighten it if it already exists)."""
+    home = home or spool_home()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if (home.stat().st_mode & 0o777) != 0o700:
+            os.chmod(home, 0o700)
+    except OSError:
+        pass
+    return home
+
+
+def db_path(home: Path | None = None) -> Path:
+    return (home or spool_home()) / DB_NAME
+
+
+def fallback_overflow_dir() -> Path:
+    """Per-user directory used when SPOOL_HOME itself cannot be written.
+
+    Must match ``spool.hook._fallback_dir``.
+    """
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base):
+        return Path(base) / "spool-overflow"
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"spool-overflow-{os.getuid()}"
+
+
+def secure_file(path: Path) -> None:
+    """Make a spool file owner-only (0600)."""
+    try:
+        os.chmod(path, 0o600)
+    except OSError:
+        pass

@@ -1,0 +1,63 @@
+"""Shared test fixtures: every test gets its own real spool home and SQLite file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SESSION_DIR = FIXTURES / "codex-0.169.0" / "two-turn-echo"
+HOOK_PATH = Path(__file__).resolve().parent.parent / "spool" / "hook.py"
+
+
+@pytest.fixture(autouse=True)
+def spool_home(tmp_path, monkeypatch) -> Path:
+    """Point SPOOL_HOME (and the overflow fallback dir) at a throwaway directory."""
+    home = tmp_path / "spool-home"
+    monkeypatch.setenv("SPOOL_HOME", str(home))
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("SPOOL_NO_AUTOSTART", "1")
+    for var in ("INFINIUM_AGENT_ID", "INFINIUM_AGENT_SECRET", "INFINIUM_BASE_URL",
+                "CONNECTOR_FLUSH_ON_STOP", "CONNECTOR_FLUSH_ON_SESSION_END",
+                "CONNECTOR_SESSION_TTL", "SPOOL_GRANULARITY", "SPOOL_SINKS"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def fixture_payloads() -> list[tuple[str, bytes]]:
+    """(event name, raw bytes) of the recorded Codex 0.169.0 session, in order."""
+    out = []
+    for p in sorted((SESSION_DIR / "payloads").glob("*.json")):
+        out.append((p.stem.split("-", 1)[1], p.read_bytes().strip()))
+    return out
+
+
+def fixture_rollout() -> Path:
+    return next((SESSION_DIR / "rollouts").glob("*.jsonl"))
+
+
+def hook_cmd() -> list[str]:
+    """The hook exactly as `spool init` writes it into hooks.json."""
+    return [sys.executable, "-I", "-S", str(HOOK_PATH)]
+
+
+def run_hook(payload: bytes, *, cwd: Path | str | None = None, env: dict | None = None,
+             timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run the real hook process with ``payload`` on stdin."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run(hook_cmd(), input=payload, capture_output=True, cwd=cwd,
+                          env=full_env, timeout=timeout)
+
+
+def with_cwd(payload: bytes, cwd: str) -> bytes:
+    obj = json.loads(payload)
+    obj["cwd"] = cwd
+    return json.dumps(obj).encode()
