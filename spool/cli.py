@@ -1,31 +1,37 @@
-"""The `spool` command line (Typer)."""
+"""The `spool` command line (Typer).
+
+Commands live in spool/commands/*.py, one module per area, each registering on
+``app``.  Heavy imports (SQLAlchemy, httpx, keyring, apscheduler, rich) happen
+inside the command functions so `spool --help` starts fast.
+"""
 from __future__ import annotations
 
 import typer
 
-from . import __version__
 from .errors import SpoolError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="spool: capture every Codex hook event, deliver exact traces.")
 
 
-@app.command()
-def version() -> None:
-    """Print spool's version."""
-    typer.echo(__version__)
+def fail(reason: str, instruction: str = "") -> "typer.Exit":
+    """Print one line (what is wrong, what to do) to stderr and exit 1."""
+    raise SpoolError(reason, instruction)
 
 
-@app.command()
-def path() -> None:
-    """Print the spool database path (created and migrated if missing)."""
-    from . import db, paths
+def _register() -> None:
+    # Imported for their side effect: each module adds its commands to `app`.
+    from .commands import base, setup, read, worker_cmd, serve, demo  # noqa: F401
 
-    db.open_db().dispose()
-    typer.echo(str(paths.db_path()))
+
+def get_app() -> typer.Typer:
+    """The app with every command registered (tests use it with CliRunner)."""
+    _register()
+    return app
 
 
 def main() -> None:
+    _register()
     try:
         app()
     except SpoolError as exc:

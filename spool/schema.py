@@ -92,7 +92,8 @@ sessions = Table(
     Column("first_event_at", Float, nullable=False),
     Column("last_event_at", Float, nullable=False),
     Column("last_event_id", Integer, nullable=False, server_default=text("0")),
-    # open -> ended (SessionEnd seen) -> summarised; a new event reopens.
+    # open -> ended (SessionEnd seen) -> final (finalised: summary made, or none
+    # needed); a new event reopens it (state back to open).
     Column("state", Text, nullable=False, server_default=text("'open'")),
     Column("ended_at", Float),
     Column("summary_revision", Integer, nullable=False, server_default=text("0")),
@@ -104,7 +105,7 @@ sessions = Table(
     Column("git_branch", Text),
     Column("git_commit", Text),
 )
-Index("ix_sessions_open", sessions.c.last_event_at, sqlite_where=text("state != 'summarised'"))
+Index("ix_sessions_open", sessions.c.last_event_at, sqlite_where=text("state != 'final'"))
 Index("ix_sessions_last", sessions.c.last_event_at)
 
 turns = Table(

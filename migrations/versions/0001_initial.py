@@ -108,7 +108,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.create_index('ix_sessions_last', ['last_event_at'], unique=False)
-        batch_op.create_index('ix_sessions_open', ['last_event_at'], unique=False, sqlite_where=sa.text("state != 'summarised'"))
+        batch_op.create_index('ix_sessions_open', ['last_event_at'], unique=False, sqlite_where=sa.text("state != 'final'"))
 
     op.create_table('sink_state',
     sa.Column('sink', sa.Text(), nullable=False),
@@ -227,7 +227,7 @@ def downgrade() -> None:
     op.drop_table('traces')
     op.drop_table('sink_state')
     with op.batch_alter_table('sessions', schema=None) as batch_op:
-        batch_op.drop_index('ix_sessions_open', sqlite_where=sa.text("state != 'summarised'"))
+        batch_op.drop_index('ix_sessions_open', sqlite_where=sa.text("state != 'final'"))
         batch_op.drop_index('ix_sessions_last')
 
     op.drop_table('sessions')

@@ -1,0 +1,4 @@
+"""spool commands: demo (to be filled)."""
+from __future__ import annotations
+
+from ..cli import app  # noqa: F401

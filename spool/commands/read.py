@@ -1,0 +1,4 @@
+"""spool commands: read (to be filled)."""
+from __future__ import annotations
+
+from ..cli import app  # noqa: F401
