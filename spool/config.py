@@ -144,7 +144,10 @@ def write_file(project: Path, data: dict) -> Path:
     return path
 
 
-def _from_mapping(cfg: Config, data: Mapping[str, object]) -> Config:
+def _from_mapping(cfg: Config, data: Mapping[str, object],
+                  names: Mapping[str, str] | None = None) -> Config:
+    """Apply ``data``; ``names`` says where each key came from (for error messages)."""
+    names = names or {}
     known = {f for f in Config.__dataclass_fields__ if f not in ("project", "source", "extra")}
     updates: dict = {}
     for key, value in data.items():
@@ -156,18 +159,29 @@ def _from_mapping(cfg: Config, data: Mapping[str, object]) -> Config:
         elif key == "file_sink_dir":
             updates[key] = Path(str(value)).expanduser()
         elif key in ("timeout", "session_ttl", "session_end_grace"):
-            updates[key] = _num(value, key)
+            updates[key] = _num(value, names.get(key, key))
         elif key in ("max_input_preview", "max_output_preview"):
-            updates[key] = _num(value, key, int)
+            updates[key] = _num(value, names.get(key, key), int)
         elif key in ("verify_ssl", "allow_insecure_http", "redact"):
-            updates[key] = value if isinstance(value, bool) else _bool(str(value), key)
+            updates[key] = value if isinstance(value, bool) else _bool(str(value), names.get(key, key))
         else:
             updates[key] = str(value)
     out = replace(cfg, **updates)
     if out.granularity not in GRANULARITIES:
-        raise SpoolError(f"granularity {out.granularity!r} is not one of {', '.join(GRANULARITIES)}.",
+        raise SpoolError(f"{names.get('granularity', 'granularity')} {out.granularity!r} is not one of {', '.join(GRANULARITIES)}.",
                          "Run `spool init --granularity turn|session|both`.")
     return out
+
+
+ENV_NAMES = {
+    "agent_id": "INFINIUM_AGENT_ID", "base_url": "INFINIUM_BASE_URL", "timeout": "INFINIUM_TIMEOUT",
+    "verify_ssl": "INFINIUM_VERIFY_SSL", "session_ttl": "CONNECTOR_SESSION_TTL",
+    "max_input_preview": "CONNECTOR_MAX_INPUT_PREVIEW",
+    "max_output_preview": "CONNECTOR_MAX_OUTPUT_PREVIEW",
+    "session_end_grace": "SPOOL_SESSION_END_GRACE", "sinks": "SPOOL_SINKS",
+    "file_sink_dir": "SPOOL_FILE_SINK_DIR", "allow_insecure_http": "SPOOL_ALLOW_INSECURE_HTTP",
+    "redact": "SPOOL_REDACT", "granularity": "SPOOL_GRANULARITY",
+}
 
 
 def _env_overrides(env: Mapping[str, str], base: Config) -> dict:
@@ -215,6 +229,7 @@ def load(start: Path | str | None = None, env: Mapping[str, str] | None = None) 
     project = find_project(start) if start is not None else None
     if project is not None:
         data = read_file(project)
-        cfg = replace(_from_mapping(cfg, data), project=project,
+        where = {k: f"{config_path(project)}: {k}" for k in data}
+        cfg = replace(_from_mapping(cfg, data, where), project=project,
                       source=str(config_path(project)), extra=data)
-    return _from_mapping(cfg, _env_overrides(env, cfg))
+    return _from_mapping(cfg, _env_overrides(env, cfg), ENV_NAMES)

@@ -1,0 +1,106 @@
+"""The schema is owned by Alembic and defined once (spool/schema.py)."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+from spool import db, hook, paths, schema
+
+
+def _diff(path) -> list:
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    engine.dispose()
+    return diff
+
+
+def test_head_revision_is_pinned():
+    script = ScriptDirectory.from_config(db._alembic_config(paths.db_path()))
+    assert script.get_current_head() == schema.HEAD_REVISION
+
+
+def test_migrated_blank_database_matches_metadata(tmp_path):
+    path = tmp_path / "blank.db"
+    db.upgrade(path)
+    assert _diff(path) == []
+    engine = db.make_engine(path)
+    assert db.current_revision(engine) == schema.HEAD_REVISION
+    engine.dispose()
+
+
+def test_partial_indexes_exist_as_declared(tmp_path):
+    path = tmp_path / "idx.db"
+    db.upgrade(path)
+    conn = sqlite3.connect(path)
+    sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"))
+    conn.close()
+    assert "WHERE state IN ('pending', 'failed', 'in_flight')" in sql["ix_outbox_due"]
+    assert "WHERE status = 'new'" in sql["ix_raw_events_new"]
+
+
+def test_upgrade_is_idempotent(tmp_path):
+    path = tmp_path / "twice.db"
+    db.upgrade(path)
+    before = sqlite3.connect(path).execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+    db.upgrade(path)
+    after = sqlite3.connect(path).execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+    assert before == after
+
+
+def test_downgrade_upgrade_round_trip(tmp_path):
+    path = tmp_path / "round.db"
+    db.upgrade(path)
+    db.downgrade(path, "base")
+    tables = {r[0] for r in sqlite3.connect(path).execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT IN ('alembic_version', 'sqlite_sequence')")}
+    assert tables == set()
+    db.upgrade(path)
+    assert _diff(path) == []
+
+
+def test_database_from_a_newer_spool_is_refused_untouched(tmp_path):
+    path = tmp_path / "newer.db"
+    db.upgrade(path)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(db.NewerSchemaError) as err:
+        db.upgrade(path)
+    assert "newer spool" in err.value.reason
+    assert "Upgrade spool" in err.value.instruction
+    assert path.read_bytes() == before
+
+
+def test_hook_insert_matches_the_schema(tmp_path):
+    """The hook's raw SQL names only real columns, and a row it writes reads back intact."""
+    cols = {c.name for c in schema.raw_events.columns}
+    assert set(schema.HOOK_INSERT_COLUMNS) <= cols
+    assert "INSERT INTO raw_events (%s)" % ", ".join(schema.HOOK_INSERT_COLUMNS) in hook.INSERT_SQL
+    assert {c.name for c in schema.pauses.columns} >= {"project"}
+    home = tmp_path / "home"
+    home.mkdir()
+    db.upgrade(home / "spool.db")
+    hook.insert(str(home), 1.5, "hook", "/p", b"{}", 2, 0)
+    row = sqlite3.connect(home / "spool.db").execute(
+        "SELECT received_at, source, cwd, payload, size, truncated, status FROM raw_events").fetchone()
+    assert row == (1.5, "hook", "/p", b"{}", 2, 0, "new")
+
+
+def test_open_db_sets_pragmas_and_private_modes(spool_home):
+    engine = db.open_db()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == db.BUSY_TIMEOUT_MS
+    engine.dispose()
+    assert (spool_home.stat().st_mode & 0o777) == 0o700
+    assert (paths.db_path().stat().st_mode & 0o777) == 0o600
