@@ -1,0 +1,48 @@
+"""Secret-looking strings are redacted before a trace leaves the machine."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from spool.redact import redact, redact_text
+
+CORPUS = Path(__file__).parent / "fixtures" / "redaction"
+
+
+def _samples(name: str) -> list[str]:
+    return [l for l in (CORPUS / name).read_text().splitlines() if l and not l.startswith("#")]
+
+
+# The secret part of each sample in secrets.txt: it must not survive redaction.
+SECRET_PARTS = [
+    "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd", "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+    "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+    "AKIAIOSFODNN7EXAMPLE", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOp",
+    "AIzaSyA1234567890abcdefghijklmnopqrstuv", "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+    "abcdef0123456789abcdef", "eyJzdWIiOiIxMjM0NTY3ODkwIn0", "hunter2secret",
+    "correct-horse-battery", "9f8e7d6c5b4a3210", "BEGIN RSA PRIVATE KEY",
+]
+
+
+@pytest.mark.parametrize("sample", _samples("secrets.txt"))
+def test_every_secret_sample_is_redacted(sample):
+    out = redact_text(sample)
+    assert "[REDACTED:" in out
+    leaked = [s for s in SECRET_PARTS if s in out]
+    assert leaked == []
+
+
+@pytest.mark.parametrize("sample", _samples("clean.txt"))
+def test_ordinary_text_is_unchanged(sample):
+    assert redact_text(sample) == sample
+
+
+def test_redact_walks_json_and_keeps_structure():
+    body = {"steps": [{"input_preview": "export TOKEN=ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+                       "duration_ms": 12}], "name": "fix it", "n": None}
+    out = redact(body)
+    assert out["name"] == "fix it" and out["n"] is None and out["steps"][0]["duration_ms"] == 12
+    assert re.search(r"TOKEN=\[REDACTED:\w+\]", out["steps"][0]["input_preview"])
+    assert body["steps"][0]["input_preview"].endswith("0123456789")  # the input is not modified
