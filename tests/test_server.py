@@ -1,0 +1,83 @@
+"""Server mode's HTTP ingest: token required, size capped, same path as the hook."""
+from __future__ import annotations
+
+import http.client
+import json
+import sqlite3
+
+import pytest
+
+from conftest import fixture_payloads
+from spool import db, ingest, paths
+from spool.server import INGEST_PATH, MAX_BODY, IngestServer
+
+
+@pytest.fixture
+def server(spool_home):
+    db.open_db().dispose()
+    srv = IngestServer(token="t0ken-for-tests").start()
+    yield srv
+    srv.stop()
+
+
+def _post(srv, body: bytes, headers: dict) -> tuple[int, dict]:
+    host, port = srv.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("POST", INGEST_PATH, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def _rows():
+    conn = sqlite3.connect(paths.db_path())
+    try:
+        return conn.execute("SELECT payload, source, cwd FROM raw_events").fetchall()
+    finally:
+        conn.close()
+
+
+def test_requests_without_the_token_are_rejected(server):
+    payload = fixture_payloads()[1][1]
+    assert _post(server, payload, {})[0] == 401
+    assert _post(server, payload, {"Authorization": "Bearer wrong"})[0] == 401
+    assert _post(server, payload, {"Authorization": "t0ken-for-tests"})[0] == 401
+    assert _rows() == []
+
+
+def test_an_event_is_stored_like_the_hook_stores_it(server):
+    payload = fixture_payloads()[1][1]
+    status, body = _post(server, payload, {"Authorization": "Bearer t0ken-for-tests"})
+    assert (status, body) == (202, {"stored": "db"})
+    assert _rows() == [(payload, "http", json.loads(payload)["cwd"])]
+    engine = db.open_db()
+    ingest.ingest_all(engine)
+    engine.dispose()
+    conn = sqlite3.connect(paths.db_path())
+    assert conn.execute("SELECT event, status FROM raw_events").fetchall() == [("UserPromptSubmit", "ok")]
+
+
+def test_bodies_over_the_cap_are_refused_unread(server):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.putrequest("POST", INGEST_PATH)
+    conn.putheader("Authorization", "Bearer t0ken-for-tests")
+    conn.putheader("Content-Length", str(MAX_BODY + 1))
+    conn.endheaders()
+    conn.send(b"{" * 1024)  # a start only: the server must answer without waiting for the rest
+    resp = conn.getresponse()
+    assert resp.status == 413
+    conn.close()
+    assert _rows() == []
+
+
+def test_health_needs_no_token_and_says_nothing_secret(server):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("GET", "/health")
+    resp = conn.getresponse()
+    body = resp.read()
+    assert resp.status == 200 and json.loads(body) == {"ok": True, "service": "spool"}
+    assert b"t0ken" not in body
