@@ -1,4 +1,18 @@
-"""spool commands: demo (to be filled)."""
+"""`spool demo`: the README's main job."""
 from __future__ import annotations
 
-from ..cli import app  # noqa: F401
+import typer
+
+from ..cli import app
+
+
+@app.command()
+def demo(keep: bool = typer.Option(False, "--keep", help="Keep the temporary spool home."),
+         timeout: float = typer.Option(90.0, min=1, help="Seconds to wait for delivery.")) -> None:
+    """Replay a bundled real Codex session through real hook processes into a
+    temporary spool, let the worker deliver to an embedded loopback receiver
+    speaking the Infinium API, and print `spool history`.  No network, no
+    credentials, no Codex needed.  Exits 0 only if every trace arrived."""
+    from ..demo import run
+
+    raise typer.Exit(run(typer.echo, keep=keep, timeout=timeout))
