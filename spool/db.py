@@ -102,6 +102,23 @@ def known_revisions() -> set[str]:
     return {rev.revision for rev in script.walk_revisions()}
 
 
+def _stamped_revision(path: Path) -> str | None:
+    """The Alembic revision stamped in the database file, read with plain sqlite3."""
+    import sqlite3
+
+    if not Path(path).exists():
+        return None
+    quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    conn = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError:
+        return None  # no alembic_version table yet
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
 class NewerSchemaError(SpoolError):
     pass
 
@@ -112,20 +129,16 @@ def upgrade(path: Path, revision: str = "head") -> None:
     Idempotent.  A database stamped by a newer spool (a revision this spool
     does not know) raises NewerSchemaError instead of being touched.
     """
+    rev = _stamped_revision(path)
+    if rev == HEAD_REVISION and revision == "head":
+        return  # the common case: no Alembic import at all
     from alembic import command
 
-    engine = make_engine(path)
-    try:
-        rev = current_revision(engine)
-    finally:
-        engine.dispose()
     if rev is not None and rev not in known_revisions():
         raise NewerSchemaError(
             f"the spool database {path} was created by a newer spool (schema {rev}).",
             "Upgrade spool (pip install -U spool) or point SPOOL_HOME somewhere else.",
         )
-    if rev == HEAD_REVISION and revision == "head":
-        return
     command.upgrade(_alembic_config(path), revision)
 
 
