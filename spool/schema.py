@@ -199,6 +199,10 @@ delivery_attempts = Table(
 )
 Index("ix_attempts_outbox", delivery_attempts.c.outbox_id)
 Index("ix_attempts_started", delivery_attempts.c.started_at)
+# `spool errors` reads the newest failed attempts: a partial index keeps that
+# flat however many successful attempts accumulate.
+Index("ix_attempts_failed", delivery_attempts.c.started_at,
+      sqlite_where=text("outcome != 'sent'"))
 
 # --- state -------------------------------------------------------------------
 

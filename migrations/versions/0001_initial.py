@@ -201,11 +201,13 @@ def upgrade() -> None:
     with op.batch_alter_table('delivery_attempts', schema=None) as batch_op:
         batch_op.create_index('ix_attempts_outbox', ['outbox_id'], unique=False)
         batch_op.create_index('ix_attempts_started', ['started_at'], unique=False)
+        batch_op.create_index('ix_attempts_failed', ['started_at'], unique=False, sqlite_where=sa.text("outcome != 'sent'"))
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('delivery_attempts', schema=None) as batch_op:
+        batch_op.drop_index('ix_attempts_failed')
         batch_op.drop_index('ix_attempts_started')
         batch_op.drop_index('ix_attempts_outbox')
 

@@ -1,0 +1,205 @@
+"""A trace body (the JSON in ``traces.body``) as a readable timeline, for `spool show`.
+
+Pure functions, no I/O.  The renderer is tolerant: it reads the neutral trace
+model's usual keys (``steps``, ``errors``, ``usage``, times as epoch seconds or
+ISO strings, durations in ms) and falls back to close synonyms, so a body
+shape it does not know still prints something useful rather than failing.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+_STEP_KIND = ("kind", "type", "action", "event", "source", "role")
+_STEP_LABEL = ("description", "command", "tool_name", "tool", "name", "title", "message",
+               "text", "input_preview", "input", "prompt")
+_STEP_OUTPUT = ("output_preview", "output", "result", "response")
+_START = ("started_at", "start", "start_time", "timestamp", "at", "opened_at")
+_END = ("ended_at", "end", "end_time", "closed_at")
+# (key, short name); the neutral model (spool/trace.py) uses input/cached/output/
+# reasoning/total inside a "usage" dict, OpenAI-style names are accepted too.
+_USAGE_SHORT = (("input", "in"), ("cached", "cached"), ("output", "out"),
+                ("reasoning", "reasoning"), ("total", "total"))
+_TOKEN_KEYS = (("input_tokens", "in"), ("prompt_tokens", "in"), ("output_tokens", "out"),
+               ("completion_tokens", "out"), ("cached_input_tokens", "cached"),
+               ("cached_tokens", "cached"), ("reasoning_output_tokens", "reasoning"),
+               ("reasoning_tokens", "reasoning"), ("total_tokens", "total"))
+
+
+def _first(d: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    for k in keys:
+        v = d.get(k)
+        if v not in (None, "", [], {}):
+            return v
+    return None
+
+
+def to_epoch(value: Any) -> float | None:
+    """Epoch seconds from a number (s or ms) or an ISO 8601 string."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) / 1000.0 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    return None
+
+
+def fmt_duration(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    s = ms / 1000.0
+    if s < 60:
+        return f"{s:.2f}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{int(m)}m{s:04.1f}s"
+    h, m = divmod(m, 60)
+    return f"{int(h)}h{int(m):02d}m"
+
+
+def fmt_time(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def tokens_of(d: Mapping[str, Any]) -> dict[str, int]:
+    """{in, out, cached, reasoning, total} found in ``d`` or its usage/metrics/tokens dict."""
+    out: dict[str, int] = {}
+    sources = [d] + [d[k] for k in ("usage", "tokens", "metrics", "token_usage", "llm_usage")
+                     if isinstance(d.get(k), Mapping)]
+    for src in sources:
+        keys = _TOKEN_KEYS if src is d else _TOKEN_KEYS + _USAGE_SHORT
+        for key, short in keys:
+            v = src.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and short not in out:
+                out[short] = int(v)
+    if isinstance(d.get("tokens"), (int, float)) and "total" not in out:
+        out["total"] = int(d["tokens"])
+    return out
+
+
+def fmt_tokens(t: Mapping[str, int]) -> str:
+    parts = [f"{k} {t[k]:,}" for k in ("in", "cached", "out", "reasoning", "total") if k in t]
+    return ", ".join(parts)
+
+
+def _short(value: Any, n: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        import json
+
+        value = json.dumps(value, ensure_ascii=False, default=str)
+    value = " ".join(value.split())
+    return value if len(value) <= n else value[: n - 1] + "…"
+
+
+def _error_text(err: Any) -> str:
+    if not err:
+        return ""
+    if isinstance(err, Mapping):
+        kind = _first(err, ("error_type", "type", "class", "kind")) or "error"
+        msg = _first(err, ("message", "detail", "text")) or ""
+        where = f"step {err['step_number']}: " if err.get("step_number") else ""
+        return f"{where}{kind}: {msg}".rstrip(": ")
+    return str(err)
+
+
+def step_rows(body: Mapping[str, Any]) -> list[dict]:
+    """One dict per step: n, offset_ms (from trace start), kind, label, output,
+    duration_ms, tokens (dict), error (str)."""
+    steps = body.get("steps") or body.get("events") or []
+    if not isinstance(steps, list):
+        return []
+    t0 = to_epoch(_first(body, _START))
+    rows = []
+    for i, step in enumerate(steps, 1):
+        if not isinstance(step, Mapping):
+            rows.append({"n": i, "offset_ms": None, "kind": "", "label": _short(step, 80),
+                         "output": "", "duration_ms": None, "tokens": {}, "error": ""})
+            continue
+        start = to_epoch(_first(step, _START))
+        end = to_epoch(_first(step, _END))
+        if t0 is None and start is not None:
+            t0 = start
+        dur = step.get("duration_ms")
+        if not isinstance(dur, (int, float)) or isinstance(dur, bool):
+            dur = (end - start) * 1000.0 if start is not None and end is not None else None
+        rows.append({
+            "n": step.get("number") or step.get("step_number") or step.get("step_id") or i,
+            "offset_ms": (start - t0) * 1000.0 if start is not None and t0 is not None else None,
+            "kind": str(_first(step, _STEP_KIND) or ""),
+            "label": _short(_first(step, _STEP_LABEL), 80),
+            "output": _short(_first(step, _STEP_OUTPUT), 80),
+            "duration_ms": dur,
+            "tokens": tokens_of(step),
+            "error": _error_text(step.get("error") or step.get("errors")),
+        })
+    return rows
+
+
+def summary(body: Mapping[str, Any]) -> dict:
+    """Header facts: name, kind, started/ended (epoch), duration_ms, tokens, errors."""
+    start = to_epoch(_first(body, _START))
+    end = to_epoch(_first(body, _END))
+    dur = body.get("duration_ms")
+    if not isinstance(dur, (int, float)) or isinstance(dur, bool):
+        dur = (end - start) * 1000.0 if start is not None and end is not None else None
+    errs = body.get("errors") or []
+    if not isinstance(errs, list):
+        errs = [errs]
+    return {
+        "name": body.get("name") or "",
+        "kind": body.get("kind") or "",
+        "model": body.get("model") or "",
+        "started_at": start,
+        "ended_at": end,
+        "duration_ms": dur,
+        "tokens": tokens_of(body),
+        "errors": [_error_text(e) for e in errs],
+    }
+
+
+def render(body: Mapping[str, Any], width: int = 100) -> str:
+    """The whole trace as plain text lines (rich-free, so tests can read it)."""
+    s = summary(body)
+    lines = [f"{s['name'] or '(unnamed trace)'}  [{s['kind'] or '?'}]"]
+    facts = [f"started {fmt_time(s['started_at'])}"]
+    if s["duration_ms"] is not None:
+        facts.append(f"duration {fmt_duration(s['duration_ms'])}")
+    if s["model"]:
+        facts.append(f"model {s['model']}")
+    if s["tokens"]:
+        facts.append(f"tokens {fmt_tokens(s['tokens'])}")
+    lines.append("  " + " · ".join(facts))
+    rows = step_rows(body)
+    lines.append(f"  {len(rows)} step(s)")
+    for r in rows:
+        off = f"+{fmt_duration(r['offset_ms'])}" if r["offset_ms"] is not None else ""
+        head = f"  {str(r['n']):>3}. {off:>9} {r['kind'][:18]:<18} {r['label']}"
+        lines.append(head[:width].rstrip())
+        details = []
+        if r["duration_ms"] is not None:
+            details.append(fmt_duration(r["duration_ms"]))
+        if r["tokens"]:
+            details.append(fmt_tokens(r["tokens"]))
+        if details:
+            lines.append(f"{'':>16}{' · '.join(details)}")
+        if r["output"]:
+            lines.append(f"{'':>16}→ {r['output']}"[:width])
+        if r["error"]:
+            lines.append(f"{'':>16}✗ {r['error']}"[:width])
+    if s["errors"]:
+        lines.append(f"  {len(s['errors'])} error(s):")
+        lines.extend(f"    ✗ {e}"[:width] for e in s["errors"])
+    return "\n".join(lines)
