@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Delivery benchmark: traces/s to a loopback receiver, and the claim cost with 1,000,000
+already-sent outbox rows vs an empty outbox.
+
+    .venv/bin/python scripts/bench_deliver.py [--traces 2000] [--sent 1000000]
+
+Runs in a throw-away SPOOL_HOME.  Floors: 300 traces/s; the claim with 1M sent rows should
+cost about what it costs on an empty outbox (ratio ~1: the partial index ix_outbox_due).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+FLOOR_TPS = 300.0
+
+
+def _setup_home() -> Path:
+    home = Path(tempfile.mkdtemp(prefix="spool-bench-"))
+    os.environ["SPOOL_HOME"] = str(home / "home")
+    for var in ("INFINIUM_AGENT_ID", "INFINIUM_BASE_URL", "SPOOL_SINKS"):
+        os.environ.pop(var, None)
+    return home
+
+
+def _insert(engine, ids, project, now):
+    from sqlalchemy import text
+
+    from spool import db
+
+    body = json.dumps({"name": "bench", "description": "bench trace", "input_summary": "x" * 200,
+                       "output_summary": "y" * 500, "duration_ms": 1000, "kind": "turn"})
+    with db.write(engine) as conn:
+        conn.execute(text("INSERT INTO traces (trace_id, kind, project, name, created_at, body) "
+                          "VALUES (:t, 'turn', :p, 'bench', :n, :b)"),
+                     [{"t": t, "p": str(project), "n": now, "b": body} for t in ids])
+        conn.execute(text("INSERT INTO outbox (trace_id, sink, created_at, next_attempt_at) "
+                          "VALUES (:t, 'infinium', :n, :n)"), [{"t": t, "n": now} for t in ids])
+
+
+def bench_throughput(n: int) -> float:
+    """One Dispatcher (pooled client) -> a receiver in its own process (as a real server
+    would be: no GIL shared with the worker)."""
+    import subprocess
+
+    import httpx
+
+    from spool import config, db
+    from spool.deliver import Dispatcher
+
+    base = _setup_home()
+    engine = db.open_db()
+    server = subprocess.Popen([sys.executable, "-m", "spool.receiver"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    try:
+        url = server.stdout.readline().strip()
+        project = base / "proj"
+        project.mkdir()
+        config.write_file(project, {"agent_id": "bench-agent", "base_url": url})
+        os.environ["INFINIUM_AGENT_SECRET"] = "bench-secret-123"
+        _insert(engine, [f"t{i:06d}" for i in range(n)], project, time.time())
+        t0 = time.perf_counter()
+        with Dispatcher(engine) as d:
+            sent = 0
+            while sent < n:
+                r = d.run_once(limit=100)
+                sent += r.sent
+                if r.claimed == 0:
+                    raise SystemExit(f"stuck after {sent} sent")
+        elapsed = time.perf_counter() - t0
+        stats = httpx.get(f"{url}/_stats").json()
+        assert stats["accepted_keys"] == n, stats
+    finally:
+        server.stdin.close()
+        server.wait(10)
+    engine.dispose()
+    return n / elapsed
+
+
+def _claim_cost(engine, due: int, reps: int) -> float:
+    """Median seconds of one claim transaction (hold-paused + claim 50), rolled back."""
+    from spool.deliver import _CLAIM, _HOLD_PAUSED
+
+    times = []
+    now = 2e9
+    with engine.connect() as conn:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            tx = conn.begin()
+            conn.execute(_HOLD_PAUSED, {"now": now})
+            rows = conn.execute(_CLAIM, {"owner": "bench", "lease_until": now + 45, "now": now,
+                                         "limit": 50}).all()
+            tx.rollback()
+            times.append(time.perf_counter() - t0)
+            assert len(rows) == min(due, 50), (len(rows), due)
+    return statistics.median(times)
+
+
+def bench_claim(sent_rows: int, reps: int) -> tuple[float, float]:
+    from spool import db
+
+    base = _setup_home()
+    engine = db.open_db()
+    _insert(engine, [f"due{i}" for i in range(50)], base, 1.0)
+    empty = _claim_cost(engine, 50, reps)
+    path = db.paths.db_path()
+    engine.dispose()
+    import sqlite3
+
+    t0 = time.perf_counter()
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    con.execute(f"""WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c
+                    WHERE x < {sent_rows})
+                    INSERT INTO traces (trace_id, kind, name, created_at, body)
+                    SELECT 'sent' || x, 'turn', 'old', x, '{{}}' FROM c""")
+    con.execute("""INSERT INTO outbox (trace_id, sink, state, attempts, created_at,
+                   first_attempt_at, next_attempt_at, sent_at, updated_at)
+                   SELECT trace_id, 'infinium', 'sent', 1, created_at, created_at, created_at,
+                          created_at, created_at FROM traces WHERE trace_id LIKE 'sent%'""")
+    con.execute("COMMIT")
+    con.execute("ANALYZE")
+    con.close()
+    print(f"  (inserted {sent_rows:,} sent rows in {time.perf_counter() - t0:.1f} s)")
+    engine = db.make_engine(path)
+    full = _claim_cost(engine, 50, reps)
+    engine.dispose()
+    return empty, full
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--traces", type=int, default=2000)
+    ap.add_argument("--sent", type=int, default=1_000_000)
+    ap.add_argument("--reps", type=int, default=200)
+    args = ap.parse_args()
+    tps = bench_throughput(args.traces)
+    print(f"delivery: {tps:,.0f} traces/s to a loopback receiver ({args.traces} traces, "
+          f"one worker, pooled client)  ratio to the {FLOOR_TPS:.0f}/s floor: "
+          f"{tps / FLOOR_TPS:.1f}x")
+    empty, full = bench_claim(args.sent, args.reps)
+    print(f"claim of 50 due rows: empty outbox {empty * 1e3:.3f} ms, with {args.sent:,} sent "
+          f"rows {full * 1e3:.3f} ms  ratio {full / empty:.2f}x (flat ~1.0)")
+
+
+if __name__ == "__main__":
+    main()

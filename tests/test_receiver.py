@@ -1,0 +1,87 @@
+"""The embedded Infinium-compatible receiver (spool/receiver.py), over real loopback HTTP."""
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from spool.receiver import Receiver
+
+
+def post(rx, key="k1", *, agent="A", secret="x" * 8, timeout=5.0):
+    return httpx.post(f"{rx.url}/agents/{agent}/trace", json={"name": key}, timeout=timeout,
+                      headers={"Idempotency-Key": key, "x-agent-id": agent, "x-agent-key": secret})
+
+
+def test_default_answer_records_request():
+    with Receiver() as rx:
+        assert rx.url.startswith("http://127.0.0.1:")
+        r = post(rx, "k1")
+        assert r.status_code == 200 and r.json() == {"traceId": "tr-1"}
+        (req,) = rx.requests
+        assert req.key == "k1" and req.agent_id == "A" and req.json() == {"name": "k1"}
+        assert req.headers["x-agent-key"] == "x" * 8 and req.status == 200
+
+
+def test_script_in_order_then_default():
+    with Receiver() as rx:
+        rx.script(500, (429, {"Retry-After": "2"}, {"error": "slow down"}), (201, {}, b"raw"))
+        a, b, c, d = (post(rx, "k") for _ in range(4))
+        assert [a.status_code, b.status_code, c.status_code, d.status_code] == [500, 429, 201, 200]
+        assert b.headers["Retry-After"] == "2" and b.json() == {"error": "slow down"}
+        assert c.content == b"raw"
+        assert [r.status for r in rx.requests] == [500, 429, 201, 200]
+        assert rx.unique_keys() == {"k"} and rx.accepted_keys() == {"k"}
+        assert len(rx.requests_for("k")) == 4
+
+
+def test_reset_and_timeout_entries():
+    with Receiver(timeout_seconds=1.0) as rx:
+        rx.script("reset", "timeout")
+        with pytest.raises(httpx.TransportError):
+            post(rx, "r")
+        with pytest.raises(httpx.TimeoutException):
+            post(rx, "t", timeout=0.2)
+        assert [r.action for r in rx.requests] == ["reset", "timeout"]
+        assert rx.requests[0].status is None
+        assert post(rx, "ok").status_code == 200
+        assert rx.accepted_keys() == {"ok"} and rx.unique_keys() == {"r", "t", "ok"}
+
+
+def test_secret_check_and_unknown_path():
+    with Receiver(secret="right-secret") as rx:
+        assert post(rx, secret="wrong-secret").status_code == 401
+        assert post(rx, secret="right-secret").status_code == 200
+        assert httpx.post(f"{rx.url}/nope", content=b"{}").status_code == 404
+
+
+def test_stop_closes_the_port_and_bad_script_rejected():
+    rx = Receiver().start()
+    port = int(rx.url.rsplit(":", 1)[1])
+    rx.stop()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    with pytest.raises(RuntimeError):
+        rx.url
+    with pytest.raises(ValueError):
+        rx.script("explode")
+
+
+def test_module_entry_point_serves_until_stdin_closes():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "spool.receiver"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.post(f"{url}/agents/A/trace", content=b"{}",
+                          headers={"Idempotency-Key": "k"}).json() == {"traceId": "tr-1"}
+        assert httpx.get(f"{url}/_stats").json() == {"requests": 1, "unique_keys": 1,
+                                                     "accepted_keys": 1}
+    finally:
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+        proc.stdout.close()
