@@ -1,0 +1,676 @@
+"""Aggregation: parsed raw events -> exact traces, through a transactional outbox.
+
+The I/O edge around the pure builders of spool/trace.py.  One pass
+(``aggregate``) does, each step in short ``BEGIN IMMEDIATE`` transactions so
+the hooks waiting on the write lock are never held up for long:
+
+1. **Index** the events parsed since the last pass (``raw_events.id`` above
+   the ``cursors`` row ``aggregate``, status ``ok``; it stops at the first row
+   ingest has not parsed yet): sessions and turns rows are created/updated,
+   a turn is *closed* by its Stop, a session *ended* by SessionEnd, and any
+   event reopens an ended/final session.  Events without ``turn_id`` (older
+   Codex) get a synthetic one (``synthetic:<event id>``, written into
+   ``raw_events.turn_id``): UserPromptSubmit opens such a turn, Stop closes it.
+   An event for a turn already traced is flagged ``late`` and counted.
+2. **Trace** what is due, session by session: read the events (deferred read
+   transaction), read the session's rollout incrementally (offset in
+   ``sessions.rollout_offset``, facts in ``kv['rollout:<session id>']``),
+   build the traces (pure), then in one write transaction re-check that
+   nothing changed under us, insert the trace, one outbox row per sink, and
+   mark the events consumed.  Trace ids are deterministic (spool.trace.trace_id)
+   and every insert is ``INSERT OR IGNORE`` guarded by state checks, so a
+   crash, a re-run or a concurrent pass never makes a second trace.
+
+Finalising a session (SessionEnd + ``session_end_grace`` quiet: ``aggregate``;
+``session_ttl`` quiet: ``sweep``): open turns are traced as *incomplete*
+(granularity turn/both), a session summary is made (session/both, not for an
+empty session), and in ``turn`` granularity a turn that received late events
+gets a new revision of its trace covering them (``supersedes`` the first).  In
+``both``, late events go into the session summary.  A session that resumes
+after its summary gets a new summary revision covering the whole session.
+
+Cost grows with new work only: the cursor, the partial indexes on open
+sessions (``ix_sessions_open``) and untraced turns (``ix_turns_pending``).
+"""
+from __future__ import annotations
+
+import os
+
+import orjson
+import sqlite3
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+from sqlalchemy import Engine
+
+from . import config as config_mod
+from .errors import SpoolError
+from .rollout import RolloutState, read_incremental
+from .trace import (LIFECYCLE_EVENTS, Event, Limits, SessionFacts, TurnPart, build_part,
+                    build_session_trace, build_turn_trace, trace_id)
+
+CURSOR = "aggregate"
+INDEX_BATCH = 2000
+KV_ROLLOUT = "rollout:"
+SYNTHETIC = "synthetic:"
+# Sessions whose write transactions are grouped into one (small sessions only).
+WRITE_GROUP_EVENTS = 1000
+
+
+@dataclass
+class AggregateResult:
+    indexed: int = 0
+    turn_traces: int = 0
+    session_traces: int = 0
+    sessions_finalised: int = 0
+    late_events: int = 0
+    conflicts: int = 0  # work dropped because events arrived or another pass did it
+    errors: int = 0
+    trace_ids: list[str] = field(default_factory=list)
+    # Not a field (the worker reads any non-zero field as "did work"): the
+    # longest write transaction of the pass, for the benchmark.
+    max_write_ms = 0.0
+
+    @property
+    def traces(self) -> int:
+        return self.turn_traces + self.session_traces
+
+
+# --- plumbing -------------------------------------------------------------------
+
+
+@contextmanager
+def _connect(engine: Engine) -> Iterator[sqlite3.Connection]:
+    """The engine's DB-API connection (pragmas applied, isolation_level None)."""
+    raw = engine.raw_connection()
+    try:
+        yield raw.driver_connection
+    finally:
+        raw.close()
+
+
+@contextmanager
+def _tx(con: sqlite3.Connection, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+    con.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+class _Configs:
+    """``config.load`` per cwd, cached for one pass."""
+
+    def __init__(self, env: Mapping[str, str] | None):
+        self.env = os.environ if env is None else env
+        self._cache: dict[str | None, config_mod.Config] = {}
+
+    def get(self, cwd: str | None) -> config_mod.Config:
+        cfg = self._cache.get(cwd)
+        if cfg is None:
+            try:
+                cfg = config_mod.load(cwd, self.env)
+            except SpoolError:
+                try:  # a broken project file: the environment and defaults still apply
+                    cfg = config_mod.load(None, self.env)
+                except SpoolError:
+                    cfg = config_mod.Config()
+            self._cache[cwd] = cfg
+        return cfg
+
+    def project(self, cwd: str | None) -> str | None:
+        cfg = self.get(cwd)
+        return str(cfg.project) if cfg.project is not None else cwd
+
+
+def _log_error(con: sqlite3.Connection, now: float, message: str) -> None:
+    try:
+        with _tx(con):
+            con.execute("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
+                        (now, "aggregate", message[:4000]))
+    except sqlite3.Error:
+        pass
+
+
+def _chunks(seq: list, n: int = 500):
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+# --- 1. indexing --------------------------------------------------------------------
+
+_SESSION_COLS = ("state", "cwd", "transcript_path", "model", "permission_mode", "source",
+                 "project", "first_event_at", "last_event_at", "last_event_id", "ended_at",
+                 "event_count", "late_event_count")
+
+
+def _index(con: sqlite3.Connection, now: float, cfgs: _Configs, res: AggregateResult,
+           batch: int = INDEX_BATCH) -> None:
+    with _tx(con, immediate=False):  # idle: no write lock taken at all
+        row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
+        if con.execute("SELECT 1 FROM raw_events WHERE id > ? LIMIT 1",
+                       (row[0] if row else 0,)).fetchone() is None:
+            return
+    while True:
+        started = time.perf_counter()
+        with _tx(con):
+            n, more = _index_batch(con, now, cfgs, batch)
+        res.max_write_ms = max(res.max_write_ms, (time.perf_counter() - started) * 1000)
+        res.indexed += n
+        if not more:
+            return
+
+
+def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int) -> tuple[int, bool]:
+    row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
+    pos = row[0] if row else 0
+    rows = con.execute(
+        "SELECT id, received_at, status, session_id, turn_id, event, cwd,"
+        " CASE WHEN event IN ('SessionStart', 'UserPromptSubmit') THEN payload END"
+        " FROM raw_events WHERE id > ? ORDER BY id LIMIT ?", (pos, batch)).fetchall()
+    if not rows:
+        return 0, False
+    blocked = False
+    usable = []
+    new_pos = pos
+    for r in rows:
+        if r[2] == "new":  # not parsed yet: wait for ingest, keep the order
+            blocked = True
+            break
+        new_pos = r[0]
+        if r[2] == "ok" and r[3]:
+            usable.append(r)
+    if new_pos == pos:
+        return 0, False
+
+    sids = list({r[3] for r in usable})
+    sessions: dict[str, dict] = {}
+    for chunk in _chunks(sids):
+        q = ",".join("?" * len(chunk))
+        for srow in con.execute(f"SELECT session_id, {', '.join(_SESSION_COLS)} FROM sessions"
+                                f" WHERE session_id IN ({q})", chunk):
+            s = dict(zip(_SESSION_COLS, srow[1:]))
+            s["_new"] = False
+            sessions[srow[0]] = s
+    turns: dict[tuple[str, str], dict] = {}
+    next_seq: dict[str, int] = {}
+    synthetic_open: dict[str, str | None] = {}
+    synth_updates: list[tuple[str, int]] = []
+    late_ids: list[tuple[int]] = []
+
+    def get_turn(sid: str, tid: str, at: float) -> dict:
+        t = turns.get((sid, tid))
+        if t is None:
+            r = None if sessions[sid]["_new"] else con.execute(
+                "SELECT state, closed_at FROM turns WHERE session_id = ? AND turn_id = ?",
+                (sid, tid)).fetchone()
+            if r is not None:
+                t = {"state": r[0], "closed_at": r[1], "_new": False, "_dirty": False}
+            else:
+                if sid not in next_seq:
+                    next_seq[sid] = 0 if sessions[sid]["_new"] else con.execute(
+                        "SELECT COALESCE(MAX(seq), 0) FROM turns WHERE session_id = ?",
+                        (sid,)).fetchone()[0]
+                next_seq[sid] += 1
+                t = {"state": "open", "closed_at": None, "seq": next_seq[sid], "opened_at": at,
+                     "_new": True, "_dirty": True}
+            turns[(sid, tid)] = t
+        return t
+
+    def open_synthetic(sid: str) -> str | None:
+        if sid not in synthetic_open:
+            r = None if sessions[sid]["_new"] else con.execute(
+                "SELECT turn_id FROM turns WHERE session_id = ? AND state = 'open'"
+                " AND turn_id LIKE 'synthetic:%' ORDER BY seq DESC LIMIT 1", (sid,)).fetchone()
+            synthetic_open[sid] = r[0] if r else None
+        return synthetic_open[sid]
+
+    for rid, received_at, _status, sid, turn_id, event, raw_cwd, payload in usable:
+        s = sessions.get(sid)
+        if s is None:
+            s = sessions[sid] = {
+                "state": "open", "cwd": None, "transcript_path": None, "model": None,
+                "permission_mode": None, "source": None, "project": None,
+                "first_event_at": received_at, "last_event_at": received_at, "last_event_id": 0,
+                "ended_at": None, "event_count": 0, "late_event_count": 0, "_new": True,
+            }
+        need = event in ("SessionStart", "UserPromptSubmit") or (
+            not s.get("_probed") and (not s["cwd"] or not s["transcript_path"]))
+        if need:
+            s["_probed"] = True
+            if payload is None:
+                r = con.execute("SELECT payload FROM raw_events WHERE id = ?", (rid,)).fetchone()
+                payload = r[0] if r else None
+            try:
+                p = orjson.loads(payload)
+                if not isinstance(p, dict):
+                    p = {}
+            except (ValueError, TypeError, RecursionError):
+                p = {}
+            cwd = p.get("cwd")
+            if not s["cwd"]:
+                s["cwd"] = cwd if isinstance(cwd, str) and cwd else raw_cwd
+            tp = p.get("transcript_path")
+            if isinstance(tp, str) and tp:
+                s["transcript_path"] = tp
+            for k in ("model", "permission_mode"):
+                v = p.get(k)
+                if isinstance(v, str) and v:
+                    s[k] = v
+            src = p.get("source")
+            if event == "SessionStart" and isinstance(src, str) and src and not s["source"]:
+                s["source"] = src
+        if received_at > s["last_event_at"]:
+            s["last_event_at"] = received_at
+        elif received_at < s["first_event_at"]:
+            s["first_event_at"] = received_at
+        s["last_event_id"] = rid  # rows come in id order
+        s["event_count"] += 1
+        if event == "SessionEnd":
+            s["state"] = "ended"
+            s["ended_at"] = received_at
+        elif s["state"] != "open":
+            s["state"] = "open"  # resumed / new activity: reopen
+        if event in LIFECYCLE_EVENTS:
+            continue
+        tid = turn_id
+        if not tid:
+            cur = open_synthetic(sid)
+            if cur is not None and event == "UserPromptSubmit":
+                # A new prompt ends the previous (unstopped) synthetic turn.
+                t = get_turn(sid, cur, received_at)
+                if t["state"] == "open":
+                    t["state"] = "closed"
+                    t["closed_at"] = received_at
+                    t["_dirty"] = True
+                cur = None
+            if cur is None:
+                cur = f"{SYNTHETIC}{rid}"
+            synthetic_open[sid] = None if event == "Stop" else cur
+            tid = cur
+            synth_updates.append((tid, rid))
+        t = get_turn(sid, tid, received_at)
+        if t["state"] == "traced":
+            late_ids.append((rid,))
+            s["late_event_count"] += 1
+        elif event == "Stop" and t["state"] == "open":
+            t["state"] = "closed"
+            t["closed_at"] = received_at
+            t["_dirty"] = True
+
+    for sid, s in sessions.items():
+        if s["_new"]:
+            s["project"] = cfgs.project(s["cwd"])
+            con.execute(
+                "INSERT INTO sessions (session_id, project, cwd, transcript_path, model,"
+                " permission_mode, source, first_event_at, last_event_at, last_event_id, state,"
+                " ended_at, event_count, late_event_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (sid, s["project"], s["cwd"], s["transcript_path"], s["model"],
+                 s["permission_mode"], s["source"], s["first_event_at"], s["last_event_at"],
+                 s["last_event_id"], s["state"], s["ended_at"], s["event_count"],
+                 s["late_event_count"]))
+        else:
+            con.execute(
+                "UPDATE sessions SET cwd = ?, transcript_path = ?, model = ?, permission_mode = ?,"
+                " source = ?, first_event_at = ?, last_event_at = ?, last_event_id = ?, state = ?,"
+                " ended_at = ?, event_count = ?, late_event_count = ? WHERE session_id = ?",
+                (s["cwd"], s["transcript_path"], s["model"], s["permission_mode"], s["source"],
+                 s["first_event_at"], s["last_event_at"], s["last_event_id"], s["state"],
+                 s["ended_at"], s["event_count"], s["late_event_count"], sid))
+    new_turns = [(sid, tid, t["seq"], t["opened_at"], t["closed_at"], t["state"])
+                 for (sid, tid), t in turns.items() if t["_new"]]
+    con.executemany("INSERT INTO turns (session_id, turn_id, seq, opened_at, closed_at, state)"
+                    " VALUES (?,?,?,?,?,?)", new_turns)
+    con.executemany("UPDATE turns SET state = ?, closed_at = ? WHERE session_id = ? AND turn_id = ?",
+                    [(t["state"], t["closed_at"], sid, tid) for (sid, tid), t in turns.items()
+                     if t["_dirty"] and not t["_new"]])
+    con.executemany("UPDATE raw_events SET turn_id = ? WHERE id = ?", synth_updates)
+    con.executemany("UPDATE raw_events SET late = 1 WHERE id = ?", late_ids)
+    con.execute("INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at", (CURSOR, new_pos, now))
+    return len(usable), (len(rows) == batch and not blocked)
+
+
+# --- 2. what is due -------------------------------------------------------------------
+
+
+@dataclass
+class _Work:
+    session_id: str
+    cfg: config_mod.Config
+    finalize: str | None = None  # None | "ended" | "stale"
+
+
+def _due(con: sqlite3.Connection, now: float, cfgs: _Configs, *, stale: bool) -> list[_Work]:
+    with _tx(con, immediate=False):
+        open_sessions = con.execute(
+            "SELECT session_id, state, cwd, last_event_at FROM sessions WHERE state != 'final'"
+        ).fetchall()
+        closed = {r[0] for r in con.execute(
+            "SELECT DISTINCT session_id FROM turns WHERE state != 'traced' AND state = 'closed'")}
+    work = []
+    for sid, state, cwd, last_at in open_sessions:
+        cfg = cfgs.get(cwd)
+        quiet = now - last_at
+        if stale:
+            if quiet >= cfg.session_ttl:
+                work.append(_Work(sid, cfg, "stale"))
+            continue
+        if state == "ended" and quiet >= cfg.session_end_grace:
+            work.append(_Work(sid, cfg, "ended"))
+        elif sid in closed and cfg.turn_traces:
+            work.append(_Work(sid, cfg, None))
+    return work
+
+
+# --- 3. building and writing ---------------------------------------------------------------
+
+
+@dataclass
+class _Built:
+    """One session's traces, ready to write, and the facts to re-check first."""
+
+    session_id: str
+    cfg: config_mod.Config
+    finalize: str | None
+    read_state: str
+    read_last_event_id: int
+    read_summary_revision: int
+    read_rollout_offset: int
+    rollout: RolloutState | None
+    turn_traces: list[tuple[str, dict, list[int], str | None, bool]] = field(default_factory=list)
+    # (turn_id, body, event ids, supersedes, needs_finalize)
+    summary: dict | None = None
+    event_count: int = 0
+
+
+def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built | None:
+    sid = w.session_id
+    with _tx(con, immediate=False):
+        srow = con.execute(
+            "SELECT state, cwd, project, transcript_path, model, permission_mode, source,"
+            " last_event_id, summary_revision, rollout_offset, codex_version, git_branch,"
+            " git_commit FROM sessions WHERE session_id = ?", (sid,)).fetchone()
+        if srow is None:
+            return None
+        (state, cwd, project, transcript, model, pmode, source, last_id, summ_rev, r_off,
+         cver, gbranch, gcommit) = srow
+        if state == "final":
+            return None
+        turn_rows = con.execute(
+            "SELECT turn_id, seq, state, trace_id FROM turns WHERE session_id = ? ORDER BY seq",
+            (sid,)).fetchall()
+        closed = [t[0] for t in turn_rows if t[2] == "closed"]
+        if w.finalize is None and (not closed or not w.cfg.turn_traces):
+            return None
+        cols = "id, received_at, event, turn_id, payload, late, turn_trace_id"
+        if w.finalize:
+            rows = con.execute(f"SELECT {cols} FROM raw_events WHERE session_id = ? AND id <= ?"
+                               " AND status = 'ok' ORDER BY id", (sid, last_id)).fetchall()
+        else:
+            rows = []
+            for chunk in _chunks(closed):
+                q = ",".join("?" * len(chunk))
+                rows.extend(con.execute(
+                    f"SELECT {cols} FROM raw_events WHERE session_id = ? AND id <= ?"
+                    f" AND status = 'ok' AND turn_id IN ({q})", (sid, last_id, *chunk)).fetchall())
+            rows.sort()
+        kv = con.execute("SELECT value FROM kv WHERE key = ?", (KV_ROLLOUT + sid,)).fetchone()
+        prev_turn_revs: dict[str, int] = {}
+        if w.finalize and w.cfg.granularity == "turn":
+            for tid, rev in con.execute(
+                    "SELECT trace_id, revision FROM traces WHERE session_id = ? AND kind = 'turn'",
+                    (sid,)):
+                prev_turn_revs[tid] = rev
+
+    # The rollout: only the bytes written since last time (outside any transaction).
+    rstate = RolloutState.from_json(kv[0]) if kv else RolloutState()
+    if rstate.offset != r_off:  # facts and offset disagree: start the file again
+        rstate = RolloutState()
+    new_r = read_incremental(transcript, rstate) if transcript else rstate
+    changed = new_r.offset != r_off
+    facts = new_r.facts()
+    meta_src = new_r.meta.get("source")
+    session = SessionFacts(
+        session_id=sid, cwd=cwd, project=project, model=model, permission_mode=pmode,
+        source=source or meta_src, codex_version=new_r.cli_version or cver,
+        git_branch=new_r.git_branch or gbranch, git_commit=new_r.git_commit or gcommit)
+    limits = Limits(w.cfg.max_input_preview, w.cfg.max_output_preview)
+
+    by_turn: dict[str, list[Event]] = {}
+    lifecycle: list[Event] = []
+    consumed: dict[int, str | None] = {}
+    for rid, at, event, tid, payload, late, ttid in rows:
+        ev = Event.from_row(rid, at, event, tid, payload, late)
+        consumed[rid] = ttid
+        if tid is None or event in LIFECYCLE_EVENTS:
+            lifecycle.append(ev)
+        else:
+            by_turn.setdefault(tid, []).append(ev)
+    parts: dict[str, TurnPart] = {tid: build_part(tid, evs, limits, facts)
+                                  for tid, evs in by_turn.items()}
+
+    b = _Built(sid, w.cfg, w.finalize, state, last_id, summ_rev, r_off,
+               new_r if changed else None, event_count=len(rows))
+    trace_of = {t[0]: t[3] for t in turn_rows}
+    if w.cfg.turn_traces:
+        for tid, _seq, tstate, ttrace in turn_rows:
+            part = parts.get(tid)
+            if part is None:
+                continue
+            if tstate == "closed":
+                body = build_turn_trace(session, part).to_dict()
+                b.turn_traces.append((tid, body, [e.id for e in part.events], None, False))
+                trace_of[tid] = body["trace_id"]
+            elif tstate == "open" and w.finalize:
+                body = build_turn_trace(session, part, end_reason=(
+                    "session ended" if w.finalize == "ended" else "session went stale")).to_dict()
+                b.turn_traces.append((tid, body, [e.id for e in part.events], None, True))
+                trace_of[tid] = body["trace_id"]
+            elif (tstate == "traced" and w.finalize and w.cfg.granularity == "turn"
+                  and any(consumed.get(e.id) is None for e in part.events)):
+                # Late events for a traced turn, and no session trace to carry them.
+                rev = prev_turn_revs.get(ttrace or "", 0) + 1
+                body = build_turn_trace(session, part, revision=rev, supersedes=ttrace).to_dict()
+                b.turn_traces.append((tid, body, [e.id for e in part.events], ttrace, True))
+                trace_of[tid] = body["trace_id"]
+    if w.finalize and w.cfg.session_traces and parts:
+        rev = summ_rev + 1
+        prev = trace_id(sid, None, "session", summ_rev) if summ_rev else None
+        b.summary = build_session_trace(
+            session, list(parts.values()), lifecycle=lifecycle, revision=rev, supersedes=prev,
+            end_reason="ended" if w.finalize == "ended" else "stale (no event for the TTL)",
+            turn_trace_ids={k: v for k, v in trace_of.items() if v},
+            rollout_total=new_r.total and facts.total_usage).to_dict()
+    return b
+
+
+_TRACE_INSERT = (
+    "INSERT OR IGNORE INTO traces (trace_id, kind, session_id, turn_id, revision, supersedes,"
+    " project, name, created_at, started_at, ended_at, event_count, body)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_OUTBOX_INSERT = (
+    "INSERT OR IGNORE INTO outbox (trace_id, sink, state, attempts, created_at, next_attempt_at)"
+    " VALUES (?, ?, 'pending', 0, ?, ?)")
+
+
+def _insert_trace(con: sqlite3.Connection, body: dict, sinks, now: float) -> bool:
+    cur = con.execute(_TRACE_INSERT, (
+        body["trace_id"], body["kind"], body["session_id"], body["turn_id"], body["revision"],
+        body["supersedes"], body["project"], body["name"], now, body["started_at"],
+        body["ended_at"], body["event_count"], orjson.dumps(body).decode("utf-8")))
+    con.executemany(_OUTBOX_INSERT, [(body["trace_id"], s, now, now) for s in sinks])
+    return cur.rowcount > 0
+
+
+def _write(con: sqlite3.Connection, b: _Built, now: float, res: AggregateResult) -> None:
+    """Apply one session's built traces (inside the caller's write transaction)."""
+    sid = b.session_id
+    sinks = b.cfg.effective_sinks()
+    cur = con.execute("SELECT state, last_event_id, summary_revision FROM sessions"
+                      " WHERE session_id = ?", (sid,)).fetchone()
+    if cur is None:
+        return
+    unchanged = (cur[0] == b.read_state and cur[1] == b.read_last_event_id
+                 and cur[2] == b.read_summary_revision)
+    finalize = b.finalize is not None and unchanged
+    if b.finalize is not None and not unchanged:
+        res.conflicts += 1
+    for tid, body, ids, supersedes, needs_finalize in b.turn_traces:
+        if needs_finalize and not finalize:
+            continue
+        trow = con.execute("SELECT state, trace_id FROM turns WHERE session_id = ? AND turn_id = ?",
+                           (sid, tid)).fetchone()
+        if trow is None:
+            continue
+        if supersedes is None and trow[0] == "traced":
+            res.conflicts += 1
+            continue  # another pass traced it
+        if supersedes is not None and trow[1] != supersedes:
+            res.conflicts += 1
+            continue
+        new_id = body["trace_id"]
+        if _insert_trace(con, body, sinks, now):
+            res.turn_traces += 1
+            res.trace_ids.append(new_id)
+        # Exactly the events read: this turn's, up to what was indexed when we read.
+        n = con.execute(
+            "UPDATE raw_events SET turn_trace_id = ? WHERE session_id = ? AND id >= ? AND id <= ?"
+            " AND turn_id = ? AND status = 'ok'", (new_id, sid, ids[0], ids[-1], tid)).rowcount
+        if n != len(ids):  # rows changed under us: roll the whole write back
+            raise RuntimeError(f"turn {tid}: {n} events to mark, {len(ids)} read")
+        con.execute("UPDATE turns SET state = 'traced', trace_id = ?,"
+                    " closed_at = COALESCE(closed_at, ?) WHERE session_id = ? AND turn_id = ?",
+                    (new_id, body["ended_at"], sid, tid))
+        # Events of this turn indexed after we read it: late (the indexer flags
+        # the ones it has not seen yet itself).
+        late = con.execute(
+            "UPDATE raw_events SET late = 1 WHERE session_id = ? AND turn_id = ? AND id > ?"
+            " AND id <= ? AND turn_trace_id IS NULL AND late = 0",
+            (sid, tid, b.read_last_event_id, cur[1])).rowcount
+        if late:
+            res.late_events += late
+            con.execute("UPDATE sessions SET late_event_count = late_event_count + ?"
+                        " WHERE session_id = ?", (late, sid))
+    if finalize:
+        if b.summary is not None:
+            body = b.summary
+            new_id = body["trace_id"]
+            if _insert_trace(con, body, sinks, now):
+                res.session_traces += 1
+                res.trace_ids.append(new_id)
+            con.execute("UPDATE raw_events SET session_trace_id = ? WHERE session_id = ?"
+                        " AND id <= ? AND status = 'ok'", (new_id, sid, b.read_last_event_id))
+            if not b.cfg.turn_traces:
+                con.execute("UPDATE turns SET state = 'traced', trace_id = ? WHERE session_id = ?",
+                            (new_id, sid))
+            con.execute("UPDATE sessions SET state = 'final', summary_revision = ?,"
+                        " summarised_through_id = ? WHERE session_id = ?",
+                        (body["revision"], b.read_last_event_id, sid))
+        else:
+            if not b.cfg.turn_traces:  # an empty session: nothing to trace
+                con.execute("UPDATE turns SET state = 'traced' WHERE session_id = ?", (sid,))
+            con.execute("UPDATE sessions SET state = 'final' WHERE session_id = ?", (sid,))
+        res.sessions_finalised += 1
+    if b.rollout is not None:
+        r = b.rollout
+        ok = con.execute(
+            "UPDATE sessions SET rollout_offset = ?, codex_version = COALESCE(?, codex_version),"
+            " git_branch = COALESCE(?, git_branch), git_commit = COALESCE(?, git_commit)"
+            " WHERE session_id = ? AND rollout_offset = ?",
+            (r.offset, r.cli_version, r.git_branch, r.git_commit, sid,
+             b.read_rollout_offset)).rowcount
+        if ok:
+            con.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                        (KV_ROLLOUT + sid, r.to_json()))
+
+
+def _run(con: sqlite3.Connection, work: list[_Work], now: float, cfgs: _Configs,
+         res: AggregateResult) -> None:
+    pending: list[_Built] = []
+    pending_events = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_events
+        if not pending:
+            return
+        try:
+            started = time.perf_counter()
+            with _tx(con):
+                for b in pending:
+                    _write(con, b, now, res)
+            res.max_write_ms = max(res.max_write_ms, (time.perf_counter() - started) * 1000)
+        except Exception:
+            if len(pending) == 1:
+                raise
+            # One bad session must not block the others: write them one by one.
+            for b in pending:
+                try:
+                    with _tx(con):
+                        _write(con, b, now, res)
+                except Exception:
+                    res.errors += 1
+                    _log_error(con, now, f"session {b.session_id}: {traceback.format_exc()}")
+        pending, pending_events = [], 0
+
+    for w in work:
+        try:
+            b = _read_session(con, w, cfgs)
+        except Exception:
+            res.errors += 1
+            _log_error(con, now, f"session {w.session_id}: {traceback.format_exc()}")
+            continue
+        if b is None:
+            continue
+        pending.append(b)
+        pending_events += b.event_count
+        if pending_events >= WRITE_GROUP_EVENTS:
+            try:
+                flush()
+            except Exception:
+                res.errors += 1
+                _log_error(con, now, f"session {pending[0].session_id}: {traceback.format_exc()}")
+                pending, pending_events = [], 0
+    try:
+        flush()
+    except Exception:
+        res.errors += 1
+        _log_error(con, now, f"session {pending[0].session_id}: {traceback.format_exc()}")
+
+
+# --- entry points -------------------------------------------------------------------------
+
+
+def aggregate(engine: Engine, now: float, *, env: Mapping[str, str] | None = None) -> AggregateResult:
+    """One pass: index new events, trace closed turns, finalise ended sessions."""
+    res = AggregateResult()
+    cfgs = _Configs(env)
+    with _connect(engine) as con:
+        _index(con, now, cfgs, res)
+        _run(con, _due(con, now, cfgs, stale=False), now, cfgs, res)
+    return res
+
+
+def sweep(engine: Engine, now: float, *, env: Mapping[str, str] | None = None) -> int:
+    """Finalise sessions quiet for ``session_ttl``.  Returns how many were finalised."""
+    res = AggregateResult()
+    cfgs = _Configs(env)
+    with _connect(engine) as con:
+        _index(con, now, cfgs, res)
+        _run(con, _due(con, now, cfgs, stale=True), now, cfgs, res)
+    return res.sessions_finalised
+
+
+def run_pass(engine: Engine, now: float | None = None, *,
+             env: Mapping[str, str] | None = None) -> AggregateResult:
+    """aggregate() then sweep(), what the worker's job does (convenience)."""
+    now = time.time() if now is None else now
+    res = aggregate(engine, now, env=env)
+    res.sessions_finalised += sweep(engine, now, env=env)
+    return res

@@ -1,0 +1,237 @@
+"""Streaming, incremental reader of Codex rollout files (the session's ground truth).
+
+``RolloutState`` remembers the byte offset it has read up to and the facts
+extracted so far; ``read_incremental(path, state)`` reads only the bytes after
+that offset, complete lines only (a line Codex is still writing is left for the
+next read), and returns the updated state.  A file is never re-read as a whole
+unless it shrank (replaced): then the state starts again from zero.
+
+Facts kept (everything else in the file is skipped without parsing JSON):
+
+* ``session_meta``: cli_version, source, originator, git branch/commit;
+* ``turn_context``: the model of each turn; ``task_started`` / ``turn_context``
+  also tell which turn the following ``token_count`` lines belong to (those
+  lines carry no turn id);
+* ``event_msg`` ``token_count``: ``last_token_usage`` summed per turn (with the
+  number of requests), ``total_token_usage`` kept as the running session total.
+  A line whose total did not move is a repeat (rate-limit refresh, all-zero line
+  after compaction) and is not counted again;
+* ``event_msg`` ``item_completed`` with a ``CommandExecution`` item: exit code,
+  status, duration and command, by item id (= the hook's ``tool_use_id``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .trace import CommandFacts, RolloutFacts, add_usage, empty_usage, usage_from_tokens
+
+_MARKERS = (b'"session_meta"', b'"turn_context"', b'"task_started"', b'"token_count"',
+            b'"CommandExecution"')
+# Never hold more than this in memory for one line (a session_meta line can be
+# tens of KB; an aggregated_output a few MB).  Longer lines are skipped.
+MAX_LINE = 64 * 1024 * 1024
+
+
+@dataclass
+class RolloutState:
+    offset: int = 0
+    turn: str | None = None  # the turn the next token_count lines belong to
+    meta: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    commands: dict[str, dict] = field(default_factory=dict)
+    turns: dict[str, dict] = field(default_factory=dict)  # turn id -> usage (+requests)
+    total: dict | None = None
+    lines: int = 0
+
+    # -- persistence (kv table, JSON) --
+    def to_json(self) -> str:
+        return json.dumps({"v": 1, "offset": self.offset, "turn": self.turn, "meta": self.meta,
+                           "models": self.models, "commands": self.commands,
+                           "turns": self.turns, "total": self.total, "lines": self.lines},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> "RolloutState":
+        if not text:
+            return cls()
+        try:
+            d = json.loads(text)
+            return cls(offset=int(d.get("offset", 0)), turn=d.get("turn"),
+                       meta=dict(d.get("meta") or {}), models=dict(d.get("models") or {}),
+                       commands=dict(d.get("commands") or {}), turns=dict(d.get("turns") or {}),
+                       total=d.get("total"), lines=int(d.get("lines", 0)))
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+    def copy(self) -> "RolloutState":
+        return RolloutState.from_json(self.to_json())
+
+    # -- what the trace builders use --
+    def facts(self) -> RolloutFacts:
+        cmds = {k: CommandFacts(v.get("exit_code"), v.get("status"), v.get("duration_ms"),
+                                v.get("command")) for k, v in self.commands.items()}
+        return RolloutFacts(commands=cmds, turn_usage=self.turns, turn_models=self.models,
+                            total_usage=usage_from_tokens(self.total) if self.total else None)
+
+    @property
+    def cli_version(self) -> str | None:
+        return self.meta.get("cli_version")
+
+    @property
+    def git_branch(self) -> str | None:
+        return self.meta.get("git_branch")
+
+    @property
+    def git_commit(self) -> str | None:
+        return self.meta.get("git_commit")
+
+    # -- one line --
+    def feed(self, line: bytes) -> None:
+        self.lines += 1
+        if not any(m in line for m in _MARKERS):
+            return
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(obj, dict):
+            return
+        kind = obj.get("type")
+        payload = obj.get("payload")
+        if not isinstance(payload, dict):
+            return
+        if kind == "session_meta":
+            self._meta(payload)
+        elif kind == "turn_context":
+            turn = payload.get("turn_id")
+            if isinstance(turn, str) and turn:
+                self.turn = turn
+                if isinstance(payload.get("model"), str):
+                    self.models[turn] = payload["model"]
+        elif kind == "event_msg":
+            ptype = payload.get("type")
+            if ptype == "task_started":
+                turn = payload.get("turn_id")
+                if isinstance(turn, str) and turn:
+                    self.turn = turn
+            elif ptype == "token_count":
+                self._token_count(payload)
+            elif ptype == "item_completed":
+                self._item(payload)
+
+    def _meta(self, p: dict) -> None:
+        if self.meta:  # a resumed/forked file may repeat it: keep the first
+            return
+        src = p.get("source")
+        if isinstance(src, dict):
+            src = "subagent" if "subagent" in src else next(iter(src), None)
+        git = p.get("git") if isinstance(p.get("git"), dict) else {}
+        self.meta = {k: v for k, v in {
+            "cli_version": p.get("cli_version"), "source": src,
+            "originator": p.get("originator"), "model_provider": p.get("model_provider"),
+            "git_branch": git.get("branch"), "git_commit": git.get("commit_hash"),
+        }.items() if isinstance(v, str)}
+
+    def _token_count(self, p: dict) -> None:
+        info = p.get("info")
+        if not isinstance(info, dict):
+            return
+        total = info.get("total_token_usage")
+        last = info.get("last_token_usage")
+        if isinstance(total, dict):
+            if total == self.total:
+                return  # a repeat: nothing new was used
+            self.total = total
+        if not isinstance(last, dict):
+            return
+        u = usage_from_tokens(last)
+        if not any(u[k] for k in ("input", "output", "total")):
+            return  # the all-zero line after a compaction
+        key = self.turn or ""
+        acc = self.turns.get(key)
+        if acc is None:
+            acc = self.turns[key] = empty_usage()
+        add_usage(acc, u)
+
+    def _item(self, p: dict) -> None:
+        item = p.get("item")
+        if not isinstance(item, dict) or item.get("type") != "CommandExecution":
+            return
+        cid = item.get("id")
+        if not isinstance(cid, str):
+            return
+        dur = item.get("duration")
+        duration_ms = None
+        if isinstance(dur, dict):
+            try:
+                duration_ms = round(float(dur.get("secs", 0)) * 1000.0
+                                    + float(dur.get("nanos", 0)) / 1e6, 3)
+            except (TypeError, ValueError):
+                duration_ms = None
+        elif isinstance(dur, (int, float)):
+            duration_ms = float(dur)
+        cmd = item.get("command")
+        if isinstance(cmd, list):
+            # ["/bin/bash", "-lc", "echo hello"] -> "echo hello"
+            if len(cmd) == 3 and cmd[1] in ("-lc", "-c") and isinstance(cmd[2], str):
+                cmd = cmd[2]
+            else:
+                cmd = " ".join(str(c) for c in cmd)
+        code = item.get("exit_code")
+        self.commands[cid] = {
+            "exit_code": code if isinstance(code, int) and not isinstance(code, bool) else None,
+            "status": item.get("status") if isinstance(item.get("status"), str) else None,
+            "duration_ms": duration_ms,
+            "command": cmd if isinstance(cmd, str) else None,
+            "turn_id": p.get("turn_id") if isinstance(p.get("turn_id"), str) else None,
+        }
+
+
+def read_incremental(path: str | os.PathLike | None, state: RolloutState | None = None,
+                     *, max_bytes: int | None = None) -> RolloutState:
+    """``state`` advanced over the complete lines written after ``state.offset``.
+
+    Returns a new state (the argument is not modified).  A missing or unreadable
+    file leaves the state as it was.  ``max_bytes`` bounds one read.
+    """
+    st = state.copy() if state is not None else RolloutState()
+    if not path:
+        return st
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return st
+    with fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+        except OSError:
+            return st
+        if size < st.offset:  # truncated or replaced: start again
+            st = RolloutState()
+        if size == st.offset:
+            return st
+        fh.seek(st.offset)
+        budget = max_bytes if max_bytes is not None else size - st.offset
+        read = 0
+        while read < budget:
+            line = fh.readline(MAX_LINE)
+            if not line:
+                break
+            if not line.endswith(b"\n"):
+                if len(line) >= MAX_LINE:  # absurdly long: skip to its end
+                    while line and not line.endswith(b"\n"):
+                        read += len(line)
+                        st.offset += len(line)
+                        line = fh.readline(MAX_LINE)
+                    if line:
+                        read += len(line)
+                        st.offset += len(line)
+                    continue
+                break  # a line still being written: next time
+            read += len(line)
+            st.offset += len(line)
+            st.feed(line)
+    return st

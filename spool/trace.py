@@ -1,0 +1,679 @@
+"""The neutral internal trace model, and the pure functions that build it.
+
+A *trace* is what one sink delivery carries: a closed turn (``kind='turn'``)
+or a session summary (``kind='session'``).  Sinks render it (spool.render);
+``traces.body`` stores ``Trace.to_dict()`` as JSON.
+
+Everything here is pure: the builders take parsed events (``Event``), facts
+already read from the rollout (``spool.rollout.RolloutState``) and session
+facts, and return a ``Trace``.  No I/O, no clock (times come from the events'
+arrival stamps), so a re-run over the same events builds the same body.
+
+Token usage: ``input`` includes ``cached`` (as OpenAI counts) and ``output``
+includes ``reasoning``.  It comes from PostModelRequest payloads; a turn with
+none (older Codex) takes the rollout's ``last_token_usage`` lines of that turn.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import orjson
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+# uuid5 namespace of spool trace ids (a fixed random UUID: never change it).
+TRACE_NAMESPACE = uuid.UUID("6f1d2a52-9a4e-4d59-8a53-0c3a3b7f1e27")
+
+LIFECYCLE_EVENTS = ("SessionStart", "SessionEnd")
+INPUT_SUMMARY_MAX = 3000
+OUTPUT_SUMMARY_MAX = 8000
+NAME_CHARS = 30
+DESCRIPTION_CHARS = 200
+USAGE_KEYS = ("input", "cached", "cache_write", "output", "reasoning", "total", "requests")
+# PostModelRequest.token_usage / rollout token_count key -> our key
+_USAGE_MAP = (("input_tokens", "input"), ("cached_input_tokens", "cached"),
+              ("cache_write_input_tokens", "cache_write"), ("output_tokens", "output"),
+              ("reasoning_output_tokens", "reasoning"), ("total_tokens", "total"))
+
+
+def trace_id(session_id: str, turn_id: str | None, kind: str, revision: int = 0) -> str:
+    """Deterministic trace id: a re-run over the same events gives the same id."""
+    key = f"{session_id}\x1f{turn_id or ''}\x1f{kind}"
+    if revision:
+        key += f"\x1f{revision}"
+    return str(uuid.uuid5(TRACE_NAMESPACE, key))
+
+
+def iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def clip(text: Any, limit: int) -> str:
+    """``text`` as a string of at most ``limit`` characters ("..." marks a cut)."""
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        try:
+            text = json.dumps(text, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = str(text)
+    if limit <= 0:
+        return ""
+    if len(text) <= limit:
+        return text
+    if limit <= 3:
+        return text[:limit]
+    return text[: limit - 3] + "..."
+
+
+_WS = re.compile(r"\s+")
+
+
+def short_name(prompt: str, chars: int = NAME_CHARS) -> str:
+    flat = _WS.sub(" ", prompt).strip()
+    return flat if len(flat) <= chars else flat[:chars].rstrip() + "..."
+
+
+def empty_usage() -> dict[str, int]:
+    return dict.fromkeys(USAGE_KEYS, 0)
+
+
+def usage_from_tokens(tokens: Mapping[str, Any]) -> dict[str, int]:
+    """Our usage dict from a Codex token usage object (requests = 1)."""
+    u = empty_usage()
+    for src, dst in _USAGE_MAP:
+        v = tokens.get(src)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            u[dst] = int(v)
+    u["requests"] = 1
+    return u
+
+
+def add_usage(into: dict[str, int], other: Mapping[str, int]) -> dict[str, int]:
+    for k in USAGE_KEYS:
+        into[k] += int(other.get(k, 0) or 0)
+    return into
+
+
+# --- inputs ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Event:
+    """One parsed raw event (a ``raw_events`` row with status 'ok')."""
+
+    id: int
+    received_at: float
+    event: str
+    turn_id: str | None
+    payload: dict
+    late: bool = False
+
+    @classmethod
+    def from_row(cls, id: int, received_at: float, event: str, turn_id: str | None,
+                 payload: bytes | str | None, late: int = 0) -> "Event":
+        try:
+            obj = orjson.loads(payload) if payload else {}
+        except (ValueError, RecursionError, TypeError):  # truncated payload kept by ingest
+            obj = {}
+        if not isinstance(obj, dict):
+            obj = {}
+        return cls(id, received_at, event, turn_id, obj, bool(late))
+
+
+@dataclass(slots=True)
+class SessionFacts:
+    session_id: str
+    cwd: str | None = None
+    project: str | None = None
+    model: str | None = None
+    permission_mode: str | None = None
+    source: str | None = None
+    codex_version: str | None = None
+    git_branch: str | None = None
+    git_commit: str | None = None
+
+
+@dataclass(slots=True)
+class Limits:
+    max_input_preview: int = 200
+    max_output_preview: int = 300
+
+
+@dataclass(slots=True)
+class CommandFacts:
+    """What the rollout's item_completed CommandExecution says about one tool call."""
+
+    exit_code: int | None = None
+    status: str | None = None
+    duration_ms: float | None = None
+    command: str | None = None
+
+
+@dataclass(slots=True)
+class RolloutFacts:
+    """The rollout facts the builders use (see spool.rollout.RolloutState.facts)."""
+
+    commands: Mapping[str, CommandFacts] = field(default_factory=dict)
+    turn_usage: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    turn_models: Mapping[str, str] = field(default_factory=dict)
+    total_usage: Mapping[str, int] | None = None
+
+
+# --- the model -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StepError:
+    type: str
+    message: str
+    recoverable: bool = True
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, "message": self.message, "recoverable": self.recoverable}
+
+
+@dataclass(slots=True)
+class Step:
+    action: str  # user_prompt|model_request|tool_use|compaction|subagent_start|...
+    description: str
+    turn_id: str | None = None
+    number: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
+    input_preview: str | None = None
+    output_preview: str | None = None
+    tool_name: str | None = None
+    tool_use_id: str | None = None
+    command: str | None = None
+    exit_code: int | None = None
+    status: str | None = None
+    exec_duration_ms: float | None = None
+    model: str | None = None
+    usage: dict | None = None
+    agent_id: str | None = None
+    error: StepError | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round(max(0.0, self.ended_at - self.started_at) * 1000.0, 3)
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"number": self.number, "action": self.action,
+                             "description": self.description}
+        if self.turn_id is not None:
+            d["turn_id"] = self.turn_id
+        if self.started_at is not None:
+            d["started_at"] = self.started_at
+            if self.ended_at is not None:
+                d["ended_at"] = self.ended_at
+                d["duration_ms"] = round(max(0.0, self.ended_at - self.started_at) * 1000.0, 3)
+        elif self.ended_at is not None:
+            d["ended_at"] = self.ended_at
+        if self.input_preview is not None:
+            d["input_preview"] = self.input_preview
+        if self.output_preview is not None:
+            d["output_preview"] = self.output_preview
+        if self.tool_name is not None:
+            d["tool_name"] = self.tool_name
+            d["tool_use_id"] = self.tool_use_id
+            d["command"] = self.command
+            d["exit_code"] = self.exit_code
+            if self.exec_duration_ms is not None:
+                d["exec_duration_ms"] = self.exec_duration_ms
+        if self.status is not None:
+            d["status"] = self.status
+        if self.model is not None:
+            d["model"] = self.model
+        if self.usage is not None:
+            d["usage"] = self.usage
+        if self.agent_id is not None:
+            d["agent_id"] = self.agent_id
+        if self.error is not None:
+            d["error"] = self.error.to_dict()
+        return d
+
+
+@dataclass(slots=True)
+class Trace:
+    trace_id: str
+    kind: str  # turn|session
+    name: str
+    description: str
+    session_id: str
+    turn_id: str | None
+    revision: int
+    supersedes: str | None
+    started_at: float | None
+    ended_at: float | None
+    input_summary: str
+    output_summary: str
+    steps: list[Step]
+    usage: dict[str, int]
+    environment: dict[str, Any]
+    project: str | None
+    event_count: int
+    late_event_count: int
+    incomplete: bool = False
+    usage_source: str = "none"  # hooks|rollout|mixed|none
+    notes: list[str] = field(default_factory=list)
+    turns: list[dict] | None = None  # session summaries: one line per turn
+
+    @property
+    def duration_ms(self) -> float:
+        if self.started_at is None or self.ended_at is None:
+            return 0.0
+        return round(max(0.0, self.ended_at - self.started_at) * 1000.0, 3)
+
+    @property
+    def errors(self) -> list[dict]:
+        out = []
+        for s in self.steps:
+            if s.error is not None:
+                e = s.error.to_dict()
+                e["step_number"] = s.number
+                out.append(e)
+        return out
+
+    def to_dict(self) -> dict:
+        d = {
+            "schema": "spool.trace/1",
+            "trace_id": self.trace_id,
+            "kind": self.kind,
+            "name": self.name,
+            "description": self.description,
+            "session_id": self.session_id,
+            "turn_id": self.turn_id,
+            "revision": self.revision,
+            "supersedes": self.supersedes,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration_ms": self.duration_ms,
+            "current_datetime": iso(self.ended_at),
+            "input_summary": self.input_summary,
+            "output_summary": self.output_summary,
+            "steps": [s.to_dict() for s in self.steps],
+            "errors": self.errors,
+            "usage": dict(self.usage),
+            "usage_source": self.usage_source,
+            "environment": dict(self.environment),
+            "project": self.project,
+            "event_count": self.event_count,
+            "late_event_count": self.late_event_count,
+            "incomplete": self.incomplete,
+            "notes": list(self.notes),
+        }
+        if self.turns is not None:
+            d["turns"] = self.turns
+        return d
+
+
+# --- building ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TurnPart:
+    """The steps and facts of one turn's events (shared by turn and session traces)."""
+
+    turn_id: str | None
+    events: list[Event]
+    steps: list[Step]
+    prompts: list[str]
+    last_message: str | None
+    has_stop: bool
+    usage: dict[str, int]
+    usage_source: str
+    model: str | None
+    permission_mode: str | None
+    cwd: str | None
+    notes: list[str]
+
+    started_at: float | None = None
+    ended_at: float | None = None
+    late_count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.events:
+            self.started_at = self.events[0].received_at
+            self.ended_at = max(e.received_at for e in self.events)
+            self.late_count = sum(1 for e in self.events if e.late)
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _command_of(tool_input: Any) -> str | None:
+    if isinstance(tool_input, Mapping):
+        for k in ("command", "cmd"):
+            c = tool_input.get(k)
+            if isinstance(c, str):
+                return c
+            if isinstance(c, list) and all(isinstance(x, str) for x in c):
+                return " ".join(c)
+        if not tool_input:
+            return None
+    if tool_input is None:
+        return None
+    return clip(tool_input, 10_000)
+
+
+def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
+               rollout: RolloutFacts | None = None) -> TurnPart:
+    """Steps, usage and summary facts of one turn's events (sorted by id)."""
+    rollout = rollout or RolloutFacts()
+    li, lo = limits.max_input_preview, limits.max_output_preview
+    steps: list[Step] = []
+    prompts: list[str] = []
+    notes: list[str] = []
+    last_message = None
+    has_stop = False
+    hook_usage = empty_usage()
+    hook_usage_seen = False
+    model = permission_mode = cwd = None
+    pending_models: list[Step] = []
+    pending_tools: dict[str, Step] = {}
+    pending_compact: list[Step] = []
+    seen_tool_posts: set[str] = set()
+
+    for ev in events:
+        p = ev.payload
+        name = ev.event
+        t = ev.received_at
+        v = p.get("model")
+        if v and v.__class__ is str:
+            model = v
+        v = p.get("permission_mode")
+        if v and v.__class__ is str:
+            permission_mode = v
+        v = p.get("cwd")
+        if v and v.__class__ is str:
+            cwd = v
+        if name == "UserPromptSubmit":
+            prompt = p.get("prompt")
+            prompt = prompt if isinstance(prompt, str) else ("" if prompt is None else clip(prompt, 10_000))
+            prompts.append(prompt)
+            steps.append(Step("user_prompt", "User prompt", ev.turn_id, started_at=t, ended_at=t,
+                              input_preview=clip(prompt, li)))
+        elif name == "PreModelRequest":
+            s = Step("model_request", "Model request", ev.turn_id, started_at=t,
+                     model=_str(p.get("model")))
+            steps.append(s)
+            pending_models.append(s)
+        elif name == "PostModelRequest":
+            if pending_models:
+                s = pending_models.pop(0)
+            else:
+                s = Step("model_request", "Model request", ev.turn_id, started_at=t,
+                         model=_str(p.get("model")))
+                steps.append(s)
+            s.ended_at = t
+            status = _str(p.get("status"))
+            s.status = status
+            tu = p.get("token_usage")
+            if isinstance(tu, Mapping):
+                u = usage_from_tokens(tu)
+                s.usage = u
+                add_usage(hook_usage, u)
+                hook_usage_seen = True
+            err = p.get("error")
+            if err or (status and status != "completed"):
+                s.error = StepError("ModelError", clip(
+                    f"model request {status or 'failed'}: {clip(err, 500) if err else ''}".strip(": "),
+                    1000))
+        elif name in ("PreToolUse", "PostToolUse", "PermissionRequest"):
+            tool_use_id = _str(p.get("tool_use_id"))
+            tool_name = _str(p.get("tool_name")) or "tool"
+            command = _command_of(p.get("tool_input"))
+            if name == "PermissionRequest":
+                steps.append(Step("permission_request", f"Permission request: {tool_name}",
+                                  ev.turn_id, started_at=t, ended_at=t, tool_name=tool_name,
+                                  tool_use_id=tool_use_id,
+                                  command=command, input_preview=clip(command, li) if command else None))
+                continue
+            if name == "PreToolUse":
+                if tool_use_id and tool_use_id in pending_tools:
+                    continue  # a duplicate Pre: keep the first
+                s = Step("tool_use", command or tool_name, ev.turn_id, started_at=t,
+                         tool_name=tool_name, tool_use_id=tool_use_id, command=command,
+                         input_preview=clip(command, li) if command is not None else None)
+                steps.append(s)
+                if tool_use_id:
+                    pending_tools[tool_use_id] = s
+                continue
+            # PostToolUse
+            if tool_use_id and tool_use_id in seen_tool_posts:
+                continue  # duplicate Post
+            s = pending_tools.pop(tool_use_id, None) if tool_use_id else None
+            if s is None:
+                s = Step("tool_use", command or tool_name, ev.turn_id, started_at=t,
+                         tool_name=tool_name, tool_use_id=tool_use_id, command=command,
+                         input_preview=clip(command, li) if command is not None else None)
+                steps.append(s)
+                notes.append(f"tool call {tool_use_id or '?'}: PostToolUse without PreToolUse")
+            if tool_use_id:
+                seen_tool_posts.add(tool_use_id)
+            s.ended_at = t
+            s.status = "completed"
+            resp = p.get("tool_response")
+            s.output_preview = clip(resp, lo) if resp is not None else ""
+        elif name == "PreCompact":
+            s = Step("compaction", f"Context compaction ({_str(p.get('trigger')) or 'auto'})",
+                     ev.turn_id, started_at=t)
+            steps.append(s)
+            pending_compact.append(s)
+        elif name == "PostCompact":
+            if pending_compact:
+                s = pending_compact.pop(0)
+            else:
+                s = Step("compaction", f"Context compaction ({_str(p.get('trigger')) or 'auto'})",
+                         ev.turn_id, started_at=t)
+                steps.append(s)
+            s.ended_at = t
+            s.status = "completed"
+        elif name in ("SubagentStart", "SubagentStop"):
+            agent = _str(p.get("agent_id"))
+            kind = _str(p.get("agent_type")) or "agent"
+            start = name == "SubagentStart"
+            s = Step("subagent_start" if start else "subagent_stop",
+                     f"Subagent {'started' if start else 'stopped'}: {kind}", ev.turn_id,
+                     started_at=t, ended_at=t, agent_id=agent)
+            if not start and p.get("last_assistant_message") is not None:
+                s.output_preview = clip(p.get("last_assistant_message"), lo)
+            steps.append(s)
+        elif name == "Stop":
+            has_stop = True
+            msg = p.get("last_assistant_message")
+            if msg is not None:
+                last_message = msg if isinstance(msg, str) else clip(msg, OUTPUT_SUMMARY_MAX)
+        elif name == "Interrupt":
+            steps.append(Step("interrupt", "Turn interrupted", ev.turn_id, started_at=t,
+                              ended_at=t, error=StepError("Interrupted", "the turn was interrupted")))
+        elif name == "SessionStart":
+            src = _str(p.get("source")) or "startup"
+            steps.append(Step("session_start", f"Session started ({src})", None,
+                              started_at=t, ended_at=t, model=_str(p.get("model"))))
+        elif name == "SessionEnd":
+            reason = _str(p.get("reason")) or "unknown"
+            steps.append(Step("session_end", f"Session ended ({reason})", None,
+                              started_at=t, ended_at=t))
+        else:
+            steps.append(Step("event", f"{name or 'unknown'} event", ev.turn_id,
+                              started_at=t, ended_at=t))
+
+    for s in pending_models:
+        s.status = "no_response"
+    for s in pending_tools.values():
+        s.status = "no_result"
+        notes.append(f"tool call {s.tool_use_id}: no PostToolUse received")
+    # Exit codes: the rollout's item_completed CommandExecution, by tool_use_id.
+    for s in steps:
+        if s.action != "tool_use" or not s.tool_use_id:
+            continue
+        cf = rollout.commands.get(s.tool_use_id)
+        if cf is None:
+            continue
+        s.exit_code = cf.exit_code
+        if cf.status:
+            s.status = cf.status
+        s.exec_duration_ms = cf.duration_ms
+        if s.command is None and cf.command:
+            s.command = cf.command
+            s.description = cf.command
+            s.input_preview = clip(cf.command, li)
+        failed = (cf.exit_code not in (None, 0)) or (cf.status in ("failed", "declined"))
+        if failed and s.error is None:
+            code = "unknown" if cf.exit_code is None else str(cf.exit_code)
+            what = s.command or cf.command or s.tool_name or "command"
+            s.error = StepError("ToolError", clip(
+                f"command exited with code {code} ({cf.status or 'failed'}): {what}", 1000))
+
+    real = [e for e in events if e.event not in LIFECYCLE_EVENTS]
+    if hook_usage_seen:
+        usage, source = hook_usage, "hooks"
+        usage["requests"] = max(usage["requests"], 0)
+    elif turn_id is not None and turn_id in rollout.turn_usage:
+        usage, source = add_usage(empty_usage(), rollout.turn_usage[turn_id]), "rollout"
+    else:
+        usage, source = empty_usage(), "none"
+        usage["requests"] = sum(1 for s in steps if s.action == "model_request")
+    if real and turn_id is not None:
+        model = model or rollout.turn_models.get(turn_id)
+    return TurnPart(turn_id, list(events), steps, prompts, last_message, has_stop, usage, source,
+                    model, permission_mode, cwd, notes)
+
+
+def _environment(session: SessionFacts, model, permission_mode, cwd) -> dict:
+    return {
+        "model": model or session.model,
+        "cwd": cwd or session.cwd,
+        "permission_mode": permission_mode or session.permission_mode,
+        "session_source": session.source,
+        "codex_version": session.codex_version,
+        "git_branch": session.git_branch,
+        "git_commit": session.git_commit,
+    }
+
+
+def _number(steps: Iterable[Step]) -> list[Step]:
+    out = list(steps)
+    for i, s in enumerate(out, 1):
+        s.number = i
+    return out
+
+
+def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0,
+                     supersedes: str | None = None, end_reason: str | None = None) -> Trace:
+    """The trace of one turn.  ``end_reason`` says why an unfinished turn is traced."""
+    tid = trace_id(session.session_id, part.turn_id, "turn", revision)
+    first = part.prompts[0] if part.prompts else ""
+    notes = list(part.notes)
+    incomplete = not part.has_stop
+    if incomplete:
+        notes.insert(0, f"incomplete turn: no Stop received ({end_reason or 'turn still open'})")
+    if not part.prompts:
+        notes.append("no UserPromptSubmit received for this turn")
+    late = part.late_count
+    if late:
+        notes.append(f"{late} event(s) arrived after the turn was first traced")
+    if revision:
+        notes.append(f"revision {revision} of this turn, superseding {supersedes}")
+    if part.usage_source == "rollout":
+        notes.append("token usage from the rollout (no PostModelRequest usage)")
+    name = short_name(first) if first.strip() else "Codex turn"
+    return Trace(
+        trace_id=tid, kind="turn", name=name,
+        description=clip(_WS.sub(" ", first).strip(), DESCRIPTION_CHARS) or name,
+        session_id=session.session_id, turn_id=part.turn_id, revision=revision,
+        supersedes=supersedes, started_at=part.started_at, ended_at=part.ended_at,
+        input_summary=clip("\n\n".join(part.prompts), INPUT_SUMMARY_MAX),
+        output_summary=clip(part.last_message or "", OUTPUT_SUMMARY_MAX),
+        steps=_number(part.steps), usage=dict(part.usage),
+        environment=_environment(session, part.model, part.permission_mode, part.cwd),
+        project=session.project, event_count=len(part.events), late_event_count=late,
+        incomplete=incomplete, usage_source=part.usage_source, notes=notes,
+    )
+
+
+def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
+                        lifecycle: Sequence[Event] = (), revision: int = 1,
+                        supersedes: str | None = None, end_reason: str = "ended",
+                        turn_trace_ids: Mapping[str, str] | None = None,
+                        rollout_total: Mapping[str, int] | None = None) -> Trace:
+    """The summary of a whole session: every turn's steps, in order, totals."""
+    tid = trace_id(session.session_id, None, "session", revision)
+    turn_trace_ids = turn_trace_ids or {}
+    ordered = sorted((p for p in parts if p.events), key=lambda p: p.events[0].id)
+    # Lifecycle steps (SessionStart/End) are placed among the turns by arrival order.
+    life_steps = build_part(None, list(lifecycle), Limits()).steps if lifecycle else []
+    life = sorted(zip([e.id for e in lifecycle], life_steps), key=lambda x: x[0])
+    steps: list[Step] = []
+    li = 0
+    for part in ordered:
+        while li < len(life) and life[li][0] < part.events[0].id:
+            steps.append(life[li][1])
+            li += 1
+        steps.extend(part.steps)
+    steps.extend(s for _, s in life[li:])
+    usage = empty_usage()
+    sources = set()
+    prompts: list[str] = []
+    turns = []
+    last_message = ""
+    late = 0
+    model = permission_mode = cwd = None
+    incomplete_turns = 0
+    for part in ordered:
+        add_usage(usage, part.usage)
+        if part.usage_source != "none":
+            sources.add(part.usage_source)
+        prompts.extend(part.prompts)
+        if part.last_message:
+            last_message = part.last_message
+        late += part.late_count
+        model = part.model or model
+        permission_mode = part.permission_mode or permission_mode
+        cwd = part.cwd or cwd
+        if not part.has_stop:
+            incomplete_turns += 1
+        turns.append({"turn_id": part.turn_id, "trace_id": turn_trace_ids.get(part.turn_id or ""),
+                      "prompt": clip(part.prompts[0], 200) if part.prompts else "",
+                      "started_at": part.started_at, "ended_at": part.ended_at,
+                      "event_count": len(part.events), "complete": part.has_stop,
+                      "usage": dict(part.usage)})
+    late += sum(1 for e in lifecycle if e.late)
+    all_times = [e.received_at for p in ordered for e in p.events] + [e.received_at for e in lifecycle]
+    first = prompts[0] if prompts else ""
+    base = short_name(first) if first.strip() else f"Codex session ({len(ordered)} turns)"
+    notes = [f"session summary of {len(ordered)} turn(s), {end_reason}"]
+    if revision > 1:
+        notes.append(f"revision {revision}, superseding {supersedes}: the session resumed "
+                     "after its previous summary")
+    if incomplete_turns:
+        notes.append(f"{incomplete_turns} turn(s) without a Stop")
+    if late:
+        notes.append(f"{late} event(s) arrived after their turn was traced")
+    if rollout_total is not None:
+        notes.append("rollout total_token_usage: " + json.dumps(dict(rollout_total), sort_keys=True))
+    source = sources.pop() if len(sources) == 1 else ("mixed" if sources else "none")
+    return Trace(
+        trace_id=tid, kind="session", name="(Summary) " + base,
+        description=clip(_WS.sub(" ", first).strip(), DESCRIPTION_CHARS) or base,
+        session_id=session.session_id, turn_id=None, revision=revision, supersedes=supersedes,
+        started_at=min(all_times) if all_times else None,
+        ended_at=max(all_times) if all_times else None,
+        input_summary=clip("\n\n".join(prompts), INPUT_SUMMARY_MAX),
+        output_summary=clip(last_message, OUTPUT_SUMMARY_MAX),
+        steps=_number(steps), usage=usage,
+        environment=_environment(session, model, permission_mode, cwd),
+        project=session.project, event_count=sum(len(p.events) for p in ordered) + len(lifecycle),
+        late_event_count=late, incomplete=incomplete_turns > 0, usage_source=source,
+        notes=notes, turns=turns,
+    )

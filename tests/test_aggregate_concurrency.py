@@ -1,0 +1,115 @@
+"""Aggregation while another process keeps writing events, and a second aggregator runs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from spool import db, ingest
+from spool.aggregate import aggregate, sweep
+
+from test_aggregate_props import check_invariants
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WRITER = textwrap.dedent("""
+    import json, sys, time
+    from spool import hook
+    home, rounds = sys.argv[1], int(sys.argv[2])
+    def put(obj):
+        raw = json.dumps(obj).encode()
+        hook.insert(home, time.time(), "hook", obj["cwd"], raw, len(raw), 0)
+    for r in range(rounds):
+        sids = [f"r{r}-s{k}" for k in range(3)]
+        script = {}
+        for sid in sids:
+            evs = [{"hook_event_name": "SessionStart", "source": "startup"}]
+            for t in range(2):
+                tid = f"{sid}-t{t}"
+                turn = [{"hook_event_name": "UserPromptSubmit", "prompt": "hi " + tid},
+                        {"hook_event_name": "PreModelRequest"},
+                        {"hook_event_name": "PostModelRequest", "status": "completed",
+                         "token_usage": {"input_tokens": 10, "cached_input_tokens": 1,
+                                         "output_tokens": 2, "reasoning_output_tokens": 0,
+                                         "total_tokens": 12}},
+                        {"hook_event_name": "PreToolUse", "tool_name": "Bash",
+                         "tool_input": {"command": "true"}, "tool_use_id": tid + "-c"},
+                        {"hook_event_name": "PostToolUse", "tool_name": "Bash",
+                         "tool_input": {"command": "true"}, "tool_response": "",
+                         "tool_use_id": tid + "-c"},
+                        {"hook_event_name": "Stop", "last_assistant_message": "ok"}]
+                for e in turn:
+                    e["turn_id"] = tid
+                evs.extend(turn)
+            evs.append({"hook_event_name": "SessionEnd", "reason": "exit"})
+            for e in evs:
+                e["session_id"] = sid
+                e["cwd"] = "/nonexistent"
+            script[sid] = evs
+        # Three sessions interleaved.
+        while any(script.values()):
+            for sid in sids:
+                if script[sid]:
+                    put(script[sid].pop(0))
+""")
+
+AGGREGATOR = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from spool import db, ingest
+    from spool.aggregate import aggregate
+    home, done = Path(sys.argv[1]), Path(sys.argv[2])
+    engine = db.make_engine(home / "spool.db")
+    env = dict(os.environ, SPOOL_GRANULARITY="both", SPOOL_SESSION_END_GRACE="0")
+    passes = 0
+    while not done.exists():
+        ingest.ingest_all(engine, home=home)
+        r = aggregate(engine, time.time(), env=env)
+        assert r.errors == 0, r
+        passes += 1
+    print(passes)
+""")
+
+
+@pytest.mark.slow
+def test_concurrent_writer_and_two_aggregators(spool_home, tmp_path):
+    engine = db.open_db()
+    env = {"SPOOL_GRANULARITY": "both", "SPOOL_SESSION_END_GRACE": "0"}
+    penv = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = tmp_path / "done"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(spool_home), "12"], env=penv)
+    other = subprocess.Popen([sys.executable, "-c", AGGREGATOR, str(spool_home), str(done)],
+                             env=penv, stdout=subprocess.PIPE, text=True)
+    passes = 0
+    deadline = time.monotonic() + 120
+    try:
+        while writer.poll() is None:
+            assert time.monotonic() < deadline, "writer did not finish"
+            ingest.ingest_all(engine)
+            r = aggregate(engine, time.time(), env=env)
+            assert r.errors == 0
+            passes += 1
+        assert writer.returncode == 0
+    finally:
+        done.touch()
+        out, _ = other.communicate(timeout=60)
+        writer.wait(timeout=10)
+    assert other.returncode == 0
+    assert passes >= 1 and int(out.strip()) >= 1
+    ingest.ingest_all(engine)
+    now = time.time()
+    aggregate(engine, now + 1, env=env)
+    sweep(engine, now + 10_000, env=env)
+    with db.read(engine) as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM raw_events").scalar() == 12 * 3 * 14
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM traces WHERE kind='turn'").scalar() == 12 * 3 * 2
+        # Sessions end cleanly here: one summary each (nothing resumed).
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM traces WHERE kind='session'").scalar() == 12 * 3
+    check_invariants(engine, "both")
