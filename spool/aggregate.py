@@ -265,16 +265,21 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int
             src = p.get("source")
             if event == "SessionStart" and isinstance(src, str) and src and not s["source"]:
                 s["source"] = src
+        # Rows come in id order, but not always in arrival order: an event the
+        # hook had to put in overflow is ingested later than ones that came
+        # after it.  Arrival stamps decide what is new activity.
+        newest = received_at >= s["last_event_at"]
         if received_at > s["last_event_at"]:
             s["last_event_at"] = received_at
         elif received_at < s["first_event_at"]:
             s["first_event_at"] = received_at
-        s["last_event_id"] = rid  # rows come in id order
+        s["last_event_id"] = rid
         s["event_count"] += 1
         if event == "SessionEnd":
-            s["state"] = "ended"
-            s["ended_at"] = received_at
-        elif s["state"] != "open":
+            if newest:  # an older SessionEnd does not end a session that went on
+                s["state"] = "ended"
+                s["ended_at"] = received_at
+        elif s["state"] != "open" and newest:
             s["state"] = "open"  # resumed / new activity: reopen
         if event in LIFECYCLE_EVENTS:
             continue
