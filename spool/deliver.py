@@ -70,6 +70,23 @@ WHERE state IN ('pending', 'failed', 'in_flight') AND next_attempt_at <= :now
   AND sink IN (SELECT sink FROM sink_state WHERE paused = 1)
 """)
 
+# Projects paused with `spool pause`: their due rows wait, held, until `spool resume`
+# (traces made from events recorded before the pause included).  Only run when
+# the pauses table is not empty; reads only unfinished rows (ix_outbox_due).
+_ANY_PAUSE = text("SELECT 1 FROM pauses LIMIT 1")
+_HOLD_PAUSED_PROJECTS = text("""
+UPDATE outbox
+SET state = 'held', held_reason = 'project paused', lease_owner = NULL, lease_until = NULL,
+    updated_at = :now
+WHERE id IN (
+    SELECT o.id FROM outbox AS o INDEXED BY ix_outbox_due
+    JOIN traces AS t ON t.trace_id = o.trace_id
+    WHERE o.state IN ('pending', 'failed', 'in_flight') AND o.next_attempt_at <= :now
+      AND (o.state <> 'in_flight' OR o.lease_until < :now)
+      AND EXISTS (SELECT 1 FROM pauses AS p WHERE t.project = p.project
+                  OR substr(t.project, 1, length(p.project) + 1) = p.project || '/'))
+""")
+
 _CLAIM = text("""
 UPDATE outbox
 SET state = 'in_flight', lease_owner = :owner, lease_until = :lease_until,
@@ -241,6 +258,8 @@ class Dispatcher:
         with self._write() as conn:
             self._check_generation(conn)
             held = conn.execute(_HOLD_PAUSED, {"now": start}).rowcount
+            if conn.execute(_ANY_PAUSE).first():
+                held += conn.execute(_HOLD_PAUSED_PROJECTS, {"now": start}).rowcount
             rows = [_Claimed(*r) for r in conn.execute(_CLAIM, {
                 "owner": self.owner, "lease_until": lease_until, "now": start,
                 "limit": int(limit)}).all()]

@@ -377,3 +377,25 @@ def test_release_leases_of_a_stopping_worker(engine, rx, project):
     assert release_leases(engine, "W", 1000.0) == 2
     assert states(engine) == {"pending": 1, "failed": 1}
     assert deliver(engine, 1000.0).sent == 2
+
+
+def test_a_paused_project_sends_nothing_until_resumed(engine, rx, project, tmp_path):
+    """Traces made from events recorded before `spool pause` wait too."""
+    from spool import queries
+
+    other = make_project(tmp_path / "elsewhere", rx.url, timeout=0.3)
+    add_trace(engine, "paused-1", project=project / "sub")  # a sub-directory of the project
+    add_trace(engine, "other-1", project=other)
+    with db.write(engine) as conn:
+        queries.pause(conn, str(project), 1000.0)
+    r = deliver(engine, 1000.0, rand=ONE)
+    assert (r.claimed, r.sent) == (1, 1)
+    assert outbox(engine, "paused-1")["state"] == "held"
+    assert outbox(engine, "paused-1")["held_reason"] == queries.PAUSED_REASON
+    assert rx.requests_for("paused-1") == []
+    assert deliver(engine, 2000.0, rand=ONE).claimed == 0  # still waiting
+    with db.write(engine) as conn:
+        queries.resume(conn, str(project), 3000.0)
+    r = deliver(engine, 3000.0, rand=ONE)
+    assert (r.claimed, r.sent) == (1, 1)
+    assert keys(rx, "paused-1") == 1
