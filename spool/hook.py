@@ -190,7 +190,12 @@ def start_worker(home):
             for std in (0, 1, 2):
                 os.dup2(null, std)
             os.set_inheritable(fd, True)
-            os.execv(python, [python, "-m", "spool", "worker",
+            # Not from the project directory: `-m` would import a `spool`
+            # package or module found there instead of ours (-I keeps the cwd
+            # and PYTHON* variables out of sys.path; site-packages stay), and a
+            # daemon should not keep the directory busy.
+            os.chdir("/")
+            os.execv(python, [python, "-I", "-m", "spool", "worker",
                               "--idle-exit", IDLE_EXIT_S, "--lock-fd", str(fd)])
         finally:
             os._exit(0)
