@@ -139,7 +139,41 @@ def upgrade(path: Path, revision: str = "head") -> None:
             f"the spool database {path} was created by a newer spool (schema {rev}).",
             "Upgrade spool (pip install -U spool) or point SPOOL_HOME somewhere else.",
         )
+    if not Path(path).exists():
+        _create(Path(path), revision)
+        return
     command.upgrade(_alembic_config(path), revision)
+
+
+def _create(path: Path, revision: str) -> None:
+    """Build a new database in a temporary file, then link it into place.
+
+    Nobody ever sees a half-built database (a hook finds no file and uses
+    overflow until the complete one appears), and two processes creating it at
+    once cannot trip over each other: the first link wins, the other's copy is
+    thrown away.
+    """
+    from alembic import command
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        command.upgrade(_alembic_config(tmp), revision)
+        engine = make_engine(tmp)  # switch it to WAL before anyone else opens it
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        engine.dispose()
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+    finally:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(str(tmp) + suffix)
+            except FileNotFoundError:
+                pass
+    upgrade(path, revision)  # theirs may be older or newer: check it like any other
 
 
 def downgrade(path: Path, revision: str) -> None:

@@ -237,19 +237,10 @@ def holder_pid(home: Path | None = None) -> int | None:
 
 
 def lock_is_held(home: Path | None = None) -> bool:
-    """True if some process holds the worker lock (probes it: tests and `spool doctor`)."""
-    path = lock_path(home or paths.spool_home())
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    """True if some process holds the worker lock (looked up without taking it)."""
+    from .lockfile import holder
+
+    return holder(lock_path(home or paths.spool_home()))[0]
 
 
 # --- logging ------------------------------------------------------------------------

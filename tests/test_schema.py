@@ -104,3 +104,23 @@ def test_open_db_sets_pragmas_and_private_modes(spool_home):
     engine.dispose()
     assert (spool_home.stat().st_mode & 0o777) == 0o700
     assert (paths.db_path().stat().st_mode & 0o777) == 0o600
+
+
+def test_creation_is_atomic_and_races_are_harmless(tmp_path):
+    """Several processes creating the same new database at once: one complete database,
+    no temporary files left, every process succeeds."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "race" / "spool.db"
+    path.parent.mkdir()
+    code = "import sys; from pathlib import Path; from spool import db; db.upgrade(Path(sys.argv[1]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE)
+             for _ in range(4)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errs
+    assert _diff(path) == []
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("spool.db")) == []
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()

@@ -110,36 +110,15 @@ def project_here(cwd: Path | None = None) -> Path:
 def worker_state(home: Path) -> dict:
     """{"running": bool, "pid": int | None} from SPOOL_HOME/worker.lock.
 
-    Running only if someone actually holds the lock: a non-blocking flock on a
-    separate open file description fails.  The pid is what the worker wrote
-    into the file (None if unreadable or not running).
+    Running only if someone actually holds the lock (spool.lockfile looks it up
+    in /proc/locks without taking it, so a hook starting a worker at that very
+    moment is never misled).  The pid is what the worker wrote into the file.
     """
     from .. import paths
+    from ..lockfile import holder
 
-    lock = home / paths.WORKER_LOCK
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return {"running": False, "pid": None}
-    try:
-        import fcntl
-
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            running = True
-        else:
-            running = False
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        pid = None
-        if running:
-            try:
-                pid = int(os.pread(fd, 64, 0).decode("ascii", "replace").split()[0])
-            except (ValueError, IndexError, OSError):
-                pid = None
-        return {"running": running, "pid": pid}
-    finally:
-        os.close(fd)
+    running, pid = holder(home / paths.WORKER_LOCK)
+    return {"running": running, "pid": pid}
 
 
 def spool_bytes(home: Path) -> int:
