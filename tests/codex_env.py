@@ -11,6 +11,14 @@
   namespace with only loopback up) when the machine allows it, else on plain
   loopback.  The fake server runs in the same namespace: this module is also
   the runner script executed there (``python tests/codex_env.py SPEC OUT``).
+* ``run_session(..., receiver_port=N, wait_worker=S)``: also serves a loopback
+  Infinium-compatible receiver (spool.receiver.Receiver, secret from
+  INFINIUM_AGENT_SECRET in the environment) on port N inside the namespace, so
+  the spool worker the hooks autostart there can deliver to it; after the last
+  Codex run, waits (at most S seconds) until no spool worker holds the lock
+  and the spool is idle, then returns what the receiver got
+  (``SessionResult.received``; the x-agent-key header is never written out).
+  ``free_port()`` picks N.
 """
 from __future__ import annotations
 
@@ -144,6 +152,10 @@ class SessionResult:
     get_paths: list[str]
     isolated: bool
     requests: list[dict] = field(default_factory=list)
+    # with receiver_port: what the receiver got, and how the wait for the worker went
+    received: list[dict] = field(default_factory=list)
+    worker_wait_seconds: float | None = None
+    worker_timed_out: bool = False
 
     def check(self) -> "SessionResult":
         for r in self.runs:
@@ -155,8 +167,16 @@ class SessionResult:
 def run_session(project: Path, codex_home: Path, prompts: list[str], *, script=None,
                 env: dict | None = None, isolate: bool | None = None, timeout: float = 180,
                 codex_bin: Path | None = None, tmp: Path | None = None,
-                extra_args: list[str] | None = None) -> SessionResult:
-    """Run one Codex session (exec, then `exec resume --last` per further prompt)."""
+                extra_args: list[str] | None = None, receiver_port: int | None = None,
+                wait_worker: float | None = None) -> SessionResult:
+    """Run one Codex session (exec, then `exec resume --last` per further prompt).
+
+    ``receiver_port``: serve spool.receiver.Receiver there (in the namespace),
+    its secret = INFINIUM_AGENT_SECRET of the (merged) environment.
+    ``wait_worker``: after the runs, wait up to that many seconds for the spool
+    worker to finish (lock free and spool idle); past it the worker is stopped
+    (SIGTERM to the lock holder) and ``worker_timed_out`` is set.
+    """
     codex_bin = codex_bin or codex_binary()
     prefix = unshare_prefix() if isolate in (None, True) else ()
     if isolate and not prefix:
@@ -166,17 +186,30 @@ def run_session(project: Path, codex_home: Path, prompts: list[str], *, script=N
     out_path = spec_path.with_suffix(".out.json")
     spec = {"codex": str(codex_bin), "project": str(project), "prompts": prompts,
             "script": _script_to_json(script), "isolated": bool(prefix),
-            "extra_args": extra_args or [], "timeout": timeout}
+            "extra_args": extra_args or [], "timeout": timeout,
+            "receiver_port": receiver_port, "wait_worker": wait_worker}
     spec_path.write_text(json.dumps(spec))
     argv = [*prefix, sys.executable, str(Path(__file__).resolve()), str(spec_path), str(out_path)]
     r = subprocess.run(argv, env=codex_env(codex_home, env), stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=timeout * max(1, len(prompts)) + 30)
+                       capture_output=True, text=True,
+                       timeout=timeout * max(1, len(prompts)) + (wait_worker or 0) + 30)
     if r.returncode != 0 or not out_path.exists():
         raise RuntimeError(f"codex runner failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     data = json.loads(out_path.read_text())
     return SessionResult(runs=[CodexRun(**x) for x in data["runs"]], served=data["served"],
                          get_paths=data["get_paths"], isolated=bool(prefix),
-                         requests=data["requests"])
+                         requests=data["requests"], received=data.get("received", []),
+                         worker_wait_seconds=data.get("worker_wait_seconds"),
+                         worker_timed_out=bool(data.get("worker_timed_out")))
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (in a fresh network namespace, every port is)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _script_to_json(script):
@@ -263,6 +296,12 @@ def _runner(spec_path: str, out_path: str) -> int:
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         _start_fake_dns()
     runs = []
+    rx = None
+    if spec.get("receiver_port"):
+        from spool.receiver import Receiver
+
+        rx = Receiver(secret=os.environ.get("INFINIUM_AGENT_SECRET"),
+                      port=int(spec["receiver_port"])).start()
     with FakeModel(_script_from_json(spec["script"])) as fm:
         for i, prompt in enumerate(spec["prompts"]):
             argv = exec_argv(spec["codex"], fm.base_url, prompt, i > 0, spec["extra_args"])
@@ -277,8 +316,59 @@ def _runner(spec_path: str, out_path: str) -> int:
                          "seconds": time.perf_counter() - t0})
         out = {"runs": runs, "served": fm.served_json(), "get_paths": list(fm.get_paths),
                "requests": list(fm.requests)}
+    if spec.get("wait_worker") is not None:
+        out["worker_wait_seconds"], out["worker_timed_out"] = _wait_for_worker(
+            float(spec["wait_worker"]))
+    if rx is not None:
+        out["received"] = [_dump_request(r, rx.secret) for r in rx.requests]
+        rx.stop()
     Path(out_path).write_text(json.dumps(out))
     return 0
+
+
+def _wait_for_worker(deadline_s: float) -> tuple[float, bool]:
+    """Wait until no spool worker holds the lock and the spool is idle.
+
+    A worker the hooks started exits on its own (SPOOL_WORKER_IDLE_EXIT) once
+    nothing is open, pending or held.  Past the deadline: SIGTERM to the lock
+    holder (the worker our hooks started, by its pid), and report a timeout.
+    """
+    import signal
+
+    from spool import db, paths
+    from spool import worker as w
+
+    home = paths.spool_home()
+    t0 = time.monotonic()
+    while True:
+        if not w.lock_is_held(home):
+            if not paths.db_path(home).exists():
+                return time.monotonic() - t0, False
+            engine = db.make_engine(paths.db_path(home))
+            try:
+                idle = w.is_idle(engine, home)
+            finally:
+                engine.dispose()
+            if idle and not w.lock_is_held(home):
+                return time.monotonic() - t0, False
+        if time.monotonic() - t0 > deadline_s:
+            pid = w.holder_pid(home)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+            return time.monotonic() - t0, True
+        time.sleep(0.1)
+
+
+def _dump_request(r, secret: str | None) -> dict:
+    """A receiver request as JSON, without the secret (whether it matched instead)."""
+    headers = {k: v for k, v in r.headers.items() if k != "x-agent-key"}
+    return {"seq": r.seq, "at": r.at, "path": r.path, "agent_id": r.agent_id,
+            "headers": headers, "key": r.key, "status": r.status, "action": r.action,
+            "agent_key_ok": secret is not None and r.headers.get("x-agent-key") == secret,
+            "body": r.body.decode("utf-8", "replace")}
 
 
 if __name__ == "__main__":
