@@ -66,6 +66,9 @@ def bench_throughput(n: int) -> float:
         project = base / "proj"
         project.mkdir()
         config.write_file(project, {"agent_id": "bench-agent", "base_url": url})
+        from spool import credentials
+
+        credentials.approve_base_url(engine, project, url)
         os.environ["INFINIUM_AGENT_SECRET"] = "bench-secret-123"
         _insert(engine, [f"t{i:06d}" for i in range(n)], project, time.time())
         t0 = time.perf_counter()

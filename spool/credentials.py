@@ -8,6 +8,16 @@
   of sending it elsewhere.
 * No keyring backend: a clear :class:`SpoolError` ("set INFINIUM_AGENT_SECRET
   instead"); there is never a plaintext fallback.
+* The environment secret is not bound to a URL, so it is used only when the
+  effective base URL is the default one, comes from ``INFINIUM_BASE_URL`` itself,
+  or was approved by the user for that project (``spool init --base-url`` /
+  ``spool update-credentials --base-url`` call :func:`approve_base_url`, which
+  records ``kv['consent:base_url:<project>'] = <base URL>`` in the spool
+  database).  Otherwise a ``.spool/config.json`` (in the project or any parent
+  directory) naming another host cannot redirect the secret there:
+  :func:`resolve` falls back to the keyring entry bound to that URL, and
+  without one raises :class:`UnapprovedBaseURL` (a ``SpoolError``: the sink
+  holds the rows with its message, nothing is sent).
 
 The secret is never logged, put in an exception message, argv or the database;
 ``Credentials.__repr__`` hides it.  Resolve once per worker run (the sink caches
@@ -16,6 +26,7 @@ it until ``reset()``).
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -24,6 +35,14 @@ from .errors import SpoolError
 SERVICE = "spool-infinium"
 ENV_SECRET = "INFINIUM_AGENT_SECRET"
 MIN_SECRET_LENGTH = 8
+ENV_BASE_URL = "INFINIUM_BASE_URL"
+CONSENT_PREFIX = "consent:base_url:"
+
+
+class UnapprovedBaseURL(SpoolError):
+    """The env secret would go to a base URL the user never approved for this project."""
+
+    error_class = "UnapprovedBaseURL"
 
 
 @dataclass(frozen=True)
@@ -67,25 +86,110 @@ def _keyring_error(action: str, exc: Exception) -> SpoolError:
                       f"Unlock the keyring, or set {ENV_SECRET} instead.")
 
 
-def resolve(cfg, env: Mapping[str, str] | None = None) -> Credentials | None:
+def consent_key(project) -> str:
+    """The kv key holding the base URL approved for ``project`` (its resolved path)."""
+    from pathlib import Path
+
+    try:
+        p = Path(project).expanduser().resolve()
+    except OSError:
+        p = Path(project)
+    return CONSENT_PREFIX + str(p)
+
+
+def approve_base_url(engine_or_home, project, base_url: str) -> None:
+    """Record that the user approved sending the env secret to ``base_url`` for traces of
+    ``project`` (called by ``spool init --base-url`` / ``spool update-credentials
+    --base-url``).  ``engine_or_home``: a SQLAlchemy engine, a spool home path, or None
+    (the default home)."""
+    from sqlalchemy import text
+
+    from . import db
+
+    engine, own = engine_or_home, False
+    if engine is None or not hasattr(engine, "connect"):
+        engine, own = db.open_db(engine_or_home), True
+    try:
+        with db.write(engine) as conn:
+            conn.execute(text("INSERT INTO kv (key, value) VALUES (:k, :v) "
+                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
+                         {"k": consent_key(project), "v": normalize_base_url(base_url)})
+    finally:
+        if own:
+            engine.dispose()
+
+
+def approved_base_url(project, home=None) -> str | None:
+    """The base URL approved for ``project``, or None (no database, no approval)."""
+    from . import paths
+
+    path = paths.db_path(home)
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT value FROM kv WHERE key = ?", (consent_key(project),)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return row[0] if row and row[0] else None
+
+
+def env_secret_refusal(cfg, env: Mapping[str, str] | None = None, home=None) -> str | None:
+    """Why the env secret must not go to ``cfg.base_url`` (None: it may)."""
+    from .config import DEFAULT_BASE_URL
+
+    env = os.environ if env is None else env
+    base_url = normalize_base_url(cfg.base_url)
+    if base_url == normalize_base_url(DEFAULT_BASE_URL):
+        return None
+    from_env = env.get(ENV_BASE_URL)
+    if from_env and normalize_base_url(from_env) == base_url:
+        return None
+    project = getattr(cfg, "project", None)
+    if project is not None and approved_base_url(project, home) == base_url:
+        return None
+    where = getattr(cfg, "source", None) or "the project config"
+    return (f"base URL {base_url} from {where} is not approved for the secret in {ENV_SECRET}; "
+            f"run `spool update-credentials --base-url {base_url}` to approve")
+
+
+def resolve(cfg, env: Mapping[str, str] | None = None, *, home=None) -> Credentials | None:
     """The credentials for ``cfg`` (a spool.config.Config), or None when there is no agent
-    id or no secret stored for this agent id and base URL."""
+    id or no secret stored for this agent id and base URL.  Raises
+    :class:`UnapprovedBaseURL` when only the env secret exists and the base URL was not
+    approved (see the module doc)."""
     env = os.environ if env is None else env
     agent_id = getattr(cfg, "agent_id", None)
     if not agent_id:
         return None
     base_url = normalize_base_url(cfg.base_url)
     secret = env.get(ENV_SECRET)
+    refusal = None
     if secret:
-        return Credentials(agent_id, base_url, secret, "env")
-    kr = _keyring()
+        refusal = env_secret_refusal(cfg, env, home)
+        if refusal is None:
+            return Credentials(agent_id, base_url, secret, "env")
     from keyring.errors import KeyringError
 
     try:
+        kr = _keyring()
         secret = kr.get_password(SERVICE, keyring_username(agent_id, base_url))
+    except SpoolError:
+        if refusal:
+            raise UnapprovedBaseURL(refusal) from None
+        raise
     except KeyringError as exc:
+        if refusal:
+            raise UnapprovedBaseURL(refusal) from None
         raise _keyring_error("read the agent secret", exc) from None
     if not secret:
+        if refusal:
+            raise UnapprovedBaseURL(refusal)
         return None
     return Credentials(agent_id, base_url, secret, "keyring")
 

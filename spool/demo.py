@@ -79,6 +79,9 @@ def run(echo: Callable[[str], None] = print, *, keep: bool = False, timeout: flo
 
     config.write_file(project, {"agent_id": "demo-agent", "base_url": receiver.url,
                                 "granularity": "both"})
+    from . import credentials  # as `spool init --base-url` would: approve the demo receiver
+
+    credentials.approve_base_url(home, project, receiver.url)
     code = 1
     try:
         echo(f"spool demo: home {home}")

@@ -13,6 +13,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SESSION_DIR = FIXTURES / "codex-0.169.0" / "two-turn-echo"
 HOOK_PATH = Path(__file__).resolve().parent.parent / "spool" / "hook.py"
 
+# The agent secret of every test that needs one.  After the whole session,
+# pytest_sessionfinish greps every file under pytest's basetemp (every test's spool
+# home, projects, logs, overflow files) for it and fails the run if it is found.
+CANARY_SECRET = "sk-spool-canary-7f3a9c1e5b2d4f60a8e1"
+
 
 @pytest.fixture(autouse=True)
 def spool_home(tmp_path, monkeypatch) -> Path:
@@ -61,3 +66,39 @@ def with_cwd(payload: bytes, cwd: str) -> bytes:
     obj = json.loads(payload)
     obj["cwd"] = cwd
     return json.dumps(obj).encode()
+
+
+def canary_leaks(root: Path, canary: bytes = CANARY_SECRET.encode()) -> list[Path]:
+    """Files under ``root`` whose bytes contain ``canary`` (symlinks not followed)."""
+    found = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            try:
+                if p.is_symlink() or not p.is_file():
+                    continue
+                with open(p, "rb") as fh:
+                    if canary in fh.read():
+                        found.append(p)
+            except OSError:
+                continue
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The secret never touches disk: grep the whole suite's temporary files for it."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    try:
+        base = factory.getbasetemp()
+    except Exception:  # noqa: BLE001 - no temp dir was ever made
+        return
+    leaks = canary_leaks(Path(base))
+    if leaks:
+        import sys as _sys
+
+        print("\nSECRET LEAK: the canary secret was found in:", file=_sys.stderr)
+        for p in leaks:
+            print(f"  {p}", file=_sys.stderr)
+        session.exitstatus = 1

@@ -7,16 +7,19 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from spool import config, db
+from conftest import CANARY_SECRET
+from spool import config, credentials, db
 
 AGENT = "0b6f1c2e-9a49-4a51-9d1f-5f3a2b6c7d8e"
-SECRET = "s3cret-agent-key-123"
+SECRET = CANARY_SECRET  # grepped for after the whole suite (conftest.pytest_sessionfinish)
 
 
 def make_project(root: Path, base_url: str, *, agent_id: str = AGENT, **extra) -> Path:
     project = root / "proj"
     project.mkdir(parents=True, exist_ok=True)
     config.write_file(project, {"agent_id": agent_id, "base_url": base_url, **extra})
+    # what `spool init --base-url` records: the env secret may go to this URL
+    credentials.approve_base_url(None, project, base_url)
     return project
 
 

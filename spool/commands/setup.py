@@ -169,6 +169,8 @@ def init(
         config.write_file(project, new_cfg)
         done.append(f"wrote {config.config_path(project)}")
     db.open_db().dispose()
+    if base_url:  # the user chose this URL: the env secret may go there for this project
+        credentials.approve_base_url(None, project, new_cfg["base_url"])
 
     # 4. hooks.json.
     command = cx.hook_command()
@@ -625,6 +627,9 @@ def update_credentials(
         None, "--agent-secret", help="The new secret (default: a hidden prompt)."),
     no_interactive: bool = typer.Option(False, "--no-interactive", help="Never prompt."),
     project_opt: Optional[Path] = typer.Option(None, "--project", metavar="DIR"),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", help="Infinium API base URL: written to the project config and "
+        "approved for the secret in INFINIUM_AGENT_SECRET."),
 ) -> None:
     """Store new Infinium credentials, then send the traces held for lack of them."""
     from .. import config, credentials, db
@@ -639,6 +644,8 @@ def update_credentials(
     secret = agent_secret
     if not secret and not no_interactive:
         secret = typer.prompt("Infinium agent secret (input hidden)", hide_input=True)
+    if base_url:
+        cfg_data = {**cfg_data, "base_url": credentials.normalize_base_url(base_url)}
     base = cfg_data.get("base_url") or config.DEFAULT_BASE_URL
     if secret:
         credentials.store(agent, base, secret)
@@ -649,10 +656,16 @@ def update_credentials(
     if config.config_path(project).exists() and cfg_data.get("agent_id") != agent:
         config.write_file(project, {**cfg_data, "agent_id": agent})
         typer.echo(f"Set agent_id in {config.config_path(project)}.")
+    elif base_url:
+        config.write_file(project, {**cfg_data, "agent_id": agent})
+        typer.echo(f"Set base_url in {config.config_path(project)}.")
     from .. import deliver
 
     engine = db.open_db()
     try:
+        if base_url:
+            credentials.approve_base_url(engine, project, base)
+            typer.echo(f"Approved {base} for the agent secret of {project}.")
         released = deliver.release_held(engine, time.time())
     finally:
         engine.dispose()

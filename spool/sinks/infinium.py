@@ -19,7 +19,9 @@ instance (per verify setting), i.e. per dispatcher / worker run.
 Outcomes (classified by spool.retry):
 
 * no agent id, no secret, no keyring, or ``http://`` to a non-loopback host
-  without ``allow_insecure_http`` -> ``held`` with the reason, nothing sent;
+  without ``allow_insecure_http``, or only INFINIUM_AGENT_SECRET for a base URL the
+  user never approved for the project (spool.credentials) -> ``held`` with the
+  reason, nothing sent;
 * 401/403 -> held; later rows for the same agent id and URL are held without a
   request until ``reset()`` (credentials updated: ``release_held`` signals it);
 * 3xx -> held: redirects are never followed (the secret would go to the new
@@ -184,7 +186,7 @@ class InfiniumSink(Sink):
         self._transport = transport
         self.max_body = max_body
         self._configs: dict[str | None, config.Config] = {}
-        self._creds: dict[tuple[str, str], credentials.Credentials | SpoolError | None] = {}
+        self._creds: dict[tuple[str, str, str], credentials.Credentials | SpoolError | None] = {}
         self._rejected: dict[tuple[str, str], str] = {}
         self._clients: dict[bool, httpx.Client] = {}
 
@@ -207,7 +209,9 @@ class InfiniumSink(Sink):
         return cfg
 
     def _credentials(self, cfg: config.Config) -> credentials.Credentials | None:
-        key = (cfg.agent_id or "", credentials.normalize_base_url(cfg.base_url))
+        # the project is part of the key: the env secret's consent is per project
+        key = (cfg.agent_id or "", credentials.normalize_base_url(cfg.base_url),
+               str(cfg.project))
         if key not in self._creds:
             try:
                 self._creds[key] = credentials.resolve(cfg, env=self._env)
@@ -247,7 +251,7 @@ class InfiniumSink(Sink):
         try:
             creds = self._credentials(cfg)
         except SpoolError as exc:
-            return _held("NoKeyring", str(exc))
+            return _held(getattr(exc, "error_class", "NoKeyring"), str(exc))
         if creds is None:
             return _held("NoCredentials",
                          f"no agent secret stored for agent {cfg.agent_id} at {base_url}; run "
