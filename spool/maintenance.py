@@ -227,8 +227,45 @@ def checkpoint(engine: Engine) -> tuple[int, int, int]:
         raw.close()
 
 
+HOOK_LOG_MAX_BYTES = 1_000_000
+HOOK_LOG_KEEP_BYTES = 250_000
+
+
+def trim_hook_logs(dirs) -> int:
+    """Keep hook-errors.log files bounded: past HOOK_LOG_MAX_BYTES keep the newest
+    HOOK_LOG_KEEP_BYTES (whole lines), rewritten atomically with mode 0600.
+
+    A hook appending during the rewrite can lose that one log line, never an
+    event (events never go to this file).  Returns the number of files trimmed.
+    """
+    import os
+
+    from . import paths
+
+    trimmed = 0
+    for d in dirs:
+        path = d / paths.HOOK_ERROR_LOG
+        try:
+            if path.stat().st_size <= HOOK_LOG_MAX_BYTES:
+                continue
+            with open(path, "rb") as fh:
+                fh.seek(-HOOK_LOG_KEEP_BYTES, os.SEEK_END)
+                tail = fh.read()
+            tail = tail[tail.find(b"\n") + 1:]
+            tmp = path.with_name(path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(tail)
+            os.replace(tmp, path)
+            trimmed += 1
+        except OSError:
+            continue
+    return trimmed
+
+
 def maintain(engine: Engine, now: float, env: Mapping[str, str] | None = None, *,
-             retention_s: float | None = None, quarantine_s: float | None = None) -> dict:
+             retention_s: float | None = None, quarantine_s: float | None = None,
+             log_dirs=()) -> dict:
     """The worker's maintenance job: every retention, then a checkpoint.
 
     Ages default to SPOOL_RETENTION_DAYS / SPOOL_QUARANTINE_DAYS.  Returns the
@@ -243,5 +280,6 @@ def maintain(engine: Engine, now: float, env: Mapping[str, str] | None = None, *
         out["errors"] = errors_retention(engine, now, retention_s)
     if quarantine_s is not None:
         out["quarantine"] = quarantine_retention(engine, now, quarantine_s)
+    out["hook_logs_trimmed"] = trim_hook_logs(log_dirs)
     out["checkpoint_busy"] = checkpoint(engine)[0]
     return out

@@ -363,8 +363,10 @@ class Worker:
     def job_maintenance(self, now: float | None = None):
         from . import maintenance
 
+        from .ingest import overflow_dirs
+
         return maintenance.maintain(self.engine, self.clock() if now is None else now,
-                                    env=self.env)
+                                    env=self.env, log_dirs=overflow_dirs(self.home))
 
     def _get_dispatcher(self):
         """deliver.Dispatcher (pooled sinks for the worker's life) when it exists."""

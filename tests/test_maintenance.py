@@ -257,3 +257,21 @@ def test_a_summarised_session_keeps_a_tombstone_so_a_resume_gets_a_new_trace_id(
     run(engine, spool_home, T0 + 32 * DAY + 60, env=env)
     (new_id, new_rev), = q(engine, "SELECT trace_id, revision FROM traces WHERE kind = 'session'")
     assert new_id != old_id and new_rev > old_rev
+
+
+def test_hook_error_logs_stay_bounded(spool_home):
+    import stat
+
+    from spool import maintenance
+
+    spool_home.mkdir(parents=True, exist_ok=True)
+    log = spool_home / "hook-errors.log"
+    lines = [f"2026-11-21T00:00:00Z\t{i}\tline {i:07d}\n" for i in range(60_000)]
+    log.write_text("".join(lines))
+    assert log.stat().st_size > maintenance.HOOK_LOG_MAX_BYTES
+    assert maintenance.trim_hook_logs([spool_home]) == 1
+    kept = log.read_text().splitlines(keepends=True)
+    assert 0 < log.stat().st_size <= maintenance.HOOK_LOG_KEEP_BYTES
+    assert kept == lines[-len(kept):]  # the newest lines, whole
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert maintenance.trim_hook_logs([spool_home]) == 0  # small now: untouched
