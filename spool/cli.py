@@ -14,9 +14,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="spool: capture every Codex hook event, deliver exact traces.")
 
 
-def fail(reason: str, instruction: str = "") -> "typer.Exit":
-    """Print one line (what is wrong, what to do) to stderr and exit 1."""
-    raise SpoolError(reason, instruction)
+def friendly(fn):
+    """Decorator for commands: a SpoolError becomes one line on stderr and exit 1,
+    also when the app runs under Typer's CliRunner (tests) rather than main()."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpoolError as exc:
+            typer.echo(f"Error: {exc.reason} {exc.instruction}".rstrip(), err=True)
+            raise typer.Exit(1)
+
+    return wrapper
 
 
 def _register() -> None:

@@ -61,6 +61,28 @@ def _num(value, name: str, kind=float, minimum: float = 0):
     return n
 
 
+def env_number(env: Mapping[str, str], name: str, default, *, minimum: float = 0.0,
+               kind=float, unit: str = ""):
+    """A numeric environment variable, validated: unset/blank -> ``default``; not a
+    (finite) number or below ``minimum`` -> a SpoolError naming the variable."""
+    import math
+
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    what = f"a number of {unit}" if unit else ("a whole number" if kind is int else "a number")
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise SpoolError(f"{name}={raw!r} is not {what}.",
+                         f"Set {name} to {what}, or unset it.") from None
+    if not math.isfinite(value) or value < minimum:
+        raise SpoolError(f"{name}={raw!r} is out of range (minimum {minimum:g}).",
+                         f"Set {name} to at least {minimum:g}{' ' + unit if unit else ''}, "
+                         "or unset it.")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     project: Path | None = None  # directory holding .spool/, or None

@@ -45,7 +45,6 @@ SPOOL_QUARANTINE_DAYS       age after which quarantined payloads are deleted (30
 from __future__ import annotations
 
 import logging
-import math
 import os
 from typing import Mapping
 
@@ -97,18 +96,10 @@ _SESSIONLESS = text(
 
 
 def _days(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SpoolError(f"{name}={raw!r} is not a number.",
-                         f"Set {name} to a number of days (0: keep forever), or unset it.") from None
-    if not math.isfinite(value) or value < 0:
-        raise SpoolError(f"{name}={raw!r} is out of range.",
-                         f"Set {name} to a number of days >= 0 (0: keep forever).")
-    return value
+    """Days, 0 meaning keep forever."""
+    from .config import env_number
+
+    return env_number(env, name, default, unit="days")
 
 
 def retention_seconds(env: Mapping[str, str] | None = None) -> float | None:

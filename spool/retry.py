@@ -123,17 +123,9 @@ class RetryConfig:
 
 
 def _parse(env: Mapping[str, str], name: str, kind, default):
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = kind(raw.strip())
-    except ValueError:
-        raise SpoolError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number.",
-                         f"Set {name} to a number (see `spool --help`), or unset it.") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise SpoolError(f"{name}={raw!r} is not a finite number.", f"Set {name} to a number.")
-    return value
+    from .config import env_number
+
+    return env_number(env, name, default, kind=kind, minimum=-math.inf)
 
 
 def _check(name: str, value: float, minimum: float) -> None:

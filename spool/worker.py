@@ -69,7 +69,6 @@ import errno
 import fcntl
 import logging
 import logging.handlers
-import math
 import os
 import signal
 import threading
@@ -100,18 +99,9 @@ LOG_BACKUPS = 3
 
 
 def _env_seconds(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SpoolError(f"{name}={raw!r} is not a number.",
-                         f"Set {name} to a number of seconds, or unset it.") from None
-    if not math.isfinite(value) or value < minimum:
-        raise SpoolError(f"{name}={raw!r} is out of range (minimum {minimum:g}).",
-                         f"Set {name} to at least {minimum:g} seconds, or unset it.")
-    return value
+    from .config import env_number
+
+    return env_number(env, name, default, minimum=minimum, unit="seconds")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ after events that came later (the first events on a fresh machine, a locked data
 The session must still be summarised as it really happened."""
 from __future__ import annotations
 
-import json
 import sqlite3
 
 from conftest import fixture_payloads

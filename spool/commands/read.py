@@ -11,16 +11,15 @@ commands.  The SQL lives in spool/queries.py.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from ..cli import app
+from ..cli import app, friendly
 from ..errors import SpoolError
 
 DEFAULT_LIMIT = "20"
@@ -28,18 +27,7 @@ DEFAULT_LIMIT = "20"
 
 # --- helpers ----------------------------------------------------------------------
 
-def _friendly(fn: Callable) -> Callable:
-    """SpoolError -> one line on stderr, exit 1 (also under CliRunner)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SpoolError as exc:
-            typer.echo(f"Error: {exc.reason} {exc.instruction}".rstrip(), err=True)
-            raise typer.Exit(1)
-
-    return wrapper
+_friendly = friendly
 
 
 def parse_limit(value: str, flag: str = "--limit") -> int:

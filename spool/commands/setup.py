@@ -28,34 +28,22 @@ leaves every file byte-identical.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
-from ..cli import app
+from ..cli import app, friendly
 from ..errors import SpoolError
 
 GRANULARITY_HELP = "turn: one trace per turn; session: one per session; both."
 
 
-def _friendly(fn: Callable) -> Callable:
-    """SpoolError -> one line on stderr, exit 1 (also under CliRunner)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SpoolError as exc:
-            typer.echo(f"Error: {exc.reason} {exc.instruction}".rstrip(), err=True)
-            raise typer.Exit(1)
-
-    return wrapper
+_friendly = friendly
 
 
 def _project(project: Optional[Path], walk_up: bool) -> Path:
