@@ -58,8 +58,14 @@ def _print_json(obj: Any) -> None:
 
 
 def _console():
+    """Rich console; piped output (not a terminal) gets 140 columns instead of rich's
+    80, so tables stay readable in logs and CI (COLUMNS still wins)."""
+    import sys
+
     from rich.console import Console
 
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+        return Console(width=140)
     return Console()
 
 
