@@ -12,7 +12,7 @@ Runs, interleaved, each fed the same real Codex payload on stdin:
 
 and prints median / p95 wall time, peak RSS, and the ratios to F1.
 
-Usage: python scripts/bench_hook.py [--runs 200]
+Usage: python scripts/bench_hook.py [--runs 200]   (with the python spool is installed in)
 """
 from __future__ import annotations
 
@@ -66,8 +66,9 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="spool-bench-"))
     env = dict(os.environ, SPOOL_HOME=str(home), SPOOL_NO_AUTOSTART="1")
     os.environ["SPOOL_HOME"] = str(home)
-    sys.path.insert(0, str(ROOT))
-    from spool import db
+    import shlex
+
+    from spool import codex, db  # the installed spool (pip install . or -e .)
 
     db.open_db().dispose()  # a migrated database, as the worker leaves it
     stdin_path = str(home / "payload.json")
@@ -77,7 +78,7 @@ def main() -> None:
         "F0  python -I -c pass": [py, "-I", "-c", "pass"],
         "F1  python -I -c 'import sqlite3'": [py, "-I", "-c", "import sqlite3"],
         "F1s python -I -S -c 'import sqlite3'": [py, "-I", "-S", "-c", "import sqlite3"],
-        "hook (as in hooks.json)": [py, "-I", "-S", str(ROOT / "spool" / "hook.py")],
+        "hook (as in hooks.json)": shlex.split(codex.hook_command()),
         "hook via python -m spool.hook": [py, "-m", "spool.hook"],
     }
     results: dict[str, list[float]] = {k: [] for k in cases}
