@@ -153,7 +153,8 @@ def main(argv=None) -> int:
           f"{eps / TARGET_EPS:.2f}x); {res.turn_traces:,} turn traces, "
           f"{res.session_traces:,} session traces, {res.sessions_finalised:,} sessions final, "
           f"errors {res.errors}")
-    print(f"  longest write transaction {res.max_write_ms:.1f} ms (target < 50 ms)")
+    print(f"  longest write transaction {res.max_write_ms:.1f} ms (target < 50 ms); longest WAL "
+          f"checkpoint after one {res.max_checkpoint_ms:.1f} ms (holds no write lock)")
     print(f"  cpu time of this process {cpu:.2f} s ({n / cpu:,.0f} events per cpu-second); "
           f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 

@@ -31,6 +31,13 @@ after its summary gets a new summary revision covering the whole session.
 
 Cost grows with new work only: the cursor, the partial indexes on open
 sessions (``ix_sessions_open``) and untraced turns (``ix_turns_pending``).
+
+Speed (scripts/bench_aggregate.py): each payload is parsed once per pass and
+each step turned into a dict once (shared by its turn trace and the summary,
+``Trace.to_dict(step_memo)``); bodies are serialised before the write
+transaction; a turn's events get their turn and summary ids in one UPDATE; the
+pass's connection has a large page cache, and checkpoints the WAL itself after
+each write transaction (outside it: the write lock is held only for the writes).
 """
 from __future__ import annotations
 
@@ -56,8 +63,15 @@ CURSOR = "aggregate"
 INDEX_BATCH = 2000
 KV_ROLLOUT = "rollout:"
 SYNTHETIC = "synthetic:"
-# Sessions whose write transactions are grouped into one (small sessions only).
+# Sessions whose write transactions are grouped into one (small sessions only):
+# the first group holds WRITE_GROUP_EVENTS events; later ones are sized from the
+# time the previous ones took, so a transaction lasts about WRITE_TX_TARGET_MS
+# (bigger groups rewrite fewer pages, shorter ones keep the hooks' wait short).
 WRITE_GROUP_EVENTS = 1000
+WRITE_GROUP_MAX = 4000
+WRITE_TX_TARGET_MS = 15.0
+# Page cache of the aggregator's connection (KiB).
+CACHE_KIB = 64 * 1024
 
 
 @dataclass
@@ -71,8 +85,11 @@ class AggregateResult:
     errors: int = 0
     trace_ids: list[str] = field(default_factory=list)
     # Not a field (the worker reads any non-zero field as "did work"): the
-    # longest write transaction of the pass, for the benchmark.
+    # longest write transaction of the pass (BEGIN IMMEDIATE to COMMIT: the
+    # time others wait for the write lock at most), and the longest WAL
+    # checkpoint run after one (it does not hold the write lock), for the benchmark.
     max_write_ms = 0.0
+    max_checkpoint_ms = 0.0
 
     @property
     def traces(self) -> int:
@@ -86,9 +103,27 @@ class AggregateResult:
 def _connect(engine: Engine) -> Iterator[sqlite3.Connection]:
     """The engine's DB-API connection (pragmas applied, isolation_level None)."""
     raw = engine.raw_connection()
+    con = raw.driver_connection
+    saved = None
     try:
-        yield raw.driver_connection
+        saved = (con.execute("PRAGMA cache_size").fetchone()[0],
+                 con.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        # A pass rewrites many pages in one transaction: with SQLite's default
+        # 2 MiB cache they would spill into the WAL (and be written again)
+        # before the commit.
+        con.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        # The pass checkpoints after each of its write transactions itself
+        # (_checkpoint): not inside the COMMIT, and the WAL stays small, so a
+        # hook's commit never has a checkpoint to run.
+        con.execute("PRAGMA wal_autocheckpoint = 0")
+        yield con
     finally:
+        try:
+            if saved is not None:
+                con.execute(f"PRAGMA cache_size = {int(saved[0])}")
+                con.execute(f"PRAGMA wal_autocheckpoint = {int(saved[1])}")
+        except sqlite3.Error:
+            pass
         raw.close()
 
 
@@ -128,6 +163,17 @@ class _Configs:
         return str(cfg.project) if cfg.project is not None else cwd
 
 
+def _checkpoint(con: sqlite3.Connection, res: AggregateResult) -> None:
+    """A PASSIVE checkpoint after a write transaction (what SQLite's automatic
+    checkpoint would do in the COMMIT; it never waits for, nor blocks, writers)."""
+    started = time.perf_counter()
+    try:
+        con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error:
+        return
+    res.max_checkpoint_ms = max(res.max_checkpoint_ms, (time.perf_counter() - started) * 1000)
+
+
 def _log_error(con: sqlite3.Connection, now: float, message: str) -> None:
     try:
         with _tx(con):
@@ -161,6 +207,7 @@ def _index(con: sqlite3.Connection, now: float, cfgs: _Configs, res: AggregateRe
         with _tx(con):
             n, more = _index_batch(con, now, cfgs, batch)
         res.max_write_ms = max(res.max_write_ms, (time.perf_counter() - started) * 1000)
+        _checkpoint(con, res)
         res.indexed += n
         if not more:
             return
@@ -169,26 +216,38 @@ def _index(con: sqlite3.Connection, now: float, cfgs: _Configs, res: AggregateRe
 def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int) -> tuple[int, bool]:
     row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
     pos = row[0] if row else 0
+    # status as a small int (0 new, 1 ok, 2 other): no string made per row; the
+    # raw cwd is read only for the rare rows that need it.
     rows = con.execute(
-        "SELECT id, received_at, status, session_id, turn_id, event, cwd,"
+        "SELECT id, received_at, CASE status WHEN 'ok' THEN 1 WHEN 'new' THEN 0 ELSE 2 END,"
+        " session_id, turn_id, event,"
         " CASE WHEN event IN ('SessionStart', 'UserPromptSubmit') THEN payload END"
         " FROM raw_events WHERE id > ? ORDER BY id LIMIT ?", (pos, batch)).fetchall()
     if not rows:
         return 0, False
     blocked = False
-    usable = []
+    # The usable rows of each session, sessions in order of first appearance
+    # (all state is per session, so each session's rows are handled together).
+    by_sid: dict[str, list] = {}
+    n_usable = 0
     new_pos = pos
     for r in rows:
-        if r[2] == "new":  # not parsed yet: wait for ingest, keep the order
+        status = r[2]
+        if status == 0:  # 'new': not parsed yet: wait for ingest, keep the order
             blocked = True
             break
         new_pos = r[0]
-        if r[2] == "ok" and r[3]:
-            usable.append(r)
+        if status == 1 and r[3]:  # 'ok'
+            lst = by_sid.get(r[3])
+            if lst is None:
+                by_sid[r[3]] = [r]
+            else:
+                lst.append(r)
+            n_usable += 1
     if new_pos == pos:
         return 0, False
 
-    sids = list({r[3] for r in usable})
+    sids = list(by_sid)
     sessions: dict[str, dict] = {}
     for chunk in _chunks(sids):
         q = ",".join("?" * len(chunk))
@@ -203,7 +262,7 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int
     synth_updates: list[tuple[str, int]] = []
     late_ids: list[tuple[int]] = []
 
-    def get_turn(sid: str, tid: str, at: float) -> dict:
+    def get_turn(sid: str, tid: str, at: float, rid: int) -> dict:
         t = turns.get((sid, tid))
         if t is None:
             r = None if sessions[sid]["_new"] else con.execute(
@@ -217,8 +276,9 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int
                         "SELECT COALESCE(MAX(seq), 0) FROM turns WHERE session_id = ?",
                         (sid,)).fetchone()[0]
                 next_seq[sid] += 1
+                # "_at": the row that made it, so new turns are inserted in row order.
                 t = {"state": "open", "closed_at": None, "seq": next_seq[sid], "opened_at": at,
-                     "_new": True, "_dirty": True}
+                     "_new": True, "_dirty": True, "_at": rid}
             turns[(sid, tid)] = t
         return t
 
@@ -230,83 +290,106 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int
             synthetic_open[sid] = r[0] if r else None
         return synthetic_open[sid]
 
-    for rid, received_at, _status, sid, turn_id, event, raw_cwd, payload in usable:
+    for sid, srows in by_sid.items():
         s = sessions.get(sid)
         if s is None:
+            at0 = srows[0][1]
             s = sessions[sid] = {
                 "state": "open", "cwd": None, "transcript_path": None, "model": None,
                 "permission_mode": None, "source": None, "project": None,
-                "first_event_at": received_at, "last_event_at": received_at, "last_event_id": 0,
+                "first_event_at": at0, "last_event_at": at0, "last_event_id": 0,
                 "ended_at": None, "event_count": 0, "late_event_count": 0, "_new": True,
             }
-        need = event in ("SessionStart", "UserPromptSubmit") or (
-            not s.get("_probed") and (not s["cwd"] or not s["transcript_path"]))
-        if need:
-            s["_probed"] = True
-            if payload is None:
-                r = con.execute("SELECT payload FROM raw_events WHERE id = ?", (rid,)).fetchone()
-                payload = r[0] if r else None
-            try:
-                p = orjson.loads(payload)
-                if not isinstance(p, dict):
+        # The session's counters as locals for the loop, written back after it.
+        state = s["state"]
+        first_at = s["first_event_at"]
+        last_at = s["last_event_at"]
+        ended_at = s["ended_at"]
+        late_n = s["late_event_count"]
+        probed = False
+        by_tid: dict[str, dict] = {}
+        for rid, received_at, _status, _sid, turn_id, event, payload in srows:
+            if (event == "SessionStart" or event == "UserPromptSubmit"
+                    or (not probed and (not s["cwd"] or not s["transcript_path"]))):
+                probed = True
+                if payload is None:
+                    r = con.execute("SELECT payload FROM raw_events WHERE id = ?",
+                                    (rid,)).fetchone()
+                    payload = r[0] if r else None
+                try:
+                    p = orjson.loads(payload)
+                    if not isinstance(p, dict):
+                        p = {}
+                except (ValueError, TypeError, RecursionError):
                     p = {}
-            except (ValueError, TypeError, RecursionError):
-                p = {}
-            cwd = p.get("cwd")
-            if not s["cwd"]:
-                s["cwd"] = cwd if isinstance(cwd, str) and cwd else raw_cwd
-            tp = p.get("transcript_path")
-            if isinstance(tp, str) and tp:
-                s["transcript_path"] = tp
-            for k in ("model", "permission_mode"):
-                v = p.get(k)
-                if isinstance(v, str) and v:
-                    s[k] = v
-            src = p.get("source")
-            if event == "SessionStart" and isinstance(src, str) and src and not s["source"]:
-                s["source"] = src
-        # Rows come in id order, but not always in arrival order: an event the
-        # hook had to put in overflow is ingested later than ones that came
-        # after it.  Arrival stamps decide what is new activity.
-        newest = received_at >= s["last_event_at"]
-        if received_at > s["last_event_at"]:
-            s["last_event_at"] = received_at
-        elif received_at < s["first_event_at"]:
-            s["first_event_at"] = received_at
-        s["last_event_id"] = rid
-        s["event_count"] += 1
-        if event == "SessionEnd":
-            if newest:  # an older SessionEnd does not end a session that went on
-                s["state"] = "ended"
-                s["ended_at"] = received_at
-        elif s["state"] != "open" and newest:
-            s["state"] = "open"  # resumed / new activity: reopen
-        if event in LIFECYCLE_EVENTS:
-            continue
-        tid = turn_id
-        if not tid:
-            cur = open_synthetic(sid)
-            if cur is not None and event == "UserPromptSubmit":
-                # A new prompt ends the previous (unstopped) synthetic turn.
-                t = get_turn(sid, cur, received_at)
-                if t["state"] == "open":
-                    t["state"] = "closed"
-                    t["closed_at"] = received_at
-                    t["_dirty"] = True
-                cur = None
-            if cur is None:
-                cur = f"{SYNTHETIC}{rid}"
-            synthetic_open[sid] = None if event == "Stop" else cur
-            tid = cur
-            synth_updates.append((tid, rid))
-        t = get_turn(sid, tid, received_at)
-        if t["state"] == "traced":
-            late_ids.append((rid,))
-            s["late_event_count"] += 1
-        elif event == "Stop" and t["state"] == "open":
-            t["state"] = "closed"
-            t["closed_at"] = received_at
-            t["_dirty"] = True
+                cwd = p.get("cwd")
+                if not s["cwd"]:
+                    if not (isinstance(cwd, str) and cwd):  # the hook's cwd of the row
+                        r = con.execute("SELECT cwd FROM raw_events WHERE id = ?",
+                                        (rid,)).fetchone()
+                        cwd = r[0] if r else None
+                    s["cwd"] = cwd
+                tp = p.get("transcript_path")
+                if isinstance(tp, str) and tp:
+                    s["transcript_path"] = tp
+                for k in ("model", "permission_mode"):
+                    v = p.get(k)
+                    if isinstance(v, str) and v:
+                        s[k] = v
+                src = p.get("source")
+                if event == "SessionStart" and isinstance(src, str) and src and not s["source"]:
+                    s["source"] = src
+            # Rows come in id order, but not always in arrival order: an event the
+            # hook had to put in overflow is ingested later than ones that came
+            # after it.  Arrival stamps decide what is new activity.
+            newest = received_at >= last_at
+            if received_at > last_at:
+                last_at = received_at
+            elif received_at < first_at:
+                first_at = received_at
+            if event == "SessionEnd":
+                if newest:  # an older SessionEnd does not end a session that went on
+                    state = "ended"
+                    ended_at = received_at
+                continue
+            if state != "open" and newest:
+                state = "open"  # resumed / new activity: reopen
+            if event == "SessionStart":
+                continue
+            tid = turn_id
+            if not tid:
+                cur = open_synthetic(sid)
+                if cur is not None and event == "UserPromptSubmit":
+                    # A new prompt ends the previous (unstopped) synthetic turn.
+                    t = get_turn(sid, cur, received_at, rid)
+                    if t["state"] == "open":
+                        t["state"] = "closed"
+                        t["closed_at"] = received_at
+                        t["_dirty"] = True
+                    cur = None
+                if cur is None:
+                    cur = f"{SYNTHETIC}{rid}"
+                synthetic_open[sid] = None if event == "Stop" else cur
+                tid = cur
+                synth_updates.append((tid, rid))
+            t = by_tid.get(tid)
+            if t is None:
+                t = by_tid[tid] = get_turn(sid, tid, received_at, rid)
+            tstate = t["state"]
+            if tstate == "traced":
+                late_ids.append((rid,))
+                late_n += 1
+            elif event == "Stop" and tstate == "open":
+                t["state"] = "closed"
+                t["closed_at"] = received_at
+                t["_dirty"] = True
+        s["state"] = state
+        s["first_event_at"] = first_at
+        s["last_event_at"] = last_at
+        s["last_event_id"] = srows[-1][0]
+        s["ended_at"] = ended_at
+        s["event_count"] += len(srows)
+        s["late_event_count"] = late_n
 
     for sid, s in sessions.items():
         if s["_new"]:
@@ -327,10 +410,10 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int
                 (s["cwd"], s["transcript_path"], s["model"], s["permission_mode"], s["source"],
                  s["first_event_at"], s["last_event_at"], s["last_event_id"], s["state"],
                  s["ended_at"], s["event_count"], s["late_event_count"], sid))
-    new_turns = [(sid, tid, t["seq"], t["opened_at"], t["closed_at"], t["state"])
-                 for (sid, tid), t in turns.items() if t["_new"]]
+    new_turns = sorted(((t["_at"], sid, tid, t["seq"], t["opened_at"], t["closed_at"], t["state"])
+                        for (sid, tid), t in turns.items() if t["_new"]))
     con.executemany("INSERT INTO turns (session_id, turn_id, seq, opened_at, closed_at, state)"
-                    " VALUES (?,?,?,?,?,?)", new_turns)
+                    " VALUES (?,?,?,?,?,?)", [nt[1:] for nt in new_turns])
     con.executemany("UPDATE turns SET state = ?, closed_at = ? WHERE session_id = ? AND turn_id = ?",
                     [(t["state"], t["closed_at"], sid, tid) for (sid, tid), t in turns.items()
                      if t["_dirty"] and not t["_new"]])
@@ -339,7 +422,7 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int
     con.execute("INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET value = excluded.value,"
                 " updated_at = excluded.updated_at", (CURSOR, new_pos, now))
-    return len(usable), (len(rows) == batch and not blocked)
+    return n_usable, (len(rows) == batch and not blocked)
 
 
 # --- 2. what is due -------------------------------------------------------------------
@@ -389,10 +472,13 @@ class _Built:
     read_summary_revision: int
     read_rollout_offset: int
     rollout: RolloutState | None
-    turn_traces: list[tuple[str, dict, list[int], str | None, bool]] = field(default_factory=list)
-    # (turn_id, body, event ids, supersedes, needs_finalize)
+    turn_traces: list[tuple[str, dict, str, list[int], str | None, bool]] = field(
+        default_factory=list)
+    # (turn_id, body, body as JSON, event ids, supersedes, needs_finalize)
     summary: dict | None = None
+    summary_json: str = ""
     event_count: int = 0
+    event_ids: list[int] = field(default_factory=list)  # every event read, in id order
 
 
 def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built | None:
@@ -451,18 +537,34 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
     by_turn: dict[str, list[Event]] = {}
     lifecycle: list[Event] = []
     consumed: dict[int, str | None] = {}
+    loads = orjson.loads
     for rid, at, event, tid, payload, late, ttid in rows:
-        ev = Event.from_row(rid, at, event, tid, payload, late)
+        # Event.from_row, inlined (the hot loop of a pass).
+        try:
+            obj = loads(payload) if payload else {}
+        except (ValueError, RecursionError, TypeError):  # truncated payload kept by ingest
+            obj = {}
+        if obj.__class__ is not dict:
+            obj = {}
+        ev = Event(rid, at, event, tid, obj, bool(late))
         consumed[rid] = ttid
         if tid is None or event in LIFECYCLE_EVENTS:
             lifecycle.append(ev)
         else:
-            by_turn.setdefault(tid, []).append(ev)
+            evs = by_turn.get(tid)
+            if evs is None:
+                by_turn[tid] = [ev]
+            else:
+                evs.append(ev)
     parts: dict[str, TurnPart] = {tid: build_part(tid, evs, limits, facts)
                                   for tid, evs in by_turn.items()}
+    # Each step becomes a dict once, shared by its turn trace and the summary.
+    memo: dict[int, dict] = {}
+    dumps = orjson.dumps
 
     b = _Built(sid, w.cfg, w.finalize, state, last_id, summ_rev, r_off,
-               new_r if changed else None, event_count=len(rows))
+               new_r if changed else None, event_count=len(rows),
+               event_ids=[r[0] for r in rows] if w.finalize else [])
     trace_of = {t[0]: t[3] for t in turn_rows}
     if w.cfg.turn_traces:
         for tid, _seq, tstate, ttrace in turn_rows:
@@ -470,20 +572,25 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
             if part is None:
                 continue
             if tstate == "closed":
-                body = build_turn_trace(session, part).to_dict()
-                b.turn_traces.append((tid, body, [e.id for e in part.events], None, False))
+                body = build_turn_trace(session, part).to_dict(memo)
+                b.turn_traces.append((tid, body, dumps(body).decode("utf-8"),
+                                      [e.id for e in part.events], None, False))
                 trace_of[tid] = body["trace_id"]
             elif tstate == "open" and w.finalize:
                 body = build_turn_trace(session, part, end_reason=(
-                    "session ended" if w.finalize == "ended" else "session went stale")).to_dict()
-                b.turn_traces.append((tid, body, [e.id for e in part.events], None, True))
+                    "session ended" if w.finalize == "ended" else "session went stale")
+                ).to_dict(memo)
+                b.turn_traces.append((tid, body, dumps(body).decode("utf-8"),
+                                      [e.id for e in part.events], None, True))
                 trace_of[tid] = body["trace_id"]
             elif (tstate == "traced" and w.finalize and w.cfg.granularity == "turn"
                   and any(consumed.get(e.id) is None for e in part.events)):
                 # Late events for a traced turn, and no session trace to carry them.
                 rev = prev_turn_revs.get(ttrace or "", 0) + 1
-                body = build_turn_trace(session, part, revision=rev, supersedes=ttrace).to_dict()
-                b.turn_traces.append((tid, body, [e.id for e in part.events], ttrace, True))
+                body = build_turn_trace(session, part, revision=rev,
+                                        supersedes=ttrace).to_dict(memo)
+                b.turn_traces.append((tid, body, dumps(body).decode("utf-8"),
+                                      [e.id for e in part.events], ttrace, True))
                 trace_of[tid] = body["trace_id"]
     if w.finalize and w.cfg.session_traces and parts:
         rev = summ_rev + 1
@@ -492,7 +599,8 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
             session, list(parts.values()), lifecycle=lifecycle, revision=rev, supersedes=prev,
             end_reason="ended" if w.finalize == "ended" else "stale (no event for the TTL)",
             turn_trace_ids={k: v for k, v in trace_of.items() if v},
-            rollout_total=new_r.total and facts.total_usage).to_dict()
+            rollout_total=new_r.total and facts.total_usage).to_dict(memo)
+        b.summary_json = dumps(b.summary).decode("utf-8")
     return b
 
 
@@ -505,13 +613,12 @@ _OUTBOX_INSERT = (
     " VALUES (?, ?, 'pending', 0, ?, ?)")
 
 
-def _insert_trace(con: sqlite3.Connection, body: dict, sinks, now: float) -> bool:
-    cur = con.execute(_TRACE_INSERT, (
+def _insert_trace(con: sqlite3.Connection, body: dict, body_json: str, now: float) -> bool:
+    """Insert one trace (its outbox rows are the caller's: after all traces)."""
+    return con.execute(_TRACE_INSERT, (
         body["trace_id"], body["kind"], body["session_id"], body["turn_id"], body["revision"],
         body["supersedes"], body["project"], body["name"], now, body["started_at"],
-        body["ended_at"], body["event_count"], orjson.dumps(body).decode("utf-8")))
-    con.executemany(_OUTBOX_INSERT, [(body["trace_id"], s, now, now) for s in sinks])
-    return cur.rowcount > 0
+        body["ended_at"], body["event_count"], body_json)).rowcount > 0
 
 
 def _write(con: sqlite3.Connection, b: _Built, now: float, res: AggregateResult) -> None:
@@ -527,11 +634,21 @@ def _write(con: sqlite3.Connection, b: _Built, now: float, res: AggregateResult)
     finalize = b.finalize is not None and unchanged
     if b.finalize is not None and not unchanged:
         res.conflicts += 1
-    for tid, body, ids, supersedes, needs_finalize in b.turn_traces:
+    outbox: list[tuple] = []
+    traced: list[tuple] = []
+    # Events of a turn indexed after we read it are late (the indexer flags the
+    # ones it has not seen yet itself); none can be when nothing was indexed since.
+    indexed_since = cur[1] > b.read_last_event_id
+    execute = con.execute
+    # When the summary is written in this transaction too, a turn's events get
+    # both ids in one UPDATE: each row (and its page) is rewritten once.
+    summary_id = b.summary["trace_id"] if finalize and b.summary is not None else None
+    marked: set[int] = set()  # events given the summary id with their turn
+    for tid, body, body_json, ids, supersedes, needs_finalize in b.turn_traces:
         if needs_finalize and not finalize:
             continue
-        trow = con.execute("SELECT state, trace_id FROM turns WHERE session_id = ? AND turn_id = ?",
-                           (sid, tid)).fetchone()
+        trow = execute("SELECT state, trace_id FROM turns WHERE session_id = ? AND turn_id = ?",
+                       (sid, tid)).fetchone()
         if trow is None:
             continue
         if supersedes is None and trow[0] == "traced":
@@ -541,37 +658,55 @@ def _write(con: sqlite3.Connection, b: _Built, now: float, res: AggregateResult)
             res.conflicts += 1
             continue
         new_id = body["trace_id"]
-        if _insert_trace(con, body, sinks, now):
+        if _insert_trace(con, body, body_json, now):
             res.turn_traces += 1
             res.trace_ids.append(new_id)
+        outbox.extend((new_id, s, now, now) for s in sinks)
         # Exactly the events read: this turn's, up to what was indexed when we read.
-        n = con.execute(
-            "UPDATE raw_events SET turn_trace_id = ? WHERE session_id = ? AND id >= ? AND id <= ?"
-            " AND turn_id = ? AND status = 'ok'", (new_id, sid, ids[0], ids[-1], tid)).rowcount
+        if summary_id is None:
+            n = execute(
+                "UPDATE raw_events SET turn_trace_id = ? WHERE session_id = ? AND id >= ?"
+                " AND id <= ? AND turn_id = ? AND status = 'ok'",
+                (new_id, sid, ids[0], ids[-1], tid)).rowcount
+        else:
+            n = execute(
+                "UPDATE raw_events SET turn_trace_id = ?, session_trace_id = ? WHERE session_id = ?"
+                " AND id >= ? AND id <= ? AND turn_id = ? AND status = 'ok'",
+                (new_id, summary_id, sid, ids[0], ids[-1], tid)).rowcount
         if n != len(ids):  # rows changed under us: roll the whole write back
             raise RuntimeError(f"turn {tid}: {n} events to mark, {len(ids)} read")
-        con.execute("UPDATE turns SET state = 'traced', trace_id = ?,"
-                    " closed_at = COALESCE(closed_at, ?) WHERE session_id = ? AND turn_id = ?",
-                    (new_id, body["ended_at"], sid, tid))
-        # Events of this turn indexed after we read it: late (the indexer flags
-        # the ones it has not seen yet itself).
-        late = con.execute(
-            "UPDATE raw_events SET late = 1 WHERE session_id = ? AND turn_id = ? AND id > ?"
-            " AND id <= ? AND turn_trace_id IS NULL AND late = 0",
-            (sid, tid, b.read_last_event_id, cur[1])).rowcount
-        if late:
-            res.late_events += late
-            con.execute("UPDATE sessions SET late_event_count = late_event_count + ?"
+        if summary_id is not None:
+            marked.update(ids)
+        traced.append((new_id, body["ended_at"], sid, tid))
+        if indexed_since:
+            late = execute(
+                "UPDATE raw_events SET late = 1 WHERE session_id = ? AND turn_id = ? AND id > ?"
+                " AND id <= ? AND turn_trace_id IS NULL AND late = 0",
+                (sid, tid, b.read_last_event_id, cur[1])).rowcount
+            if late:
+                res.late_events += late
+                execute("UPDATE sessions SET late_event_count = late_event_count + ?"
                         " WHERE session_id = ?", (late, sid))
+    if traced:
+        con.executemany("UPDATE turns SET state = 'traced', trace_id = ?,"
+                        " closed_at = COALESCE(closed_at, ?) WHERE session_id = ? AND turn_id = ?",
+                        traced)
+        con.executemany(_OUTBOX_INSERT, outbox)
     if finalize:
         if b.summary is not None:
             body = b.summary
             new_id = body["trace_id"]
-            if _insert_trace(con, body, sinks, now):
+            if _insert_trace(con, body, b.summary_json, now):
                 res.session_traces += 1
                 res.trace_ids.append(new_id)
-            con.execute("UPDATE raw_events SET session_trace_id = ? WHERE session_id = ?"
-                        " AND id <= ? AND status = 'ok'", (new_id, sid, b.read_last_event_id))
+            con.executemany(_OUTBOX_INSERT, [(new_id, s, now, now) for s in sinks])
+            # Every event of the session up to what was indexed when we read it:
+            # exactly the events read (rows at or below an indexed id never
+            # become 'ok' later); those of the turns above are marked already.
+            con.executemany(
+                "UPDATE raw_events SET session_trace_id = ? WHERE id = ? AND session_id = ?"
+                " AND status = 'ok'",
+                [(new_id, rid, sid) for rid in b.event_ids if rid not in marked])
             if not b.cfg.turn_traces:
                 con.execute("UPDATE turns SET state = 'traced', trace_id = ? WHERE session_id = ?",
                             (new_id, sid))
@@ -600,9 +735,10 @@ def _run(con: sqlite3.Connection, work: list[_Work], now: float, cfgs: _Configs,
          res: AggregateResult) -> None:
     pending: list[_Built] = []
     pending_events = 0
+    group_events = WRITE_GROUP_EVENTS
 
     def flush() -> None:
-        nonlocal pending, pending_events
+        nonlocal pending, pending_events, group_events
         if not pending:
             return
         try:
@@ -610,7 +746,11 @@ def _run(con: sqlite3.Connection, work: list[_Work], now: float, cfgs: _Configs,
             with _tx(con):
                 for b in pending:
                     _write(con, b, now, res)
-            res.max_write_ms = max(res.max_write_ms, (time.perf_counter() - started) * 1000)
+            ms = (time.perf_counter() - started) * 1000
+            res.max_write_ms = max(res.max_write_ms, ms)
+            if pending_events >= group_events // 2 and ms > 0:  # a full group: a fair sample
+                fit = WRITE_TX_TARGET_MS * pending_events / ms
+                group_events = int(min(WRITE_GROUP_MAX, max(1, (group_events + fit) / 2)))
         except Exception:
             if len(pending) == 1:
                 raise
@@ -622,6 +762,8 @@ def _run(con: sqlite3.Connection, work: list[_Work], now: float, cfgs: _Configs,
                 except Exception:
                     res.errors += 1
                     _log_error(con, now, f"session {b.session_id}: {traceback.format_exc()}")
+        finally:
+            _checkpoint(con, res)
         pending, pending_events = [], 0
 
     for w in work:
@@ -635,7 +777,7 @@ def _run(con: sqlite3.Connection, work: list[_Work], now: float, cfgs: _Configs,
             continue
         pending.append(b)
         pending_events += b.event_count
-        if pending_events >= WRITE_GROUP_EVENTS:
+        if pending_events >= group_events:
             try:
                 flush()
             except Exception:

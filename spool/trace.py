@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from hashlib import sha1
 
 import orjson
 from dataclasses import dataclass, field
@@ -39,12 +40,22 @@ _USAGE_MAP = (("input_tokens", "input"), ("cached_input_tokens", "cached"),
               ("reasoning_output_tokens", "reasoning"), ("total_tokens", "total"))
 
 
+_NAMESPACE_BYTES = TRACE_NAMESPACE.bytes
+
+
 def trace_id(session_id: str, turn_id: str | None, kind: str, revision: int = 0) -> str:
-    """Deterministic trace id: a re-run over the same events gives the same id."""
+    """Deterministic trace id: a re-run over the same events gives the same id.
+
+    ``str(uuid.uuid5(TRACE_NAMESPACE, key))``, computed without the UUID object.
+    """
     key = f"{session_id}\x1f{turn_id or ''}\x1f{kind}"
     if revision:
         key += f"\x1f{revision}"
-    return str(uuid.uuid5(TRACE_NAMESPACE, key))
+    h = bytearray(sha1(_NAMESPACE_BYTES + key.encode("utf-8")).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def iso(ts: float | None) -> str:
@@ -85,18 +96,20 @@ def empty_usage() -> dict[str, int]:
 
 def usage_from_tokens(tokens: Mapping[str, Any]) -> dict[str, int]:
     """Our usage dict from a Codex token usage object (requests = 1)."""
-    u = empty_usage()
+    u = dict.fromkeys(USAGE_KEYS, 0)
     for src, dst in _USAGE_MAP:
         v = tokens.get(src)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if v.__class__ is int or (isinstance(v, (int, float)) and not isinstance(v, bool)):
             u[dst] = int(v)
     u["requests"] = 1
     return u
 
 
 def add_usage(into: dict[str, int], other: Mapping[str, int]) -> dict[str, int]:
+    get = other.get
     for k in USAGE_KEYS:
-        into[k] += int(other.get(k, 0) or 0)
+        v = get(k, 0)
+        into[k] += v if v.__class__ is int else int(v or 0)
     return into
 
 
@@ -208,36 +221,48 @@ class Step:
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"number": self.number, "action": self.action,
                              "description": self.description}
-        if self.turn_id is not None:
-            d["turn_id"] = self.turn_id
-        if self.started_at is not None:
-            d["started_at"] = self.started_at
-            if self.ended_at is not None:
-                d["ended_at"] = self.ended_at
-                d["duration_ms"] = round(max(0.0, self.ended_at - self.started_at) * 1000.0, 3)
-        elif self.ended_at is not None:
-            d["ended_at"] = self.ended_at
-        if self.input_preview is not None:
-            d["input_preview"] = self.input_preview
-        if self.output_preview is not None:
-            d["output_preview"] = self.output_preview
-        if self.tool_name is not None:
-            d["tool_name"] = self.tool_name
+        v = self.turn_id
+        if v is not None:
+            d["turn_id"] = v
+        started, ended = self.started_at, self.ended_at
+        if started is not None:
+            d["started_at"] = started
+            if ended is not None:
+                d["ended_at"] = ended
+                x = ended - started
+                d["duration_ms"] = round((x if x > 0.0 else 0.0) * 1000.0, 3)  # max(0.0, x)
+        elif ended is not None:
+            d["ended_at"] = ended
+        v = self.input_preview
+        if v is not None:
+            d["input_preview"] = v
+        v = self.output_preview
+        if v is not None:
+            d["output_preview"] = v
+        v = self.tool_name
+        if v is not None:
+            d["tool_name"] = v
             d["tool_use_id"] = self.tool_use_id
             d["command"] = self.command
             d["exit_code"] = self.exit_code
-            if self.exec_duration_ms is not None:
-                d["exec_duration_ms"] = self.exec_duration_ms
-        if self.status is not None:
-            d["status"] = self.status
-        if self.model is not None:
-            d["model"] = self.model
-        if self.usage is not None:
-            d["usage"] = self.usage
-        if self.agent_id is not None:
-            d["agent_id"] = self.agent_id
-        if self.error is not None:
-            d["error"] = self.error.to_dict()
+            v = self.exec_duration_ms
+            if v is not None:
+                d["exec_duration_ms"] = v
+        v = self.status
+        if v is not None:
+            d["status"] = v
+        v = self.model
+        if v is not None:
+            d["model"] = v
+        v = self.usage
+        if v is not None:
+            d["usage"] = v
+        v = self.agent_id
+        if v is not None:
+            d["agent_id"] = v
+        v = self.error
+        if v is not None:
+            d["error"] = v.to_dict()
         return d
 
 
@@ -282,7 +307,27 @@ class Trace:
                 out.append(e)
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self, step_memo: dict[int, dict] | None = None) -> dict:
+        """The JSON-ready body.
+
+        ``step_memo`` (optional, keyed by ``id(step)``) shares the step dicts
+        between traces built from the same steps (a turn trace and the session
+        summary): each step is turned into a dict once and only its ``number``
+        differs.  The steps must not change between the calls sharing a memo.
+        """
+        if step_memo is None:
+            steps = [s.to_dict() for s in self.steps]
+        else:
+            steps = []
+            for s in self.steps:
+                sd = step_memo.get(id(s))
+                if sd is None:
+                    sd = step_memo[id(s)] = s.to_dict()
+                    steps.append(sd)
+                else:  # a copy (never mutate a dict another body holds)
+                    sd = dict(sd)
+                    sd["number"] = s.number
+                    steps.append(sd)
         d = {
             "schema": "spool.trace/1",
             "trace_id": self.trace_id,
@@ -299,7 +344,7 @@ class Trace:
             "current_datetime": iso(self.ended_at),
             "input_summary": self.input_summary,
             "output_summary": self.output_summary,
-            "steps": [s.to_dict() for s in self.steps],
+            "steps": steps,
             "errors": self.errors,
             "usage": dict(self.usage),
             "usage_source": self.usage_source,
@@ -351,7 +396,7 @@ def _str(v: Any) -> str | None:
 
 
 def _command_of(tool_input: Any) -> str | None:
-    if isinstance(tool_input, Mapping):
+    if tool_input.__class__ is dict or isinstance(tool_input, Mapping):
         for k in ("command", "cmd"):
             c = tool_input.get(k)
             if isinstance(c, str):
@@ -383,130 +428,145 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
     pending_compact: list[Step] = []
     seen_tool_posts: set[str] = set()
 
+    # Steps are made positionally (action, description, turn_id, number,
+    # started_at, ended_at) and completed by attribute: this loop is the hot
+    # path of every aggregation pass.
     for ev in events:
         p = ev.payload
         name = ev.event
         t = ev.received_at
-        v = p.get("model")
-        if v and v.__class__ is str:
-            model = v
-        v = p.get("permission_mode")
+        get = p.get
+        m = get("model")
+        if m and m.__class__ is str:
+            model = m
+        v = get("permission_mode")
         if v and v.__class__ is str:
             permission_mode = v
-        v = p.get("cwd")
+        v = get("cwd")
         if v and v.__class__ is str:
             cwd = v
-        if name == "UserPromptSubmit":
-            prompt = p.get("prompt")
-            prompt = prompt if isinstance(prompt, str) else ("" if prompt is None else clip(prompt, 10_000))
-            prompts.append(prompt)
-            steps.append(Step("user_prompt", "User prompt", ev.turn_id, started_at=t, ended_at=t,
-                              input_preview=clip(prompt, li)))
-        elif name == "PreModelRequest":
-            s = Step("model_request", "Model request", ev.turn_id, started_at=t,
-                     model=_str(p.get("model")))
-            steps.append(s)
-            pending_models.append(s)
-        elif name == "PostModelRequest":
+        if name == "PostModelRequest":
             if pending_models:
                 s = pending_models.pop(0)
             else:
-                s = Step("model_request", "Model request", ev.turn_id, started_at=t,
-                         model=_str(p.get("model")))
+                s = Step("model_request", "Model request", ev.turn_id, 0, t)
+                s.model = _str(m)
                 steps.append(s)
             s.ended_at = t
-            status = _str(p.get("status"))
+            status = _str(get("status"))
             s.status = status
-            tu = p.get("token_usage")
-            if isinstance(tu, Mapping):
+            tu = get("token_usage")
+            if tu.__class__ is dict or isinstance(tu, Mapping):
                 u = usage_from_tokens(tu)
                 s.usage = u
                 add_usage(hook_usage, u)
                 hook_usage_seen = True
-            err = p.get("error")
+            err = get("error")
             if err or (status and status != "completed"):
                 s.error = StepError("ModelError", clip(
                     f"model request {status or 'failed'}: {clip(err, 500) if err else ''}".strip(": "),
                     1000))
-        elif name in ("PreToolUse", "PostToolUse", "PermissionRequest"):
-            tool_use_id = _str(p.get("tool_use_id"))
-            tool_name = _str(p.get("tool_name")) or "tool"
-            command = _command_of(p.get("tool_input"))
-            if name == "PermissionRequest":
-                steps.append(Step("permission_request", f"Permission request: {tool_name}",
-                                  ev.turn_id, started_at=t, ended_at=t, tool_name=tool_name,
-                                  tool_use_id=tool_use_id,
-                                  command=command, input_preview=clip(command, li) if command else None))
-                continue
+        elif name == "PreModelRequest":
+            s = Step("model_request", "Model request", ev.turn_id, 0, t)
+            s.model = _str(m)
+            steps.append(s)
+            pending_models.append(s)
+        elif name == "PreToolUse" or name == "PostToolUse" or name == "PermissionRequest":
+            tool_use_id = _str(get("tool_use_id"))
+            tool_name = _str(get("tool_name")) or "tool"
+            command = _command_of(get("tool_input"))
             if name == "PreToolUse":
                 if tool_use_id and tool_use_id in pending_tools:
                     continue  # a duplicate Pre: keep the first
-                s = Step("tool_use", command or tool_name, ev.turn_id, started_at=t,
-                         tool_name=tool_name, tool_use_id=tool_use_id, command=command,
-                         input_preview=clip(command, li) if command is not None else None)
+                s = Step("tool_use", command or tool_name, ev.turn_id, 0, t)
+                s.tool_name = tool_name
+                s.tool_use_id = tool_use_id
+                s.command = command
+                if command is not None:
+                    s.input_preview = clip(command, li)
                 steps.append(s)
                 if tool_use_id:
                     pending_tools[tool_use_id] = s
+                continue
+            if name == "PermissionRequest":
+                s = Step("permission_request", f"Permission request: {tool_name}",
+                         ev.turn_id, 0, t, t)
+                s.tool_name = tool_name
+                s.tool_use_id = tool_use_id
+                s.command = command
+                if command:
+                    s.input_preview = clip(command, li)
+                steps.append(s)
                 continue
             # PostToolUse
             if tool_use_id and tool_use_id in seen_tool_posts:
                 continue  # duplicate Post
             s = pending_tools.pop(tool_use_id, None) if tool_use_id else None
             if s is None:
-                s = Step("tool_use", command or tool_name, ev.turn_id, started_at=t,
-                         tool_name=tool_name, tool_use_id=tool_use_id, command=command,
-                         input_preview=clip(command, li) if command is not None else None)
+                s = Step("tool_use", command or tool_name, ev.turn_id, 0, t)
+                s.tool_name = tool_name
+                s.tool_use_id = tool_use_id
+                s.command = command
+                if command is not None:
+                    s.input_preview = clip(command, li)
                 steps.append(s)
                 notes.append(f"tool call {tool_use_id or '?'}: PostToolUse without PreToolUse")
             if tool_use_id:
                 seen_tool_posts.add(tool_use_id)
             s.ended_at = t
             s.status = "completed"
-            resp = p.get("tool_response")
+            resp = get("tool_response")
             s.output_preview = clip(resp, lo) if resp is not None else ""
+        elif name == "UserPromptSubmit":
+            prompt = get("prompt")
+            prompt = prompt if isinstance(prompt, str) else ("" if prompt is None else clip(prompt, 10_000))
+            prompts.append(prompt)
+            s = Step("user_prompt", "User prompt", ev.turn_id, 0, t, t)
+            s.input_preview = clip(prompt, li)
+            steps.append(s)
+        elif name == "Stop":
+            has_stop = True
+            msg = get("last_assistant_message")
+            if msg is not None:
+                last_message = msg if isinstance(msg, str) else clip(msg, OUTPUT_SUMMARY_MAX)
         elif name == "PreCompact":
-            s = Step("compaction", f"Context compaction ({_str(p.get('trigger')) or 'auto'})",
-                     ev.turn_id, started_at=t)
+            s = Step("compaction", f"Context compaction ({_str(get('trigger')) or 'auto'})",
+                     ev.turn_id, 0, t)
             steps.append(s)
             pending_compact.append(s)
         elif name == "PostCompact":
             if pending_compact:
                 s = pending_compact.pop(0)
             else:
-                s = Step("compaction", f"Context compaction ({_str(p.get('trigger')) or 'auto'})",
-                         ev.turn_id, started_at=t)
+                s = Step("compaction", f"Context compaction ({_str(get('trigger')) or 'auto'})",
+                         ev.turn_id, 0, t)
                 steps.append(s)
             s.ended_at = t
             s.status = "completed"
-        elif name in ("SubagentStart", "SubagentStop"):
-            agent = _str(p.get("agent_id"))
-            kind = _str(p.get("agent_type")) or "agent"
+        elif name == "SubagentStart" or name == "SubagentStop":
+            agent = _str(get("agent_id"))
+            kind = _str(get("agent_type")) or "agent"
             start = name == "SubagentStart"
             s = Step("subagent_start" if start else "subagent_stop",
-                     f"Subagent {'started' if start else 'stopped'}: {kind}", ev.turn_id,
-                     started_at=t, ended_at=t, agent_id=agent)
-            if not start and p.get("last_assistant_message") is not None:
-                s.output_preview = clip(p.get("last_assistant_message"), lo)
+                     f"Subagent {'started' if start else 'stopped'}: {kind}", ev.turn_id, 0, t, t)
+            s.agent_id = agent
+            if not start and get("last_assistant_message") is not None:
+                s.output_preview = clip(get("last_assistant_message"), lo)
             steps.append(s)
-        elif name == "Stop":
-            has_stop = True
-            msg = p.get("last_assistant_message")
-            if msg is not None:
-                last_message = msg if isinstance(msg, str) else clip(msg, OUTPUT_SUMMARY_MAX)
         elif name == "Interrupt":
-            steps.append(Step("interrupt", "Turn interrupted", ev.turn_id, started_at=t,
-                              ended_at=t, error=StepError("Interrupted", "the turn was interrupted")))
+            s = Step("interrupt", "Turn interrupted", ev.turn_id, 0, t, t)
+            s.error = StepError("Interrupted", "the turn was interrupted")
+            steps.append(s)
         elif name == "SessionStart":
-            src = _str(p.get("source")) or "startup"
-            steps.append(Step("session_start", f"Session started ({src})", None,
-                              started_at=t, ended_at=t, model=_str(p.get("model"))))
+            src = _str(get("source")) or "startup"
+            s = Step("session_start", f"Session started ({src})", None, 0, t, t)
+            s.model = _str(m)
+            steps.append(s)
         elif name == "SessionEnd":
-            reason = _str(p.get("reason")) or "unknown"
-            steps.append(Step("session_end", f"Session ended ({reason})", None,
-                              started_at=t, ended_at=t))
+            reason = _str(get("reason")) or "unknown"
+            steps.append(Step("session_end", f"Session ended ({reason})", None, 0, t, t))
         else:
-            steps.append(Step("event", f"{name or 'unknown'} event", ev.turn_id,
-                              started_at=t, ended_at=t))
+            steps.append(Step("event", f"{name or 'unknown'} event", ev.turn_id, 0, t, t))
 
     for s in pending_models:
         s.status = "no_response"
@@ -535,7 +595,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
             s.error = StepError("ToolError", clip(
                 f"command exited with code {code} ({cf.status or 'failed'}): {what}", 1000))
 
-    real = [e for e in events if e.event not in LIFECYCLE_EVENTS]
+    real = any(e.event not in LIFECYCLE_EVENTS for e in events)
     if hook_usage_seen:
         usage, source = hook_usage, "hooks"
         usage["requests"] = max(usage["requests"], 0)
