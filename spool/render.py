@@ -59,6 +59,8 @@ def _step(s: Mapping[str, Any], li: int, lo: int) -> dict:
             input_preview = command
         else:
             description = str(tool)
+        if s.get("exit_code") is not None:  # the Infinium step has no field for it
+            description = f"{description} (exit {s['exit_code']})"
     out: dict[str, Any] = {
         "step_number": _int(s.get("number")),
         "action": action,

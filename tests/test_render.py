@@ -45,7 +45,7 @@ def test_turn_body_fields():
     assert tags["working_directory"] == "/proj" and tags["codex_version"] == "0.169.0"
     assert body["environment"]["framework"] == "codex-cli"
     tool = [s for s in body["steps"] if s["action"] == "tool_use"][0]
-    assert tool["description"] == "Bash: make 0" and tool["input_preview"] == "make 0"
+    assert tool["description"] == "Bash: make 0 (exit 2)" and tool["input_preview"] == "make 0"
     assert tool["duration_ms"] == 500.0
     assert tool["error"]["error_type"] == "ToolError" and "code 2" in tool["error"]["message"]
     assert "make 0" in tool["error"]["message"] and tool["error"]["retry_count"] == 0
