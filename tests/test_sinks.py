@@ -193,3 +193,23 @@ def test_file_sink_unwritable_dir_is_retryable(tmp_path):
     out = send(FileSink(blocker / "sub"), row("abc"))
     assert classify(out) == "retry" and out.error_class
     assert not os.path.exists(blocker / "sub")
+
+
+def test_secrets_in_a_trace_are_redacted_before_sending_unless_turned_off(rx, tmp_path):
+    token = "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+    project = make_project(tmp_path, rx.url)
+    sink = InfiniumSink(env=ENV)
+    try:
+        send(sink, row("t-r", project, input_summary=f"export GITHUB_TOKEN={token}"))
+    finally:
+        sink.close()
+    sent = rx.requests[-1]
+    assert token.encode() not in sent.body
+    assert "[REDACTED:" in sent.json()["input_summary"]
+    plain = make_project(tmp_path / "plain", rx.url, redact=False)
+    sink = InfiniumSink(env=ENV)
+    try:
+        send(sink, row("t-p", plain, input_summary=f"export GITHUB_TOKEN={token}"))
+    finally:
+        sink.close()
+    assert token.encode() in rx.requests[-1].body

@@ -48,6 +48,7 @@ import httpx
 
 from .. import __version__, config, credentials, render
 from ..errors import SpoolError
+from ..redact import redact
 from ..retry import Outcome
 from .base import Sink, TraceRow
 
@@ -236,6 +237,8 @@ class InfiniumSink(Sink):
         cfg = self.config_for(row)
         body = render.to_infinium(row.body, max_input_preview=cfg.max_input_preview,
                                   max_output_preview=cfg.max_output_preview)
+        if cfg.redact:  # secrets in prompts / tool output never leave the machine
+            body = redact(body)
         body, _note = shrink(dict(body), self.max_body)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
