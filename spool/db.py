@@ -182,8 +182,35 @@ def downgrade(path: Path, revision: str) -> None:
     command.downgrade(_alembic_config(path), revision)
 
 
+class CorruptDatabaseError(SpoolError):
+    pass
+
+
 def open_db(home: Path | None = None, migrate: bool = True) -> Engine:
-    """The engine every spool command uses: home created 0700, DB at head, 0600."""
+    """The engine every spool command uses: home created 0700, DB at head, 0600.
+
+    A database SQLite cannot read raises CorruptDatabaseError (a SpoolError:
+    one line, with what to do) instead of a driver traceback.
+    """
+    import sqlite3
+
+    from sqlalchemy.exc import DatabaseError as SADatabaseError
+
+    try:
+        return _open_db(home, migrate)
+    except (sqlite3.DatabaseError, SADatabaseError) as exc:
+        path = paths.db_path(home or paths.spool_home())
+        text_ = str(getattr(exc, "orig", exc))
+        if "locked" in text_ or "busy" in text_:
+            raise SpoolError(f"the spool database {path} is busy ({text_}).",
+                             "Try again in a moment; if it persists, run `spool doctor`.") from None
+        raise CorruptDatabaseError(
+            f"the spool database {path} cannot be read ({text_}).",
+            f"Move it aside (mv {path} {path}.bad): spool creates a new one, and the hooks "
+            "have kept every event since in overflow files, which the worker ingests.") from None
+
+
+def _open_db(home: Path | None, migrate: bool) -> Engine:
     home = paths.ensure_home(home or paths.spool_home())
     path = paths.db_path(home)
     old_umask = os.umask(0o077)

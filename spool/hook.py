@@ -26,12 +26,23 @@ import os
 import sys
 import time
 
+def _env_seconds(name, default):
+    """A number of seconds from the environment; anything unusable means the default
+    (the hook must never fail on a typo)."""
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if 0 <= value < 1e9 else default
+
+
 MAX_PAYLOAD = 16 * 1024 * 1024
-BUSY_TIMEOUT_S = float(os.environ.get("SPOOL_HOOK_BUSY_TIMEOUT", "2.0"))
-IDLE_EXIT_S = os.environ.get("SPOOL_WORKER_IDLE_EXIT", "120")
+BUSY_TIMEOUT_S = _env_seconds("SPOOL_HOOK_BUSY_TIMEOUT", 2.0)
+IDLE_EXIT_S = "%g" % _env_seconds("SPOOL_WORKER_IDLE_EXIT", 120.0)
 DB_NAME = "spool.db"
 WORKER_LOCK = "worker.lock"
 ERROR_LOG = "hook-errors.log"
+WORKER_STDERR = "worker.stderr"
 
 INSERT_SQL = (
     "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated) "
@@ -57,14 +68,32 @@ def spool_home():
     return os.path.join(base, "spool")
 
 
-def fallback_dir():
-    """Same answer as spool.paths.fallback_overflow_dir()."""
+def fallback_dir(home=None):
+    """Same answer as spool.paths.fallback_overflow_dir(home).
+
+    Per user and per spool home (a checksum of its path), so a worker only ever
+    ingests the overflow of its own spool (a `spool demo` in a temporary home
+    never takes a real spool's events)."""
+    import zlib
+
+    tag = "%08x" % zlib.crc32(os.fsencode(home or spool_home()))
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and os.path.isdir(base):
-        return os.path.join(base, "spool-overflow")
+        return os.path.join(base, "spool-overflow-" + tag)
     import tempfile
 
-    return os.path.join(tempfile.gettempdir(), "spool-overflow-%d" % os.getuid())
+    return os.path.join(tempfile.gettempdir(), "spool-overflow-%d-%s" % (os.getuid(), tag))
+
+
+def private_dir(path):
+    """Create ``path`` 0700 if needed; raise OSError unless it is a real directory
+    of ours that nobody else can write (a shared /tmp can hold a planted one)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if (not (st.st_mode & 0o170000 == 0o040000) or st.st_uid != os.getuid()
+            or st.st_mode & 0o022):
+        raise OSError("refusing %s: not a private directory of this user" % path)
+    return path
 
 
 def read_stdin(stream):
@@ -130,9 +159,12 @@ def write_overflow(home, received_at, cwd, payload, size, truncated, reason):
     }
     line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
     last = None
-    for directory in (home, fallback_dir()):
+    for directory in (home, fallback_dir(home)):
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            if directory == home:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            else:
+                private_dir(directory)
             tmp = os.path.join(directory, ".overflow-%s.tmp" % key)
             _write_private(tmp, line)
             # The rename publishes a complete file: the worker never sees half of one.
@@ -147,9 +179,12 @@ def log_error(home, message):
     """Leave a line `spool errors` can show; never raises."""
     line = ("%s\t%d\t%s\n" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), os.getpid(),
                                message.replace("\n", " "))).encode("utf-8", "replace")
-    for directory in (home, fallback_dir()):
+    for directory in (home, fallback_dir(home)):
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            if directory == home:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            else:
+                private_dir(directory)
             fd = os.open(os.path.join(directory, ERROR_LOG),
                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
@@ -187,15 +222,19 @@ def start_worker(home):
             if os.fork() != 0:
                 os._exit(0)  # the first child exits at once: no zombie, no tie to Codex
             null = os.open(os.devnull, os.O_RDWR)
-            for std in (0, 1, 2):
-                os.dup2(null, std)
+            # A worker that cannot even start (a broken install) says why here.
+            err = os.open(os.path.join(home, WORKER_STDERR),
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.dup2(err, 2)
             os.set_inheritable(fd, True)
             # Not from the project directory: `-m` would import a `spool`
-            # package or module found there instead of ours (-I keeps the cwd
-            # and PYTHON* variables out of sys.path; site-packages stay), and a
-            # daemon should not keep the directory busy.
+            # package or module found there instead of ours, and a daemon
+            # should not keep the directory busy.  (No -I: it would also hide
+            # a `pip install --user` spool from the worker.)
             os.chdir("/")
-            os.execv(python, [python, "-I", "-m", "spool", "worker",
+            os.execv(python, [python, "-m", "spool", "worker",
                               "--idle-exit", IDLE_EXIT_S, "--lock-fd", str(fd)])
         finally:
             os._exit(0)
@@ -207,15 +246,20 @@ def start_worker(home):
 def handle(data, size, truncated, cwd, home, received_at, source="hook"):
     """Record one event.  Returns "db" or "overflow"; raises only if both failed."""
     where = "db"
+    first = False
     try:
         insert(home, received_at, source, cwd, data, size, truncated)
     except Exception as exc:  # any database problem: keep the event anyway
         reason = "%s: %s" % (type(exc).__name__, exc)
         write_overflow(home, received_at, cwd, data, size, truncated, reason)
-        if os.path.exists(os.path.join(home, DB_NAME)):
+        first = not os.path.exists(os.path.join(home, DB_NAME))
+        if not first:
             log_error(home, "database not writable, event kept in overflow (%s)" % reason)
         where = "overflow"
-    if where == "overflow" or any(m in data for m in _WAKE_MARKERS):
+    # No database yet (the first event on this machine): the worker creates it.
+    # Otherwise only the session's milestones check for a worker - a broken
+    # database must not fork a worker for every event.
+    if first or any(m in data for m in _WAKE_MARKERS):
         try:
             start_worker(home)
         except Exception as exc:
@@ -235,12 +279,16 @@ def main():
             log_error(home, "could not read stdin: %s" % exc)
         try:
             cwd = os.getcwd()
+            try:
+                cwd.encode("utf-8")
+            except UnicodeEncodeError:  # an undecodable path: store it readable
+                cwd = cwd.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         except OSError:
             cwd = None
         handle(data, size, truncated, cwd, home, received_at)
     except BaseException as exc:  # never exit non-zero, never print
         try:
-            log_error(home or fallback_dir(), "event lost: %s: %s" % (type(exc).__name__, exc))
+            log_error(home or spool_home(), "event lost: %s: %s" % (type(exc).__name__, exc))
         except BaseException:
             pass
     os._exit(0)  # skip interpreter teardown: nothing is buffered, nothing to flush

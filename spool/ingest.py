@@ -46,12 +46,15 @@ class IngestResult:
 
 
 def overflow_dirs(home: Path | None = None) -> list[Path]:
-    return [home or paths.spool_home(), paths.fallback_overflow_dir()]
+    home = home or paths.spool_home()
+    return [home, paths.fallback_overflow_dir(home)]
 
 
 def overflow_files(home: Path | None = None) -> list[Path]:
     found: list[Path] = []
-    for directory in overflow_dirs(home):
+    for i, directory in enumerate(overflow_dirs(home)):
+        if i and not paths.is_private_dir(directory):
+            continue  # a fallback dir someone else could write: never trust its files
         try:
             found.extend(sorted(directory.glob(paths.OVERFLOW_PREFIX + "*.jsonl")))
         except OSError:
@@ -83,9 +86,9 @@ def ingest_overflow(engine: Engine, home: Path | None = None, now: float | None 
                 try:
                     rec = json.loads(line)
                     payload = base64.b64decode(rec["payload_b64"], validate=True)
-                    args = (float(rec["received_at"]), "overflow", rec.get("cwd"), payload,
-                            int(rec.get("size", len(payload))), int(rec.get("truncated", 0)),
-                            str(rec["key"]))
+                    args = (float(rec["received_at"]), "overflow", clean_text(rec.get("cwd")),
+                            payload, int(rec.get("size", len(payload))),
+                            int(rec.get("truncated", 0)), clean_text(str(rec["key"])))
                 except (ValueError, KeyError, TypeError, binascii.Error) as exc:
                     _quarantine(conn, received_at=now_, source="overflow", cwd=None,
                                 payload=line, size=len(line), now=now_,
@@ -148,11 +151,30 @@ def classify(payload: bytes, truncated: bool) -> tuple[dict | None, str | None]:
     if missing:
         return None, "missing or invalid " + " and ".join(missing)
     turn = obj.get("turn_id")
-    return {
+    fields = {
         "session_id": obj["session_id"],
         "hook_event_name": obj["hook_event_name"],
         "turn_id": turn if isinstance(turn, str) and turn else None,
-    }, None
+    }
+    for key, value in fields.items():
+        if value is not None and not _is_text(value):
+            return None, f"{key} is not valid Unicode text (a lone surrogate)"
+    return fields, None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def clean_text(value):
+    """A str SQLite can store: lone surrogates (an undecodable path, say) become U+FFFD."""
+    if isinstance(value, str) and not _is_text(value):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
 
 
 def parse_new(engine: Engine, now: float | None = None, limit: int = 2000) -> tuple[int, int]:
@@ -167,30 +189,42 @@ def parse_new(engine: Engine, now: float | None = None, limit: int = 2000) -> tu
         ).fetchall()
         for rid, received_at, source, cwd, payload, size, truncated in rows:
             fields, reason = classify(bytes(payload), bool(truncated))
-            if fields is None:
-                _quarantine(conn, received_at=received_at, source=source, cwd=cwd,
-                            payload=payload, size=size, reason=reason, now=now,
-                            raw_event_id=rid)
-                conn.exec_driver_sql("DELETE FROM raw_events WHERE id = ?", (rid,))
-                bad += 1
-            else:
-                conn.exec_driver_sql(
-                    "UPDATE raw_events SET status = 'ok', session_id = ?, turn_id = ?, event = ?"
-                    " WHERE id = ?",
-                    (fields["session_id"], fields.get("turn_id"), fields["hook_event_name"], rid),
-                )
-                ok += 1
+            if fields is not None:
+                try:
+                    with conn.begin_nested():  # a row SQLite refuses must not block the others
+                        conn.exec_driver_sql(
+                            "UPDATE raw_events SET status = 'ok', session_id = ?, turn_id = ?,"
+                            " event = ? WHERE id = ?",
+                            (fields["session_id"], fields.get("turn_id"),
+                             fields["hook_event_name"], rid))
+                    ok += 1
+                    continue
+                except Exception as exc:  # noqa: BLE001 - kept in quarantine with the reason
+                    reason = f"could not store the parsed event: {type(exc).__name__}: {exc}"
+            _quarantine(conn, received_at=received_at, source=source, cwd=clean_text(cwd),
+                        payload=payload, size=size, reason=reason, now=now, raw_event_id=rid)
+            conn.exec_driver_sql("DELETE FROM raw_events WHERE id = ?", (rid,))
+            bad += 1
     return ok, bad
 
 
 def ingest_all(engine: Engine, home: Path | None = None, now: float | None = None) -> IngestResult:
-    """Overflow files, then every new row parsed (what the worker's ingest job runs)."""
-    result = ingest_overflow(engine, home, now)
+    """Overflow files, then every new row parsed (what the worker's ingest job runs).
+
+    A failure ingesting overflow (raised after parsing) never stops the parsing
+    of what the hooks stored directly."""
+    failure = None
+    try:
+        result = ingest_overflow(engine, home, now)
+    except Exception as exc:  # noqa: BLE001 - re-raised below, after parsing
+        result, failure = IngestResult(), exc
     while True:
         ok, bad = parse_new(engine, now)
         result.quarantined += bad
         if ok + bad == 0:
             break
+    if failure is not None:
+        raise failure
     return result
 
 

@@ -43,17 +43,31 @@ def db_path(home: Path | None = None) -> Path:
     return (home or spool_home()) / DB_NAME
 
 
-def fallback_overflow_dir() -> Path:
-    """Per-user directory used when SPOOL_HOME itself cannot be written.
+def fallback_overflow_dir(home: Path | None = None) -> Path:
+    """Per-user, per-spool-home directory used when SPOOL_HOME itself cannot be written.
 
-    Must match ``spool.hook._fallback_dir``.
+    Must match ``spool.hook.fallback_dir``.
     """
+    import zlib
+
+    tag = "%08x" % zlib.crc32(os.fsencode(str(home or spool_home())))
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and os.path.isdir(base):
-        return Path(base) / "spool-overflow"
+        return Path(base) / f"spool-overflow-{tag}"
     import tempfile
 
-    return Path(tempfile.gettempdir()) / f"spool-overflow-{os.getuid()}"
+    return Path(tempfile.gettempdir()) / f"spool-overflow-{os.getuid()}-{tag}"
+
+
+def is_private_dir(path: Path) -> bool:
+    """A real directory of this user that nobody else can write (see hook.private_dir)."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def secure_file(path: Path) -> None:

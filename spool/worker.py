@@ -643,7 +643,7 @@ def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
         install_signal_handlers(stop)
     try:
         engine = db.open_db(home)
-    except SpoolError as exc:
+    except Exception as exc:
         log.error("cannot open the database: %s", exc)
         lock.release()
         raise

@@ -233,11 +233,37 @@ def test_unwritable_home_falls_back_to_user_dir(tmp_path, monkeypatch):
     fallback = paths.fallback_overflow_dir()
     assert len(list(fallback.glob("overflow-*.jsonl"))) == 1
     assert stat.S_IMODE(fallback.stat().st_mode) == 0o700
-    # Once the home is usable the worker ingests the fallback files too.
-    monkeypatch.setenv("SPOOL_HOME", str(tmp_path / "good-home"))
+    # Another spool (a demo, a test) never takes this spool's fallback files...
+    monkeypatch.setenv("SPOOL_HOME", str(tmp_path / "other-home"))
+    other = db.open_db()
+    assert ingest.ingest_overflow(other).events == 0
+    other.dispose()
+    # ...and once this home is usable its worker ingests them.
+    blocker.unlink()
+    monkeypatch.setenv("SPOOL_HOME", str(blocker / "home"))
     engine = db.open_db()
     assert ingest.ingest_overflow(engine).events == 1
     assert list(fallback.glob("overflow-*.jsonl")) == []
+    engine.dispose()
+
+
+def test_a_planted_fallback_dir_is_never_used(tmp_path, monkeypatch):
+    """A fallback directory another user could write is neither written nor read."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spool home should be")
+    monkeypatch.setenv("SPOOL_HOME", str(blocker / "home"))
+    fallback = paths.fallback_overflow_dir()
+    fallback.mkdir(parents=True)
+    os.chmod(fallback, 0o777)
+    planted = fallback / "overflow-planted.jsonl"
+    planted.write_text('{"v":1,"key":"x","received_at":1,"cwd":"/","payload_b64":"e30="}\n')
+    res = run_hook(fixture_payloads()[1][1], cwd=tmp_path)
+    assert (res.returncode, res.stdout) == (0, b"")
+    assert sorted(p.name for p in fallback.iterdir()) == ["overflow-planted.jsonl"]
+    blocker.unlink()
+    engine = db.open_db()
+    assert ingest.ingest_overflow(engine).events == 0  # the planted file is not ingested
+    assert planted.exists()
     engine.dispose()
 
 
@@ -280,3 +306,33 @@ def test_corrupt_database_goes_to_overflow_and_says_why(tmp_path, spool_home):
     assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
     assert len(list(spool_home.glob("overflow-*.jsonl"))) == 1
     assert "DatabaseError" in (spool_home / "hook-errors.log").read_text()
+
+
+def test_a_lone_surrogate_id_is_quarantined_and_blocks_nothing(ready_db, tmp_path):
+    poison = b'{"session_id":"\\udc80","hook_event_name":"Stop"}'
+    good = fixture_payloads()[1][1]
+    for data in (poison, good):
+        assert run_hook(data, cwd=tmp_path).returncode == 0
+    ingest.ingest_all(ready_db)
+    assert _rows("SELECT payload, status FROM raw_events") == [(good, "ok")]
+    ((payload, reason, _),) = _quarantine()
+    assert payload == poison and "session_id is not valid Unicode" in reason
+
+
+def test_an_undecodable_project_path_is_stored_readably(ready_db, tmp_path):
+    weird = os.path.join(os.fsencode(tmp_path), b"proj\xff")
+    os.mkdir(weird)
+    payload = fixture_payloads()[1][1]
+    res = subprocess.run(hook_cmd(), input=payload, capture_output=True, cwd=weird)
+    assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
+    ingest.ingest_all(ready_db)
+    ((cwd, status),) = _rows("SELECT cwd, status FROM raw_events")
+    assert status == "ok" and cwd == str(tmp_path) + "/proj\ufffd"
+
+
+def test_unusable_hook_settings_fall_back_to_defaults(ready_db, tmp_path):
+    payload = fixture_payloads()[1][1]
+    res = run_hook(payload, cwd=tmp_path, env={"SPOOL_HOOK_BUSY_TIMEOUT": "2s",
+                                                "SPOOL_WORKER_IDLE_EXIT": "soon"})
+    assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
+    assert [r[0] for r in _rows()] == [payload]

@@ -143,3 +143,28 @@ def test_long_writer_then_released(spool_home, tmp_path):
     assert len(list(spool_home.glob("overflow-*.jsonl"))) == 1
     _ingest_twice()
     assert _events() == [PAYLOAD]
+
+
+def test_corrupt_database_cli_says_what_to_do(spool_home, tmp_path):
+    """CLI and worker on a corrupt file: one line with the fix, no traceback; the hook
+    keeps every event in overflow and does not fork a worker per event."""
+    import sys
+
+    spool_home.mkdir(mode=0o700)
+    (spool_home / "spool.db").write_bytes(b"garbage, not SQLite " * 200)
+    env = {**os.environ, "SPOOL_NO_AUTOSTART": ""}
+    for name, payload in fixture_payloads()[1:4]:  # no session milestone among them
+        res = run_hook(payload, cwd=tmp_path, env={"SPOOL_NO_AUTOSTART": ""})
+        assert res.returncode == 0
+    assert not (spool_home / "worker.stderr").exists()  # no worker was started
+    assert len(list(spool_home.glob("overflow-*.jsonl"))) == 3
+    for args in (["status"], ["worker", "--once"], ["history"]):
+        res = subprocess.run([sys.executable, "-m", "spool", *args], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert res.returncode == 1, args
+        assert "Traceback" not in res.stderr
+        assert "cannot be read" in res.stderr and "mv " in res.stderr, res.stderr
+    # the fix the message gives works: move it aside, then everything is ingested once
+    (spool_home / "spool.db").rename(spool_home / "spool.db.bad")
+    _ingest_twice()
+    assert len(_events()) == 3
