@@ -30,6 +30,17 @@ def friendly(fn):
     return wrapper
 
 
+def wake_worker() -> bool:
+    """Start a worker if none runs (as a hook would), so rows a command just made due
+    go out now rather than at the next Codex event.  Respects SPOOL_NO_AUTOSTART."""
+    from . import hook, paths
+
+    try:
+        return hook.start_worker(str(paths.spool_home()))
+    except OSError:
+        return False
+
+
 def _register() -> None:
     # Imported for their side effect: each module adds its commands to `app`.
     from .commands import base, setup, read, worker_cmd, serve, demo  # noqa: F401

@@ -45,6 +45,22 @@ class UnapprovedBaseURL(SpoolError):
     error_class = "UnapprovedBaseURL"
 
 
+class InvalidSecret(SpoolError):
+    """The secret cannot go into an HTTP header (control or non-ASCII characters)."""
+
+    error_class = "InvalidSecret"
+
+
+def check_secret(secret: str, where: str) -> None:
+    """Refuse a secret an HTTP header cannot carry, without ever echoing it."""
+    if not all(" " < ch < "\x7f" for ch in secret):
+        raise InvalidSecret(
+            f"the agent secret from {where} contains spaces, control or non-ASCII characters "
+            "(a stray carriage return or newline?).",
+            "Store it again without them: `spool update-credentials`, or fix "
+            "INFINIUM_AGENT_SECRET.")
+
+
 @dataclass(frozen=True)
 class Credentials:
     agent_id: str
@@ -173,6 +189,7 @@ def resolve(cfg, env: Mapping[str, str] | None = None, *, home=None) -> Credenti
     if secret:
         refusal = env_secret_refusal(cfg, env, home)
         if refusal is None:
+            check_secret(secret, ENV_SECRET)
             return Credentials(agent_id, base_url, secret, "env")
     from keyring.errors import KeyringError
 
@@ -191,6 +208,7 @@ def resolve(cfg, env: Mapping[str, str] | None = None, *, home=None) -> Credenti
         if refusal:
             raise UnapprovedBaseURL(refusal)
         return None
+    check_secret(secret, "the OS keyring")
     return Credentials(agent_id, base_url, secret, "keyring")
 
 
@@ -201,6 +219,7 @@ def store(agent_id: str, base_url: str, secret: str) -> None:
     if not secret or len(secret) < MIN_SECRET_LENGTH:
         raise SpoolError(f"the agent secret is shorter than {MIN_SECRET_LENGTH} characters.",
                          "Copy the whole secret from the Infinium dashboard.")
+    check_secret(secret, "the command line or prompt")
     kr = _keyring()
     from keyring.errors import KeyringError
 

@@ -129,12 +129,15 @@ SET state = :state, attempts = attempts + :inc,
 WHERE id = :id AND lease_owner = :owner AND state = 'in_flight'
 """)
 
+# Recorded only while the outbox row exists (`spool uninstall` may have deleted
+# a row mid-delivery: its attempt has nothing left to belong to).
 _ATTEMPT = text("""
 INSERT INTO delivery_attempts (outbox_id, trace_id, sink, attempt, started_at, duration_ms,
                                http_status, outcome, error_class, message, response_id)
-VALUES (:id, :trace_id, :sink,
-        (SELECT COUNT(*) FROM delivery_attempts WHERE outbox_id = :id) + 1,
-        :started, :duration, :status, :outcome, :error_class, :message, :rid)
+SELECT :id, :trace_id, :sink,
+       (SELECT COUNT(*) FROM delivery_attempts WHERE outbox_id = :id) + 1,
+       :started, :duration, :status, :outcome, :error_class, :message, :rid
+WHERE EXISTS (SELECT 1 FROM outbox WHERE id = :id)
 """)
 
 # Attempts counted against SPOOL_MAX_ATTEMPTS since the row's first attempt:

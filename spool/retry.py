@@ -231,4 +231,8 @@ def decide(outcome: Outcome, *, attempts: int, first_attempt_at: float | None, n
     delay = parse_retry_after(outcome.retry_after, now)
     if delay is None:
         delay = backoff(attempts, cfg, rand)
+    else:
+        # Honoured, but never past the row's age limit: a Retry-After of a year
+        # must not park a trace beyond the point where it would be given up.
+        delay = min(delay, max(cfg.max_age - (now - start), 0.0))
     return Decision("failed", "retry", next_attempt_at=now + delay, reason=reason)

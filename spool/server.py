@@ -32,6 +32,7 @@ INGEST_PATH = "/hooks/codex"
 class _Handler(BaseHTTPRequestHandler):
     server: "IngestServer"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # a stalled client never holds a thread for ever
 
     def log_message(self, fmt, *args):  # no request logging to stderr
         pass
@@ -68,7 +69,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._reply(413, {"error": f"body over {MAX_BODY} bytes"})
         received_at = time.time()
-        data = self.rfile.read(length)
+        try:
+            data = self.rfile.read(length)
+        except OSError:  # timed out / reset mid-body
+            data = b""
+        if len(data) < length:
+            self.close_connection = True
+            return self._reply(400, {"error": "body shorter than Content-Length; nothing stored"})
         cwd = None
         try:
             obj = json.loads(data)

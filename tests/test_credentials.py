@@ -75,3 +75,18 @@ def test_no_keyring_backend_is_a_clear_error_never_plaintext(nokr, spool_home):
     # and nothing was written anywhere under the spool home
     assert not spool_home.exists() or not any(
         b"a-long-secret-1" in p.read_bytes() for p in spool_home.rglob("*") if p.is_file())
+
+
+def test_a_secret_a_header_cannot_carry_is_refused_without_echoing_it(tmp_path):
+    from spool import config
+    from spool.credentials import InvalidSecret, resolve
+
+    from conftest import CANARY_SECRET
+
+    project = tmp_path / "p"
+    project.mkdir()
+    config.write_file(project, {"agent_id": "agent-1"})
+    cfg = config.load(project, env={})
+    with pytest.raises(InvalidSecret) as err:
+        resolve(cfg, env={"INFINIUM_AGENT_SECRET": CANARY_SECRET + "\r"})
+    assert "carriage return" in err.value.reason and CANARY_SECRET not in str(err.value)

@@ -113,3 +113,16 @@ def test_config_from_env_defaults_and_validation():
         with pytest.raises(SpoolError) as exc:
             RetryConfig.from_env(env)
         assert name in exc.value.reason
+
+
+def test_retry_after_is_honoured_but_never_past_the_age_limit():
+    from spool.retry import Outcome, RetryConfig, decide
+
+    cfg = RetryConfig(base=1.0, cap=300.0, max_attempts=20, max_age=7 * 86400.0,
+                      lease_seconds=45.0)
+    d = decide(Outcome(status=503, retry_after="31536000"), attempts=1, first_attempt_at=1000.0,
+               now=1000.0, cfg=cfg, rand=lambda: 1.0)
+    assert d.state == "failed" and d.next_attempt_at == 1000.0 + 7 * 86400.0
+    d = decide(Outcome(status=503, retry_after="120"), attempts=1, first_attempt_at=1000.0,
+               now=1000.0, cfg=cfg, rand=lambda: 1.0)
+    assert d.next_attempt_at == 1120.0

@@ -81,3 +81,17 @@ def test_health_needs_no_token_and_says_nothing_secret(server):
     body = resp.read()
     assert resp.status == 200 and json.loads(body) == {"ok": True, "service": "spool"}
     assert b"t0ken" not in body
+
+
+def test_a_body_cut_short_is_not_stored_as_an_event(server):
+    import socket
+
+    host, port = server.server_address[:2]
+    sock = socket.create_connection((host, port), timeout=10)
+    sock.sendall(b"POST /hooks/codex HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken-for-tests\r\n"
+                 b"Content-Length: 500\r\n\r\n{\"session_id\": \"s\"")
+    sock.shutdown(socket.SHUT_WR)  # the client goes away mid-body
+    answer = sock.recv(4096)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert _rows() == []

@@ -19,7 +19,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..cli import app, friendly
+from ..cli import app, friendly, wake_worker
 from ..errors import SpoolError
 
 DEFAULT_LIMIT = "20"
@@ -359,6 +359,8 @@ def retry(
             rows = _requeue(engine, _now(), ids)
     finally:
         engine.dispose()
+    if rows and not dry_run:
+        wake_worker()
     if as_json:
         _print_json(rows)
         return
@@ -416,6 +418,8 @@ def resume() -> None:
     if not res["was_paused"]:
         typer.echo(f"{project} was not paused.")
         return
+    if res["released"]:
+        wake_worker()
     typer.echo(f"{project} resumed: recording again; {res['released']} held deliveries released.")
 
 

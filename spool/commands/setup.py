@@ -37,7 +37,7 @@ from typing import Optional
 
 import typer
 
-from ..cli import app, friendly
+from ..cli import app, friendly, wake_worker
 from ..errors import SpoolError
 
 GRANULARITY_HELP = "turn: one trace per turn; session: one per session; both."
@@ -407,31 +407,10 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
 
 def worker_state(home: Path) -> dict:
     """{"running": bool, "pid": int | None}: is SPOOL_HOME/worker.lock held?
+    (looked up without taking the lock: see spool.lockfile)."""
+    from .read import worker_state as _state
 
-    A non-blocking flock on a fresh open file description fails while the
-    worker holds its exclusive lock; the worker writes its pid into the file.
-    """
-    import fcntl
-
-    from .. import paths
-
-    try:
-        fd = os.open(home / paths.WORKER_LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return {"running": False, "pid": None}
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                pid = int(os.pread(fd, 32, 0).split()[0])
-            except (ValueError, IndexError, OSError):
-                pid = None
-            return {"running": True, "pid": pid}
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return {"running": False, "pid": None}
-    finally:
-        os.close(fd)
+    return _state(home)
 
 
 def _command_runs(command: str) -> bool:
@@ -657,4 +636,6 @@ def update_credentials(
         released = deliver.release_held(engine, time.time())
     finally:
         engine.dispose()
+    if released:
+        wake_worker()
     typer.echo(f"Released {released} held deliveries; the worker sends them now.")

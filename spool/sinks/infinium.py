@@ -314,4 +314,9 @@ def _held(error_class: str, message: str) -> Outcome:
 
 
 def _scrub(text: str, creds: credentials.Credentials) -> str:
-    return text.replace(creds.secret, "***") if creds.secret else text
+    """The secret out of an error message, in every form a library may quote it."""
+    if not creds.secret:
+        return text
+    for form in {creds.secret, repr(creds.secret)[1:-1], repr(creds.secret.encode())[2:-1]}:
+        text = text.replace(form, "***")
+    return text
