@@ -77,16 +77,19 @@ def build_big(home: Path) -> None:
         for i in range(N_EVENTS):
             s = sess_ids[i * N_SESSIONS // N_EVENTS]
             yield (T_START + i * step, "hook", "/work/proj", payload, len(payload), "ok", s,
-                   f"turn-{i // 10}", "PostToolUse", f"tr-{i // 10:07d}")
+                   f"turn-{i // 10}", "PostToolUse")
 
     conn.executemany(
         "INSERT INTO raw_events (received_at, source, cwd, payload, size, status, session_id,"
-        " turn_id, event, turn_trace_id) VALUES (?,?,?,?,?,?,?,?,?,?)", events())
+        " turn_id, event) VALUES (?,?,?,?,?,?,?,?,?)", events())
     conn.executemany(
         "INSERT INTO sessions (session_id, project, cwd, first_event_at, last_event_at,"
         " state, event_count) VALUES (?,?,?,?,?,?,?)",
         ((s, "/work/proj", "/work/proj", T_START + i * 6000.0, T_START + i * 6000.0 + 5000,
           "final", N_EVENTS // N_SESSIONS) for i, s in enumerate(sess_ids)))
+    # aggregated: every event at or below the session's last indexed id
+    conn.execute("UPDATE sessions SET last_event_id = (SELECT MAX(r.id) FROM raw_events AS r"
+                 " WHERE r.session_id = sessions.session_id)")
     body = json.dumps({"schema": "spool.trace/1", "kind": "turn", "name": "list the files",
                        "steps": [{"number": 1, "action": "user_prompt",
                                   "description": "list the files"}], "usage": {}})

@@ -17,9 +17,13 @@ the hooks waiting on the write lock are never held up for long:
    ``sessions.rollout_offset``, facts in ``kv['rollout:<session id>']``),
    build the traces (pure), then in one write transaction re-check that
    nothing changed under us, insert the trace, one outbox row per sink, and
-   mark the events consumed.  Trace ids are deterministic (spool.trace.trace_id)
-   and every insert is ``INSERT OR IGNORE`` guarded by state checks, so a
-   crash, a re-run or a concurrent pass never makes a second trace.
+   mark the events consumed by moving watermarks (``EVENT_TRACES``): a turn
+   trace holds its turn's events up to ``turns.traced_through_id``, a session
+   summary the session's events up to ``sessions.summarised_through_id``; an
+   event row is never rewritten for it (only the rare late ones get ``late``).
+   Trace ids are deterministic (spool.trace.trace_id) and every insert is
+   ``INSERT OR IGNORE`` guarded by state checks, so a crash, a re-run or a
+   concurrent pass never makes a second trace.
 
 Finalising a session (SessionEnd + ``session_end_grace`` quiet: ``aggregate``;
 ``session_ttl`` quiet: ``sweep``): open turns are traced as *incomplete*
@@ -35,7 +39,7 @@ sessions (``ix_sessions_open``) and untraced turns (``ix_turns_pending``).
 Speed (scripts/bench_aggregate.py): each payload is parsed once per pass and
 each step turned into a dict once (shared by its turn trace and the summary,
 ``Trace.to_dict(step_memo)``); bodies are serialised before the write
-transaction; a turn's events get their turn and summary ids in one UPDATE; the
+transaction; consuming events moves a watermark, it rewrites no event row; the
 pass's connection has a large page cache, and checkpoints the WAL itself after
 each write transaction (outside it: the write lock is held only for the writes).
 """
@@ -200,6 +204,26 @@ def _log_error(con: sqlite3.Connection, now: float, message: str) -> None:
 def _chunks(seq: list, n: int = 500):
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
+
+
+# Which traces hold each event, derived from the watermarks (one row per raw
+# event: id, session_id, turn_id, event, status, late, turn_trace_id,
+# session_trace_id; NULL = in no trace of that kind).  A turn trace holds its
+# turn's 'ok' events (not SessionStart/SessionEnd, which go to the summary only)
+# up to the turn's traced_through_id; the current session summary holds the
+# session's 'ok' events up to summarised_through_id.  Use as a subquery:
+# ``SELECT ... FROM (EVENT_TRACES) AS e``.
+EVENT_TRACES = (
+    "SELECT r.id AS id, r.session_id AS session_id, r.turn_id AS turn_id, r.event AS event,"
+    " r.status AS status, r.late AS late,"
+    " CASE WHEN r.status = 'ok' AND r.event NOT IN ('SessionStart', 'SessionEnd')"
+    " AND r.id <= t.traced_through_id THEN t.trace_id END AS turn_trace_id,"
+    " CASE WHEN r.status = 'ok' AND s.summary_revision > 0 AND r.id <= s.summarised_through_id"
+    " THEN (SELECT x.trace_id FROM traces AS x WHERE x.session_id = s.session_id"
+    " AND x.kind = 'session' AND x.revision = s.summary_revision) END AS session_trace_id"
+    " FROM raw_events AS r"
+    " LEFT JOIN turns AS t ON t.session_id = r.session_id AND t.turn_id = r.turn_id"
+    " LEFT JOIN sessions AS s ON s.session_id = r.session_id")
 
 
 # --- 1. indexing --------------------------------------------------------------------
@@ -492,7 +516,6 @@ class _Built:
     summary: dict | None = None
     summary_json: str = ""
     event_count: int = 0
-    event_ids: list[int] = field(default_factory=list)  # every event read, in id order
 
 
 def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built | None:
@@ -509,12 +532,13 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
         if state == "final":
             return None
         turn_rows = con.execute(
-            "SELECT turn_id, seq, state, trace_id FROM turns WHERE session_id = ? ORDER BY seq",
+            "SELECT turn_id, seq, state, trace_id, traced_through_id FROM turns"
+            " WHERE session_id = ? ORDER BY seq",
             (sid,)).fetchall()
         closed = [t[0] for t in turn_rows if t[2] == "closed"]
         if w.finalize is None and (not closed or not w.cfg.turn_traces):
             return None
-        cols = "id, received_at, event, turn_id, payload, late, turn_trace_id"
+        cols = "id, received_at, event, turn_id, payload, late"
         if w.finalize:
             rows = con.execute(f"SELECT {cols} FROM raw_events WHERE session_id = ? AND id <= ?"
                                " AND status = 'ok' ORDER BY id", (sid, last_id)).fetchall()
@@ -550,9 +574,8 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
 
     by_turn: dict[str, list[Event]] = {}
     lifecycle: list[Event] = []
-    consumed: dict[int, str | None] = {}
     loads = orjson.loads
-    for rid, at, event, tid, payload, late, ttid in rows:
+    for rid, at, event, tid, payload, late in rows:
         # Event.from_row, inlined (the hot loop of a pass).
         try:
             obj = loads(payload) if payload else {}
@@ -561,7 +584,6 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
         if obj.__class__ is not dict:
             obj = {}
         ev = Event(rid, at, event, tid, obj, bool(late))
-        consumed[rid] = ttid
         if tid is None or event in LIFECYCLE_EVENTS:
             lifecycle.append(ev)
         else:
@@ -577,11 +599,10 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
     dumps = orjson.dumps
 
     b = _Built(sid, w.cfg, w.finalize, state, last_id, summ_rev, r_off,
-               new_r if changed else None, event_count=len(rows),
-               event_ids=[r[0] for r in rows] if w.finalize else [])
+               new_r if changed else None, event_count=len(rows))
     trace_of = {t[0]: t[3] for t in turn_rows}
     if w.cfg.turn_traces:
-        for tid, _seq, tstate, ttrace in turn_rows:
+        for tid, _seq, tstate, ttrace, through in turn_rows:
             part = parts.get(tid)
             if part is None:
                 continue
@@ -598,7 +619,7 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
                                       [e.id for e in part.events], None, True))
                 trace_of[tid] = body["trace_id"]
             elif (tstate == "traced" and w.finalize and w.cfg.granularity == "turn"
-                  and any(consumed.get(e.id) is None for e in part.events)):
+                  and (through is None or any(e.id > through for e in part.events))):
                 # Late events for a traced turn, and no session trace to carry them.
                 rev = prev_turn_revs.get(ttrace or "", 0) + 1
                 body = build_turn_trace(session, part, revision=rev,
@@ -654,10 +675,6 @@ def _write(con: sqlite3.Connection, b: _Built, now: float, res: AggregateResult)
     # ones it has not seen yet itself); none can be when nothing was indexed since.
     indexed_since = cur[1] > b.read_last_event_id
     execute = con.execute
-    # When the summary is written in this transaction too, a turn's events get
-    # both ids in one UPDATE: each row (and its page) is rewritten once.
-    summary_id = b.summary["trace_id"] if finalize and b.summary is not None else None
-    marked: set[int] = set()  # events given the summary id with their turn
     for tid, body, body_json, ids, supersedes, needs_finalize in b.turn_traces:
         if needs_finalize and not finalize:
             continue
@@ -676,26 +693,20 @@ def _write(con: sqlite3.Connection, b: _Built, now: float, res: AggregateResult)
             res.turn_traces += 1
             res.trace_ids.append(new_id)
         outbox.extend((new_id, s, now, now) for s in sinks)
-        # Exactly the events read: this turn's, up to what was indexed when we read.
-        if summary_id is None:
-            n = execute(
-                "UPDATE raw_events SET turn_trace_id = ? WHERE session_id = ? AND id >= ?"
-                " AND id <= ? AND turn_id = ? AND status = 'ok'",
-                (new_id, sid, ids[0], ids[-1], tid)).rowcount
-        else:
-            n = execute(
-                "UPDATE raw_events SET turn_trace_id = ?, session_trace_id = ? WHERE session_id = ?"
-                " AND id >= ? AND id <= ? AND turn_id = ? AND status = 'ok'",
-                (new_id, summary_id, sid, ids[0], ids[-1], tid)).rowcount
+        # The trace holds exactly the events read: this turn's, up to what was
+        # indexed when we read (the turn's watermark, traced_through_id; no
+        # event row is rewritten).
+        n = execute(
+            "SELECT count(*) FROM raw_events WHERE session_id = ? AND id >= ?"
+            " AND id <= ? AND turn_id = ? AND status = 'ok'",
+            (sid, ids[0], ids[-1], tid)).fetchone()[0]
         if n != len(ids):  # rows changed under us: roll the whole write back
             raise RuntimeError(f"turn {tid}: {n} events to mark, {len(ids)} read")
-        if summary_id is not None:
-            marked.update(ids)
-        traced.append((new_id, body["ended_at"], sid, tid))
+        traced.append((new_id, body["ended_at"], b.read_last_event_id, sid, tid))
         if indexed_since:
             late = execute(
                 "UPDATE raw_events SET late = 1 WHERE session_id = ? AND turn_id = ? AND id > ?"
-                " AND id <= ? AND turn_trace_id IS NULL AND late = 0",
+                " AND id <= ? AND late = 0",
                 (sid, tid, b.read_last_event_id, cur[1])).rowcount
             if late:
                 res.late_events += late
@@ -703,7 +714,8 @@ def _write(con: sqlite3.Connection, b: _Built, now: float, res: AggregateResult)
                         " WHERE session_id = ?", (late, sid))
     if traced:
         con.executemany("UPDATE turns SET state = 'traced', trace_id = ?,"
-                        " closed_at = COALESCE(closed_at, ?) WHERE session_id = ? AND turn_id = ?",
+                        " closed_at = COALESCE(closed_at, ?), traced_through_id = ?"
+                        " WHERE session_id = ? AND turn_id = ?",
                         traced)
         con.executemany(_OUTBOX_INSERT, outbox)
     if finalize:
@@ -714,13 +726,9 @@ def _write(con: sqlite3.Connection, b: _Built, now: float, res: AggregateResult)
                 res.session_traces += 1
                 res.trace_ids.append(new_id)
             con.executemany(_OUTBOX_INSERT, [(new_id, s, now, now) for s in sinks])
-            # Every event of the session up to what was indexed when we read it:
-            # exactly the events read (rows at or below an indexed id never
-            # become 'ok' later); those of the turns above are marked already.
-            con.executemany(
-                "UPDATE raw_events SET session_trace_id = ? WHERE id = ? AND session_id = ?"
-                " AND status = 'ok'",
-                [(new_id, rid, sid) for rid in b.event_ids if rid not in marked])
+            # It holds every event of the session up to what was indexed when we
+            # read it (summarised_through_id): exactly the events read (rows at or
+            # below an indexed id never become 'ok' later).
             if not b.cfg.turn_traces:
                 con.execute("UPDATE turns SET state = 'traced', trace_id = ? WHERE session_id = ?",
                             (new_id, sid))

@@ -62,12 +62,12 @@ BATCH = 200
 CHECKPOINT_BUSY_MS = 250
 ROLLOUT_KV = "rollout:"  # spool.aggregate.KV_ROLLOUT: per-session rollout facts
 
-# Every 'ok' event of the session has reached the aggregator's bookkeeping:
-# consumed by a trace, or at or below the last event id the session recorded.
+# Every 'ok' event of the session has reached the aggregator's bookkeeping: at or
+# below the last event id the session recorded (an event above it was not indexed
+# yet, so no trace can hold it either).
 _AGGREGATED = (
     "NOT EXISTS (SELECT 1 FROM raw_events AS r WHERE r.session_id = s.session_id"
-    " AND r.status = 'ok' AND r.id > s.last_event_id"
-    " AND r.turn_trace_id IS NULL AND r.session_trace_id IS NULL)"
+    " AND r.status = 'ok' AND r.id > s.last_event_id)"
 )
 
 _DELIVERED_BEFORE_CUTOFF = (

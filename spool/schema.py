@@ -50,9 +50,10 @@ raw_events = Table(
     Column("session_id", Text),
     Column("turn_id", Text),
     Column("event", Text),
-    # Aggregation bookkeeping: which traces consumed this event.
-    Column("turn_trace_id", Text),
-    Column("session_trace_id", Text),
+    # Aggregation bookkeeping: which traces consumed this event is derived from
+    # watermarks (turns.traced_through_id, sessions.summarised_through_id; see
+    # spool.aggregate.EVENT_TRACES), so tracing never rewrites an event's row.
+    # late: indexed after its turn was traced (set only for those rare rows).
     Column("late", Integer, nullable=False, server_default=text("0")),
     sqlite_autoincrement=True,
 )
@@ -119,6 +120,9 @@ turns = Table(
     Column("closed_at", Float),
     Column("state", Text, nullable=False, server_default=text("'open'")),  # open|closed|traced
     Column("trace_id", Text),
+    # The turn trace (trace_id) holds this turn's 'ok' events with id <= this;
+    # NULL when no turn trace was made for it (session granularity).
+    Column("traced_through_id", Integer),
     UniqueConstraint("session_id", "turn_id", name="uq_turns_session_turn"),
     sqlite_autoincrement=True,
 )

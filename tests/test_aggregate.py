@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from spool import aggregate, config, db, ingest
-from spool.aggregate import sweep
+from spool.aggregate import EVENT_TRACES, sweep
 from spool.render import to_infinium
 from spool.rollout import read_incremental
 from spool.trace import trace_id
 
 from conftest import fixture_payloads, fixture_rollout, run_hook
+
+# Which traces hold each raw event (derived from the aggregator's watermarks).
+EVENTS = f"({EVENT_TRACES}) AS raw_events"
 
 SID = "01a20038-88d1-76a3-89e0-645a8f69229c"
 TURN1 = "01a20038-88e8-7592-844d-9a4c2114b9d0"
@@ -163,7 +166,7 @@ def test_acceptance_two_turns_and_one_summary(replayed):
         assert {(r[1], r[2], r[3]) for r in rows} == {("file", "pending", 0)}
         # Every event consumed by the session trace; turn events by their turn trace.
         ev = conn.exec_driver_sql(
-            "SELECT event, turn_trace_id, session_trace_id FROM raw_events").fetchall()
+            f"SELECT event, turn_trace_id, session_trace_id FROM {EVENTS}").fetchall()
         assert all(r[2] == summary["trace_id"] for r in ev)
         assert sum(1 for r in ev if r[1]) == 16
         assert all(r[1] for r in ev if r[0] not in ("SessionStart", "SessionEnd"))
@@ -257,7 +260,7 @@ def test_resumed_after_summary_gets_a_new_revision(tmp_path):
     assert second["event_count"] == 20 and second["usage"]["total"] == 11072
     assert second["name"] == first["name"]
     with db.read(engine) as conn:
-        assert {r[0] for r in conn.exec_driver_sql("SELECT session_trace_id FROM raw_events")} == {
+        assert {r[0] for r in conn.exec_driver_sql(f"SELECT session_trace_id FROM {EVENTS}")} == {
             second["trace_id"]}
 
 
@@ -277,7 +280,7 @@ def test_late_event_goes_into_the_session_trace(tmp_path):
     assert any("arrived after their turn was traced" in n for n in summary["notes"])
     with db.read(engine) as conn:
         row = conn.exec_driver_sql(
-            "SELECT late, turn_trace_id, session_trace_id FROM raw_events WHERE id = 10").one()
+            f"SELECT late, turn_trace_id, session_trace_id FROM {EVENTS} WHERE id = 10").one()
         assert row == (1, None, summary["trace_id"])
         assert conn.exec_driver_sql("SELECT late_event_count FROM sessions").scalar() == 1
 
@@ -299,7 +302,7 @@ def test_turn_granularity_revises_a_turn_with_late_events(tmp_path):
     with db.read(engine) as conn:
         assert conn.exec_driver_sql("SELECT state FROM sessions").scalar() == "final"
         assert {r[0] for r in conn.exec_driver_sql(
-            "SELECT turn_trace_id FROM raw_events WHERE event NOT IN"
+            f"SELECT turn_trace_id FROM {EVENTS} WHERE event NOT IN"
             " ('SessionStart', 'SessionEnd')")} == {rev["trace_id"]}
 
 

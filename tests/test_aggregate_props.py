@@ -11,7 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spool import db, ingest
-from spool.aggregate import aggregate, sweep
+from spool.aggregate import EVENT_TRACES, aggregate, sweep
+
+# Which traces hold each raw event (derived from the aggregator's watermarks).
+EVENTS = f"({EVENT_TRACES}) AS raw_events"
 
 LIFECYCLE = ("SessionStart", "SessionEnd")
 T0 = 1_800_000_000.0
@@ -133,7 +136,7 @@ def check_invariants(engine, granularity: str) -> None:
         assert q("SELECT count(*) FROM sessions WHERE state != 'final'").scalar() == 0
         assert q("SELECT count(*) FROM turns WHERE state != 'traced'").scalar() == 0
         events = q("SELECT id, session_id, event, turn_trace_id, session_trace_id, late"
-                   " FROM raw_events").fetchall()
+                   f" FROM {EVENTS}").fetchall()
         nonempty = {r[1] for r in events if r[2] not in LIFECYCLE}
         current_turn = {r[0] for r in q("SELECT trace_id FROM turns")}
         current_sess = {r[0] for r in q(
@@ -153,7 +156,7 @@ def check_invariants(engine, granularity: str) -> None:
         # number of rows that point at it (a row holds one id per kind).
         for tid, kind, n in q("SELECT trace_id, kind, event_count FROM traces"):
             col = "turn_trace_id" if kind == "turn" else "session_trace_id"
-            marked = q(f"SELECT count(*) FROM raw_events WHERE {col} = ?", (tid,)).scalar()
+            marked = q(f"SELECT count(*) FROM {EVENTS} WHERE {col} = ?", (tid,)).scalar()
             if tid in current_turn or tid in current_sess:
                 assert marked == n, (kind, tid, marked, n)
             else:  # superseded by a later revision that covers its events
