@@ -30,6 +30,7 @@ import pytest
 
 from conftest import CANARY_SECRET, hook_cmd
 from spool import db, hook
+from spool.aggregate import EVENT_TRACES
 from spool.receiver import Receiver
 from test_aggregate_props import check_invariants
 from test_deliver_support import AGENT
@@ -106,7 +107,7 @@ def check_round(engine, rx: Receiver, inserted: int, seen_traces: set[str]) -> s
                  ).fetchall() == []
         # an event points only at traces that exist: in at most one trace per kind (one
         # column each), and each current trace's event_count is exactly its events
-        assert q("SELECT count(*) FROM raw_events r WHERE (r.turn_trace_id IS NOT NULL AND "
+        assert q(f"SELECT count(*) FROM ({EVENT_TRACES}) r WHERE (r.turn_trace_id IS NOT NULL AND "
                  "r.turn_trace_id NOT IN (SELECT trace_id FROM traces)) OR "
                  "(r.session_trace_id IS NOT NULL AND "
                  "r.session_trace_id NOT IN (SELECT trace_id FROM traces))").scalar() == 0
@@ -116,7 +117,7 @@ def check_round(engine, rx: Receiver, inserted: int, seen_traces: set[str]) -> s
             "WHERE t.kind = 'session' AND t.revision = s.summary_revision")}
         for tid, kind, n in q("SELECT trace_id, kind, event_count FROM traces"):
             col = "turn_trace_id" if kind == "turn" else "session_trace_id"
-            marked = q(f"SELECT count(*) FROM raw_events WHERE {col} = ?", (tid,)).scalar()
+            marked = q(f"SELECT count(*) FROM ({EVENT_TRACES}) WHERE {col} = ?", (tid,)).scalar()
             assert marked == (n if tid in current else 0), (kind, tid, marked, n)
         # a turn marked traced has its trace
         assert q("SELECT count(*) FROM turns WHERE state = 'traced' AND (trace_id IS NULL "
@@ -165,6 +166,15 @@ def test_sigkill_worker_across_aggregation_and_delivery(spool_home, workers, tmp
                 lock = spool_home / "worker.lock"
                 wait_until(lambda: lock.exists() and lock.read_bytes().strip()
                            == str(proc.pid).encode(), 30, 0.005, what="the worker's lock")
+                if rnd % 2:
+                    # Half the rounds kill a worker that is already working: starting
+                    # (imports, opening the database) can take longer than the whole
+                    # kill window on a loaded machine, and then no round would ever
+                    # reach aggregation or delivery.
+                    running = f"worker {proc.pid} running".encode()
+                    log = spool_home / "worker.log"
+                    wait_until(lambda: log.exists() and running in log.read_bytes(), 30, 0.005,
+                               what="the worker's first job")
                 time.sleep(rng.uniform(0, 0.3))  # a random kill point, not synchronisation
                 proc.send_signal(signal.SIGKILL)
                 assert proc.wait(timeout=10) == -signal.SIGKILL
