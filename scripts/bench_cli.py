@@ -76,7 +76,7 @@ def build_big(home: Path) -> None:
     def events():
         for i in range(N_EVENTS):
             s = sess_ids[i * N_SESSIONS // N_EVENTS]
-            yield (T_START + i * step, "hook", "/work/proj", payload, len(payload), "ok", s,
+            yield (T_START + i * step, "hook", "/home/dev/proj", payload, len(payload), "ok", s,
                    f"turn-{i // 10}", "PostToolUse")
 
     conn.executemany(
@@ -85,7 +85,7 @@ def build_big(home: Path) -> None:
     conn.executemany(
         "INSERT INTO sessions (session_id, project, cwd, first_event_at, last_event_at,"
         " state, event_count) VALUES (?,?,?,?,?,?,?)",
-        ((s, "/work/proj", "/work/proj", T_START + i * 6000.0, T_START + i * 6000.0 + 5000,
+        ((s, "/home/dev/proj", "/home/dev/proj", T_START + i * 6000.0, T_START + i * 6000.0 + 5000,
           "final", N_EVENTS // N_SESSIONS) for i, s in enumerate(sess_ids)))
     # aggregated: every event at or below the session's last indexed id
     conn.execute("UPDATE sessions SET last_event_id = (SELECT MAX(r.id) FROM raw_events AS r"
@@ -96,7 +96,7 @@ def build_big(home: Path) -> None:
     conn.executemany(
         "INSERT INTO traces (trace_id, kind, session_id, turn_id, project, name, created_at,"
         " started_at, ended_at, event_count, body) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        ((f"tr-{i:07d}", "turn", sess_ids[i * N_SESSIONS // N_TRACES], f"turn-{i}", "/work/proj",
+        ((f"tr-{i:07d}", "turn", sess_ids[i * N_SESSIONS // N_TRACES], f"turn-{i}", "/home/dev/proj",
           "list the files", T_START + i * 60.0 + 5, T_START + i * 60.0, T_START + i * 60.0 + 4,
           10, body) for i in range(N_TRACES)))
     special = {}

@@ -220,10 +220,10 @@ def test_remove_trust_entries_keeps_others_and_rekeys_shifted_ones(tmp_path):
 def test_project_trust_reads_exact_path_or_parent(tmp_path):
     home = tmp_path / "ch"
     home.mkdir()
-    (home / "config.toml").write_text('[projects."/work/a"]\ntrust_level = "trusted"\n')
-    assert cx.project_trust(home, Path("/work/a")) == "trusted"
-    assert cx.project_trust(home, Path("/work/a/sub")) == "trusted"
-    assert cx.project_trust(home, Path("/work/b")) is None
+    (home / "config.toml").write_text('[projects."/home/dev/a"]\ntrust_level = "trusted"\n')
+    assert cx.project_trust(home, Path("/home/dev/a")) == "trusted"
+    assert cx.project_trust(home, Path("/home/dev/a/sub")) == "trusted"
+    assert cx.project_trust(home, Path("/home/dev/b")) is None
 
 
 def test_codex_home_resolution(tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ def body_for(tid: str, name: str = "a turn", **extra) -> dict:
 
 
 def add_trace(engine, tid: str, *, created_at: float, outbox=(("infinium", "sent"),),
-              project: str | None = "/work/proj", session_id: str | None = "sess-1",
+              project: str | None = "/home/dev/proj", session_id: str | None = "sess-1",
               kind: str = "turn", name: str | None = None, body: dict | None = None,
               attempts: int = 1, held_reason: str | None = None,
               next_attempt_at: float | None = None, last_error: str | None = None,
@@ -90,7 +90,7 @@ def add_error(engine, *, at: float, source: str, message: str) -> None:
                      {"a": at, "s": source, "m": message})
 
 
-def add_session(engine, sid: str, *, last: float, project: str = "/work/proj",
+def add_session(engine, sid: str, *, last: float, project: str = "/home/dev/proj",
                 turns: int = 0, events: int = 0) -> None:
     with db.write(engine) as conn:
         conn.execute(text(
