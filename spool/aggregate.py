@@ -816,24 +816,24 @@ def _run(con: sqlite3.Connection, work: list[_Work], now: float, cfgs: _Configs,
 # --- entry points -------------------------------------------------------------------------
 
 
-def aggregate(engine: Engine, now: float, *, env: Mapping[str, str] | None = None) -> AggregateResult:
-    """One pass: index new events, trace closed turns, finalise ended sessions."""
+def _pass(engine: Engine, now: float, env: Mapping[str, str] | None, *,
+          stale: bool) -> AggregateResult:
     res = AggregateResult()
     cfgs = _Configs(env)
     with _connect(engine) as con:
         _index(con, now, cfgs, res)
-        _run(con, _due(con, now, cfgs, stale=False), now, cfgs, res)
+        _run(con, _due(con, now, cfgs, stale=stale), now, cfgs, res)
     return res
+
+
+def aggregate(engine: Engine, now: float, *, env: Mapping[str, str] | None = None) -> AggregateResult:
+    """One pass: index new events, trace closed turns, finalise ended sessions."""
+    return _pass(engine, now, env, stale=False)
 
 
 def sweep(engine: Engine, now: float, *, env: Mapping[str, str] | None = None) -> int:
     """Finalise sessions quiet for ``session_ttl``.  Returns how many were finalised."""
-    res = AggregateResult()
-    cfgs = _Configs(env)
-    with _connect(engine) as con:
-        _index(con, now, cfgs, res)
-        _run(con, _due(con, now, cfgs, stale=True), now, cfgs, res)
-    return res.sessions_finalised
+    return _pass(engine, now, env, stale=True).sessions_finalised
 
 
 def run_pass(engine: Engine, now: float | None = None, *,

@@ -43,6 +43,34 @@ def fixture_payloads() -> list[tuple[str, bytes]]:
     return out
 
 
+def codex_like_session(sid: str, turns: int = 2, cwd: str = "/nonexistent") -> list[dict]:
+    """A Codex-like session as hook payloads: start, ``turns`` full turns (prompt, one model
+    request with usage, one tool call, Stop), end."""
+    evs = [{"hook_event_name": "SessionStart", "source": "startup"}]
+    for t in range(turns):
+        tid = f"{sid}-t{t}"
+        turn = [{"hook_event_name": "UserPromptSubmit", "prompt": "hi " + tid},
+                {"hook_event_name": "PreModelRequest"},
+                {"hook_event_name": "PostModelRequest", "status": "completed",
+                 "token_usage": {"input_tokens": 10, "cached_input_tokens": 1,
+                                 "output_tokens": 2, "reasoning_output_tokens": 0,
+                                 "total_tokens": 12}},
+                {"hook_event_name": "PreToolUse", "tool_name": "Bash",
+                 "tool_input": {"command": "true"}, "tool_use_id": tid + "-c"},
+                {"hook_event_name": "PostToolUse", "tool_name": "Bash",
+                 "tool_input": {"command": "true"}, "tool_response": "",
+                 "tool_use_id": tid + "-c"},
+                {"hook_event_name": "Stop", "last_assistant_message": "ok"}]
+        for e in turn:
+            e["turn_id"] = tid
+        evs.extend(turn)
+    evs.append({"hook_event_name": "SessionEnd", "reason": "exit"})
+    for e in evs:
+        e["session_id"] = sid
+        e["cwd"] = cwd
+    return evs
+
+
 def fixture_rollout() -> Path:
     return next((SESSION_DIR / "rollouts").glob("*.jsonl"))
 

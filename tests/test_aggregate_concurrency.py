@@ -21,6 +21,8 @@ WRITER = textwrap.dedent("""
     import json, sys, time
     from spool import hook
     home, rounds = sys.argv[1], int(sys.argv[2])
+    sys.path.insert(0, sys.argv[3])  # the tests directory
+    from conftest import codex_like_session
     def put(obj):
         raw = json.dumps(obj).encode()
         hook.insert(home, time.time(), "hook", obj["cwd"], raw, len(raw), 0)
@@ -28,28 +30,7 @@ WRITER = textwrap.dedent("""
         sids = [f"r{r}-s{k}" for k in range(3)]
         script = {}
         for sid in sids:
-            evs = [{"hook_event_name": "SessionStart", "source": "startup"}]
-            for t in range(2):
-                tid = f"{sid}-t{t}"
-                turn = [{"hook_event_name": "UserPromptSubmit", "prompt": "hi " + tid},
-                        {"hook_event_name": "PreModelRequest"},
-                        {"hook_event_name": "PostModelRequest", "status": "completed",
-                         "token_usage": {"input_tokens": 10, "cached_input_tokens": 1,
-                                         "output_tokens": 2, "reasoning_output_tokens": 0,
-                                         "total_tokens": 12}},
-                        {"hook_event_name": "PreToolUse", "tool_name": "Bash",
-                         "tool_input": {"command": "true"}, "tool_use_id": tid + "-c"},
-                        {"hook_event_name": "PostToolUse", "tool_name": "Bash",
-                         "tool_input": {"command": "true"}, "tool_response": "",
-                         "tool_use_id": tid + "-c"},
-                        {"hook_event_name": "Stop", "last_assistant_message": "ok"}]
-                for e in turn:
-                    e["turn_id"] = tid
-                evs.extend(turn)
-            evs.append({"hook_event_name": "SessionEnd", "reason": "exit"})
-            for e in evs:
-                e["session_id"] = sid
-                e["cwd"] = "/nonexistent"
+            evs = codex_like_session(sid, 2)
             script[sid] = evs
         # Three sessions interleaved.
         while any(script.values()):
@@ -82,7 +63,8 @@ def test_concurrent_writer_and_two_aggregators(spool_home, tmp_path):
     env = {"SPOOL_GRANULARITY": "both", "SPOOL_SESSION_END_GRACE": "0"}
     penv = dict(os.environ, PYTHONPATH=str(ROOT))
     done = tmp_path / "done"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(spool_home), "12"], env=penv)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(spool_home), "12",
+                               str(Path(__file__).resolve().parent)], env=penv)
     other = subprocess.Popen([sys.executable, "-c", AGGREGATOR, str(spool_home), str(done)],
                              env=penv, stdout=subprocess.PIPE, text=True)
     passes = 0

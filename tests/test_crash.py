@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CANARY_SECRET, hook_cmd
+from conftest import CANARY_SECRET, codex_like_session, hook_cmd
 from spool import db, hook
 from spool.aggregate import EVENT_TRACES
 from spool.receiver import Receiver
@@ -46,29 +46,7 @@ LIVE_STATES = {"pending", "in_flight", "sent", "failed", "held", "dead"}
 
 def session_events(sid: str, turns: int = 2) -> list[dict]:
     """A Codex-like session: start, ``turns`` full turns, end."""
-    evs = [{"hook_event_name": "SessionStart", "source": "startup"}]
-    for t in range(turns):
-        tid = f"{sid}-t{t}"
-        turn = [{"hook_event_name": "UserPromptSubmit", "prompt": "hi " + tid},
-                {"hook_event_name": "PreModelRequest"},
-                {"hook_event_name": "PostModelRequest", "status": "completed",
-                 "token_usage": {"input_tokens": 10, "cached_input_tokens": 1,
-                                 "output_tokens": 2, "reasoning_output_tokens": 0,
-                                 "total_tokens": 12}},
-                {"hook_event_name": "PreToolUse", "tool_name": "Bash",
-                 "tool_input": {"command": "true"}, "tool_use_id": tid + "-c"},
-                {"hook_event_name": "PostToolUse", "tool_name": "Bash",
-                 "tool_input": {"command": "true"}, "tool_response": "",
-                 "tool_use_id": tid + "-c"},
-                {"hook_event_name": "Stop", "last_assistant_message": "ok"}]
-        for e in turn:
-            e["turn_id"] = tid
-        evs.extend(turn)
-    evs.append({"hook_event_name": "SessionEnd", "reason": "exit"})
-    for e in evs:
-        e["session_id"] = sid
-        e["cwd"] = "/nonexistent/crash-project"
-    return evs
+    return codex_like_session(sid, turns, cwd="/nonexistent/crash-project")
 
 
 def put(home: Path, events: list[dict]) -> None:
