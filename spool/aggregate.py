@@ -46,22 +46,24 @@ each write transaction (outside it: the write lock is held only for the writes).
 from __future__ import annotations
 
 import os
-
-import orjson
 import sqlite3
+import threading
 import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping, NamedTuple
 
-from sqlalchemy import Engine
+import orjson
 
 from . import config as config_mod
 from .errors import SpoolError
 from .rollout import RolloutState, read_incremental
 from .trace import (LIFECYCLE_EVENTS, Event, Limits, SessionFacts, TurnPart, build_part,
                     build_session_trace, build_turn_trace, trace_id)
+
+if TYPE_CHECKING:  # builder processes import this module: no SQLAlchemy there
+    from sqlalchemy import Engine
 
 CURSOR = "aggregate"
 INDEX_BATCH = 2000
@@ -94,10 +96,19 @@ class AggregateResult:
     # checkpoint run after one (it does not hold the write lock), for the benchmark.
     max_write_ms = 0.0
     max_checkpoint_ms = 0.0
+    builder_processes = 0  # builder processes the pass used (spool.builders)
 
     @property
     def traces(self) -> int:
         return self.turn_traces + self.session_traces
+
+    def add(self, other: "AggregateResult") -> None:
+        for name in ("indexed", "turn_traces", "session_traces", "sessions_finalised",
+                     "late_events", "conflicts", "errors"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.trace_ids.extend(other.trace_ids)
+        self.max_write_ms = max(self.max_write_ms, other.max_write_ms)
+        self.max_checkpoint_ms = max(self.max_checkpoint_ms, other.max_checkpoint_ms)
 
 
 # --- plumbing -------------------------------------------------------------------
@@ -170,26 +181,62 @@ class _Configs:
 
 
 CHECKPOINT_EVERY_S = 0.25
-_last_checkpoint = [0.0]
 
 
-def _checkpoint(con: sqlite3.Connection, res: AggregateResult, *, force: bool = False) -> None:
-    """A PASSIVE checkpoint after a write transaction (what SQLite's automatic
-    checkpoint would do in the COMMIT; it never waits for, nor blocks, writers).
+class _Checkpointer:
+    """PASSIVE WAL checkpoints after the pass's write transactions, on a thread
+    with its own connection (what SQLite's automatic checkpoint would do inside
+    the COMMIT; it never waits for, nor blocks, writers).
 
-    At most every CHECKPOINT_EVERY_S during a long pass: each checkpoint syncs the
-    database file, and one per small transaction spent more wall time in fsync
-    than the pass spent computing.  The WAL still stays small (a quarter second
-    of writes)."""
-    if not force and time.monotonic() - _last_checkpoint[0] < CHECKPOINT_EVERY_S:
-        return
-    _last_checkpoint[0] = time.monotonic()
-    started = time.perf_counter()
-    try:
-        con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    except sqlite3.Error:
-        return
-    res.max_checkpoint_ms = max(res.max_checkpoint_ms, (time.perf_counter() - started) * 1000)
+    Copying the WAL into the database and syncing it is I/O that needs no
+    Python: SQLite releases the GIL, so it runs beside the pass instead of
+    between its transactions.  At most every CHECKPOINT_EVERY_S (each one syncs
+    the database file); the WAL still stays small (a quarter second of writes).
+    The thread starts on the first request, so an idle pass starts none."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.max_ms = 0.0
+
+    def request(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name="spool-checkpoint",
+                                            daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stopping.set()
+            self._wake.set()
+            self._thread.join()
+
+    def _main(self) -> None:
+        try:
+            raw = self._engine.raw_connection()
+        except Exception:  # noqa: BLE001 - the pass's own final checkpoint still runs
+            return
+        try:
+            con = raw.driver_connection
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping.is_set():
+                    return
+                started = time.perf_counter()
+                try:
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass
+                self.max_ms = max(self.max_ms, (time.perf_counter() - started) * 1000)
+                # Throttle: requests meanwhile are folded into the next one.
+                if self._stopping.wait(CHECKPOINT_EVERY_S):
+                    return
+        finally:
+            raw.close()
 
 
 def _log_error(con: sqlite3.Connection, now: float, message: str) -> None:
@@ -234,7 +281,7 @@ _SESSION_COLS = ("state", "cwd", "transcript_path", "model", "permission_mode", 
 
 
 def _index(con: sqlite3.Connection, now: float, cfgs: _Configs, res: AggregateResult,
-           batch: int = INDEX_BATCH) -> None:
+           ckpt: _Checkpointer, batch: int = INDEX_BATCH) -> None:
     with _tx(con, immediate=False):  # idle: no write lock taken at all
         row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
         if con.execute("SELECT 1 FROM raw_events WHERE id > ? LIMIT 1",
@@ -245,7 +292,7 @@ def _index(con: sqlite3.Connection, now: float, cfgs: _Configs, res: AggregateRe
         with _tx(con):
             n, more = _index_batch(con, now, cfgs, batch)
         res.max_write_ms = max(res.max_write_ms, (time.perf_counter() - started) * 1000)
-        _checkpoint(con, res)
+        ckpt.request()
         res.indexed += n
         if not more:
             return
@@ -471,27 +518,28 @@ class _Work:
     session_id: str
     cfg: config_mod.Config
     finalize: str | None = None  # None | "ended" | "stale"
+    events: int = 0  # the session's indexed events (what reading it may cost)
 
 
 def _due(con: sqlite3.Connection, now: float, cfgs: _Configs, *, stale: bool) -> list[_Work]:
     with _tx(con, immediate=False):
         open_sessions = con.execute(
-            "SELECT session_id, state, cwd, last_event_at FROM sessions WHERE state != 'final'"
-        ).fetchall()
+            "SELECT session_id, state, cwd, last_event_at, event_count FROM sessions"
+            " WHERE state != 'final'").fetchall()
         closed = {r[0] for r in con.execute(
             "SELECT DISTINCT session_id FROM turns WHERE state != 'traced' AND state = 'closed'")}
     work = []
-    for sid, state, cwd, last_at in open_sessions:
+    for sid, state, cwd, last_at, events in open_sessions:
         cfg = cfgs.get(cwd)
         quiet = now - last_at
         if stale:
             if quiet >= cfg.session_ttl:
-                work.append(_Work(sid, cfg, "stale"))
+                work.append(_Work(sid, cfg, "stale", events))
             continue
         if state == "ended" and quiet >= cfg.session_end_grace:
-            work.append(_Work(sid, cfg, "ended"))
+            work.append(_Work(sid, cfg, "ended", events))
         elif sid in closed and cfg.turn_traces:
-            work.append(_Work(sid, cfg, None))
+            work.append(_Work(sid, cfg, None, events))
     return work
 
 
@@ -500,7 +548,10 @@ def _due(con: sqlite3.Connection, now: float, cfgs: _Configs, *, stale: bool) ->
 
 @dataclass
 class _Built:
-    """One session's traces, ready to write, and the facts to re-check first."""
+    """One session's traces, ready to write, and the facts to re-check first.
+
+    Plain data (it crosses from a builder process to the writer: see
+    spool.builders): each trace is its ``traces`` row (TraceRow)."""
 
     session_id: str
     cfg: config_mod.Config
@@ -510,15 +561,37 @@ class _Built:
     read_summary_revision: int
     read_rollout_offset: int
     rollout: RolloutState | None
-    turn_traces: list[tuple[str, dict, str, list[int], str | None, bool]] = field(
-        default_factory=list)
-    # (turn_id, body, body as JSON, event ids, supersedes, needs_finalize)
-    summary: dict | None = None
-    summary_json: str = ""
+    turn_traces: list[tuple[str, "TraceRow", str | None, bool]] = field(default_factory=list)
+    # (turn_id, row, supersedes, needs_finalize)
+    summary: "TraceRow | None" = None
     event_count: int = 0
 
 
-def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built | None:
+class TraceRow(NamedTuple):
+    """A ``traces`` row (created_at is the writer's)."""
+
+    trace_id: str
+    kind: str
+    session_id: str
+    turn_id: str | None
+    revision: int
+    supersedes: str | None
+    project: str | None
+    name: str
+    started_at: float | None
+    ended_at: float | None
+    event_count: int
+    body: str  # the body as JSON
+
+    @classmethod
+    def of(cls, body: dict) -> "TraceRow":
+        return cls(body["trace_id"], body["kind"], body["session_id"], body["turn_id"],
+                   body["revision"], body["supersedes"], body["project"], body["name"],
+                   body["started_at"], body["ended_at"], body["event_count"],
+                   orjson.dumps(body).decode("utf-8"))
+
+
+def read_session(con: sqlite3.Connection, w: _Work) -> _Built | None:
     sid = w.session_id
     with _tx(con, immediate=False):
         srow = con.execute(
@@ -596,7 +669,6 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
                                   for tid, evs in by_turn.items()}
     # Each step becomes a dict once, shared by its turn trace and the summary.
     memo: dict[int, dict] = {}
-    dumps = orjson.dumps
 
     b = _Built(sid, w.cfg, w.finalize, state, last_id, summ_rev, r_off,
                new_r if changed else None, event_count=len(rows))
@@ -607,35 +679,31 @@ def _read_session(con: sqlite3.Connection, w: _Work, cfgs: _Configs) -> _Built |
             if part is None:
                 continue
             if tstate == "closed":
-                body = build_turn_trace(session, part).to_dict(memo)
-                b.turn_traces.append((tid, body, dumps(body).decode("utf-8"),
-                                      [e.id for e in part.events], None, False))
-                trace_of[tid] = body["trace_id"]
+                row = TraceRow.of(build_turn_trace(session, part).to_dict(memo))
+                b.turn_traces.append((tid, row, None, False))
+                trace_of[tid] = row.trace_id
             elif tstate == "open" and w.finalize:
-                body = build_turn_trace(session, part, end_reason=(
+                row = TraceRow.of(build_turn_trace(session, part, end_reason=(
                     "session ended" if w.finalize == "ended" else "session went stale")
-                ).to_dict(memo)
-                b.turn_traces.append((tid, body, dumps(body).decode("utf-8"),
-                                      [e.id for e in part.events], None, True))
-                trace_of[tid] = body["trace_id"]
+                ).to_dict(memo))
+                b.turn_traces.append((tid, row, None, True))
+                trace_of[tid] = row.trace_id
             elif (tstate == "traced" and w.finalize and w.cfg.granularity == "turn"
                   and (through is None or any(e.id > through for e in part.events))):
                 # Late events for a traced turn, and no session trace to carry them.
                 rev = prev_turn_revs.get(ttrace or "", 0) + 1
-                body = build_turn_trace(session, part, revision=rev,
-                                        supersedes=ttrace).to_dict(memo)
-                b.turn_traces.append((tid, body, dumps(body).decode("utf-8"),
-                                      [e.id for e in part.events], ttrace, True))
-                trace_of[tid] = body["trace_id"]
+                row = TraceRow.of(build_turn_trace(session, part, revision=rev,
+                                                   supersedes=ttrace).to_dict(memo))
+                b.turn_traces.append((tid, row, ttrace, True))
+                trace_of[tid] = row.trace_id
     if w.finalize and w.cfg.session_traces and parts:
         rev = summ_rev + 1
         prev = trace_id(sid, None, "session", summ_rev) if summ_rev else None
-        b.summary = build_session_trace(
+        b.summary = TraceRow.of(build_session_trace(
             session, list(parts.values()), lifecycle=lifecycle, revision=rev, supersedes=prev,
             end_reason="ended" if w.finalize == "ended" else "stale (no event for the TTL)",
             turn_trace_ids={k: v for k, v in trace_of.items() if v},
-            rollout_total=new_r.total and facts.total_usage).to_dict(memo)
-        b.summary_json = dumps(b.summary).decode("utf-8")
+            rollout_total=new_r.total and facts.total_usage).to_dict(memo))
     return b
 
 
@@ -648,169 +716,242 @@ _OUTBOX_INSERT = (
     " VALUES (?, ?, 'pending', 0, ?, ?)")
 
 
-def _insert_trace(con: sqlite3.Connection, body: dict, body_json: str, now: float) -> bool:
-    """Insert one trace (its outbox rows are the caller's: after all traces)."""
-    return con.execute(_TRACE_INSERT, (
-        body["trace_id"], body["kind"], body["session_id"], body["turn_id"], body["revision"],
-        body["supersedes"], body["project"], body["name"], now, body["started_at"],
-        body["ended_at"], body["event_count"], body_json)).rowcount > 0
+def _trace_row(row: TraceRow, now: float) -> tuple:
+    return (*row[:8], now, *row[8:])
 
 
-def _write(con: sqlite3.Connection, b: _Built, now: float, res: AggregateResult) -> None:
-    """Apply one session's built traces (inside the caller's write transaction)."""
-    sid = b.session_id
-    sinks = b.cfg.effective_sinks()
-    cur = con.execute("SELECT state, last_event_id, summary_revision FROM sessions"
-                      " WHERE session_id = ?", (sid,)).fetchone()
-    if cur is None:
-        return
-    unchanged = (cur[0] == b.read_state and cur[1] == b.read_last_event_id
-                 and cur[2] == b.read_summary_revision)
-    finalize = b.finalize is not None and unchanged
-    if b.finalize is not None and not unchanged:
-        res.conflicts += 1
+def _in_query(con: sqlite3.Connection, sql: str, keys: list) -> list:
+    """``sql`` with ``{}`` replaced by a placeholder list, run over ``keys`` in chunks."""
+    out: list = []
+    for chunk in _chunks(keys):
+        out.extend(con.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall())
+    return out
+
+
+def _write_group(con: sqlite3.Connection, group: list[_Built], now: float,
+                 res: AggregateResult) -> None:
+    """Apply built sessions (inside the caller's write transaction).
+
+    Each session is re-checked against what it was built from (state, indexed
+    events, summary revision, each turn's state): work another pass did, or
+    that events arriving since made stale, is dropped.  The state of the whole
+    group is read up front and the writes go in a few ``executemany`` calls
+    (per-statement overhead dominated small sessions).
+
+    A trace holds exactly the events read for it: its turn's (or session's)
+    'ok' events up to what was indexed when they were read (the watermarks
+    ``traced_through_id`` / ``summarised_through_id``).  Rows at or below an
+    indexed id never change: ingest only parses rows above the aggregate cursor,
+    and retention deletes only final sessions (the state re-check sees that).
+    """
+    sids = [b.session_id for b in group]
+    current = {r[0]: r[1:] for r in _in_query(
+        con, "SELECT session_id, state, last_event_id, summary_revision FROM sessions"
+        " WHERE session_id IN ({})", sids)}
+    turn_state = {(r[0], r[1]): (r[2], r[3]) for r in _in_query(
+        con, "SELECT session_id, turn_id, state, trace_id FROM turns WHERE session_id IN ({})",
+        sids)}
+    new_ids = [row.trace_id for b in group for _t, row, *_ in b.turn_traces]
+    new_ids += [b.summary.trace_id for b in group if b.summary is not None]
+    existing = {r[0] for r in _in_query(
+        con, "SELECT trace_id FROM traces WHERE trace_id IN ({})", new_ids)}
+
+    trace_rows: list[tuple] = []
     outbox: list[tuple] = []
     traced: list[tuple] = []
-    # Events of a turn indexed after we read it are late (the indexer flags the
-    # ones it has not seen yet itself); none can be when nothing was indexed since.
-    indexed_since = cur[1] > b.read_last_event_id
+    finals: list[tuple] = []
     execute = con.execute
-    for tid, body, body_json, ids, supersedes, needs_finalize in b.turn_traces:
-        if needs_finalize and not finalize:
+    for b in group:
+        sid = b.session_id
+        cur = current.get(sid)
+        if cur is None:
             continue
-        trow = execute("SELECT state, trace_id FROM turns WHERE session_id = ? AND turn_id = ?",
-                       (sid, tid)).fetchone()
-        if trow is None:
-            continue
-        if supersedes is None and trow[0] == "traced":
+        sinks = b.cfg.effective_sinks()
+        unchanged = (cur[0] == b.read_state and cur[1] == b.read_last_event_id
+                     and cur[2] == b.read_summary_revision)
+        finalize = b.finalize is not None and unchanged
+        if b.finalize is not None and not unchanged:
             res.conflicts += 1
-            continue  # another pass traced it
-        if supersedes is not None and trow[1] != supersedes:
-            res.conflicts += 1
-            continue
-        new_id = body["trace_id"]
-        if _insert_trace(con, body, body_json, now):
-            res.turn_traces += 1
-            res.trace_ids.append(new_id)
-        outbox.extend((new_id, s, now, now) for s in sinks)
-        # The trace holds exactly the events read: this turn's, up to what was
-        # indexed when we read (the turn's watermark, traced_through_id; no
-        # event row is rewritten).
-        n = execute(
-            "SELECT count(*) FROM raw_events WHERE session_id = ? AND id >= ?"
-            " AND id <= ? AND turn_id = ? AND status = 'ok'",
-            (sid, ids[0], ids[-1], tid)).fetchone()[0]
-        if n != len(ids):  # rows changed under us: roll the whole write back
-            raise RuntimeError(f"turn {tid}: {n} events to mark, {len(ids)} read")
-        traced.append((new_id, body["ended_at"], b.read_last_event_id, sid, tid))
-        if indexed_since:
-            late = execute(
-                "UPDATE raw_events SET late = 1 WHERE session_id = ? AND turn_id = ? AND id > ?"
-                " AND id <= ? AND late = 0",
-                (sid, tid, b.read_last_event_id, cur[1])).rowcount
-            if late:
-                res.late_events += late
-                execute("UPDATE sessions SET late_event_count = late_event_count + ?"
-                        " WHERE session_id = ?", (late, sid))
-    if traced:
-        con.executemany("UPDATE turns SET state = 'traced', trace_id = ?,"
-                        " closed_at = COALESCE(closed_at, ?), traced_through_id = ?"
-                        " WHERE session_id = ? AND turn_id = ?",
-                        traced)
-        con.executemany(_OUTBOX_INSERT, outbox)
-    if finalize:
-        if b.summary is not None:
-            body = b.summary
-            new_id = body["trace_id"]
-            if _insert_trace(con, body, b.summary_json, now):
-                res.session_traces += 1
+        # Events of a turn indexed after we read it are late (the indexer flags the
+        # ones it has not seen yet itself); none can be when nothing was indexed since.
+        indexed_since = cur[1] > b.read_last_event_id
+        for tid, row, supersedes, needs_finalize in b.turn_traces:
+            if needs_finalize and not finalize:
+                continue
+            trow = turn_state.get((sid, tid))
+            if trow is None:
+                continue
+            if supersedes is None and trow[0] == "traced":
+                res.conflicts += 1
+                continue  # another pass traced it
+            if supersedes is not None and trow[1] != supersedes:
+                res.conflicts += 1
+                continue
+            new_id = row.trace_id
+            trace_rows.append(_trace_row(row, now))
+            if new_id not in existing:
+                existing.add(new_id)
+                res.turn_traces += 1
                 res.trace_ids.append(new_id)
-            con.executemany(_OUTBOX_INSERT, [(new_id, s, now, now) for s in sinks])
-            # It holds every event of the session up to what was indexed when we
-            # read it (summarised_through_id): exactly the events read (rows at or
-            # below an indexed id never become 'ok' later).
-            if not b.cfg.turn_traces:
-                con.execute("UPDATE turns SET state = 'traced', trace_id = ? WHERE session_id = ?",
-                            (new_id, sid))
-            con.execute("UPDATE sessions SET state = 'final', summary_revision = ?,"
-                        " summarised_through_id = ? WHERE session_id = ?",
-                        (body["revision"], b.read_last_event_id, sid))
+            outbox.extend((new_id, s, now, now) for s in sinks)
+            traced.append((new_id, row.ended_at, b.read_last_event_id, sid, tid))
+            if indexed_since:
+                late = execute(
+                    "UPDATE raw_events SET late = 1 WHERE session_id = ? AND turn_id = ?"
+                    " AND id > ? AND id <= ? AND late = 0",
+                    (sid, tid, b.read_last_event_id, cur[1])).rowcount
+                if late:
+                    res.late_events += late
+                    execute("UPDATE sessions SET late_event_count = late_event_count + ?"
+                            " WHERE session_id = ?", (late, sid))
+        if finalize:
+            if b.summary is not None:
+                row = b.summary
+                new_id = row.trace_id
+                trace_rows.append(_trace_row(row, now))
+                if new_id not in existing:
+                    existing.add(new_id)
+                    res.session_traces += 1
+                    res.trace_ids.append(new_id)
+                outbox.extend((new_id, s, now, now) for s in sinks)
+                finals.append((sid, row.revision, b.read_last_event_id, new_id,
+                               b.cfg.turn_traces))
+            else:
+                finals.append((sid, None, None, None, b.cfg.turn_traces))
+            res.sessions_finalised += 1
+    con.executemany(_TRACE_INSERT, trace_rows)
+    con.executemany("UPDATE turns SET state = 'traced', trace_id = ?,"
+                    " closed_at = COALESCE(closed_at, ?), traced_through_id = ?"
+                    " WHERE session_id = ? AND turn_id = ?", traced)
+    con.executemany(_OUTBOX_INSERT, outbox)
+    for sid, revision, through, summary_id, own_turn_traces in finals:
+        if not own_turn_traces:  # session granularity: the summary holds the turns
+            if summary_id is not None:
+                execute("UPDATE turns SET state = 'traced', trace_id = ? WHERE session_id = ?",
+                        (summary_id, sid))
+            else:  # an empty session: nothing to trace
+                execute("UPDATE turns SET state = 'traced' WHERE session_id = ?", (sid,))
+        if summary_id is not None:
+            execute("UPDATE sessions SET state = 'final', summary_revision = ?,"
+                    " summarised_through_id = ? WHERE session_id = ?", (revision, through, sid))
         else:
-            if not b.cfg.turn_traces:  # an empty session: nothing to trace
-                con.execute("UPDATE turns SET state = 'traced' WHERE session_id = ?", (sid,))
-            con.execute("UPDATE sessions SET state = 'final' WHERE session_id = ?", (sid,))
-        res.sessions_finalised += 1
-    if b.rollout is not None:
+            execute("UPDATE sessions SET state = 'final' WHERE session_id = ?", (sid,))
+    for b in group:
+        if b.rollout is None or b.session_id not in current:
+            continue
         r = b.rollout
-        ok = con.execute(
+        ok = execute(
             "UPDATE sessions SET rollout_offset = ?, codex_version = COALESCE(?, codex_version),"
             " git_branch = COALESCE(?, git_branch), git_commit = COALESCE(?, git_commit)"
             " WHERE session_id = ? AND rollout_offset = ?",
-            (r.offset, r.cli_version, r.git_branch, r.git_commit, sid,
+            (r.offset, r.cli_version, r.git_branch, r.git_commit, b.session_id,
              b.read_rollout_offset)).rowcount
         if ok:
-            con.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
-                        (KV_ROLLOUT + sid, r.to_json()))
+            execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                    (KV_ROLLOUT + b.session_id, r.to_json()))
+
+
+class _Sizer:
+    """Sizes the groups of sessions written in one transaction: the first holds
+    WRITE_GROUP_EVENTS events; later ones are sized from the time the previous
+    full ones took, so a transaction lasts about WRITE_TX_TARGET_MS."""
+
+    def __init__(self) -> None:
+        self.group_events = WRITE_GROUP_EVENTS
+
+    def observe(self, events: int, ms: float) -> None:
+        if events >= self.group_events // 2 and ms > 0:  # a full group: a fair sample
+            fit = WRITE_TX_TARGET_MS * events / ms
+            self.group_events = int(min(WRITE_GROUP_MAX, max(1, (self.group_events + fit) / 2)))
+
+
+def _flush(con: sqlite3.Connection, group: list[_Built], now: float, res: AggregateResult,
+           sizer: _Sizer, ckpt: _Checkpointer) -> None:
+    """Write one group of built sessions in one transaction; when that fails,
+    each session alone (one bad session must not block the others).  Counts
+    reach ``res`` only for what was committed."""
+    try:
+        started = time.perf_counter()
+        done = AggregateResult()
+        with _tx(con):
+            _write_group(con, group, now, done)
+        ms = (time.perf_counter() - started) * 1000
+        res.add(done)
+        res.max_write_ms = max(res.max_write_ms, ms)
+        sizer.observe(sum(b.event_count for b in group), ms)
+    except Exception:
+        for b in group:
+            try:
+                done = AggregateResult()
+                with _tx(con):
+                    _write_group(con, [b], now, done)
+                res.add(done)
+            except Exception:
+                res.errors += 1
+                _log_error(con, now, f"session {b.session_id}: {traceback.format_exc()}")
+    finally:
+        ckpt.request()
+
+
+# A pass with at least this many events to read builds them in builder
+# processes (spool.builders) when the machine has more than one core.
+PARALLEL_MIN_EVENTS = 20_000
+PROCESSES_ENV = "SPOOL_AGGREGATE_PROCESSES"
+
+
+def _processes(env: Mapping[str, str]) -> int:
+    """How many builder processes a big pass may use (SPOOL_AGGREGATE_PROCESSES;
+    default: one per core beside the pass's own, at most 4; 0: none)."""
+    try:
+        return max(0, int(env[PROCESSES_ENV]))
+    except (KeyError, ValueError):
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _built(con: sqlite3.Connection, work: list[_Work], cfgs: _Configs, now: float,
+           res: AggregateResult) -> Iterator[tuple[_Work, "_Built | None | str"]]:
+    """``(work, built session | None | traceback text)`` for each work item, in order."""
+    done = 0
+    processes = _processes(cfgs.env)
+    if processes and sum(w.events for w in work) >= PARALLEL_MIN_EVENTS:
+        from .builders import BuilderError, BuilderPool
+
+        db_path = os.path.abspath(con.execute("PRAGMA database_list").fetchone()[2])
+        try:
+            with BuilderPool(db_path, processes) as pool:
+                res.builder_processes = processes
+                for item in pool.map(work, [w.events for w in work]):
+                    done += 1
+                    yield item  # type: ignore[misc]
+            return
+        except BuilderError as exc:  # build the rest here
+            _log_error(con, now, f"builder processes: {exc}; building in the pass's process")
+    for w in work[done:]:
+        try:
+            yield w, read_session(con, w)
+        except Exception:
+            yield w, traceback.format_exc()
 
 
 def _run(con: sqlite3.Connection, work: list[_Work], now: float, cfgs: _Configs,
-         res: AggregateResult) -> None:
+         res: AggregateResult, ckpt: _Checkpointer) -> None:
+    sizer = _Sizer()
     pending: list[_Built] = []
     pending_events = 0
-    group_events = WRITE_GROUP_EVENTS
-
-    def flush() -> None:
-        nonlocal pending, pending_events, group_events
-        if not pending:
-            return
-        try:
-            started = time.perf_counter()
-            with _tx(con):
-                for b in pending:
-                    _write(con, b, now, res)
-            ms = (time.perf_counter() - started) * 1000
-            res.max_write_ms = max(res.max_write_ms, ms)
-            if pending_events >= group_events // 2 and ms > 0:  # a full group: a fair sample
-                fit = WRITE_TX_TARGET_MS * pending_events / ms
-                group_events = int(min(WRITE_GROUP_MAX, max(1, (group_events + fit) / 2)))
-        except Exception:
-            if len(pending) == 1:
-                raise
-            # One bad session must not block the others: write them one by one.
-            for b in pending:
-                try:
-                    with _tx(con):
-                        _write(con, b, now, res)
-                except Exception:
-                    res.errors += 1
-                    _log_error(con, now, f"session {b.session_id}: {traceback.format_exc()}")
-        finally:
-            _checkpoint(con, res)
-        pending, pending_events = [], 0
-
-    for w in work:
-        try:
-            b = _read_session(con, w, cfgs)
-        except Exception:
-            res.errors += 1
-            _log_error(con, now, f"session {w.session_id}: {traceback.format_exc()}")
-            continue
+    for w, b in _built(con, work, cfgs, now, res):
         if b is None:
+            continue
+        if isinstance(b, str):
+            res.errors += 1
+            _log_error(con, now, f"session {w.session_id}: {b}")
             continue
         pending.append(b)
         pending_events += b.event_count
-        if pending_events >= group_events:
-            try:
-                flush()
-            except Exception:
-                res.errors += 1
-                _log_error(con, now, f"session {pending[0].session_id}: {traceback.format_exc()}")
-                pending, pending_events = [], 0
-    try:
-        flush()
-    except Exception:
-        res.errors += 1
-        _log_error(con, now, f"session {pending[0].session_id}: {traceback.format_exc()}")
+        if pending_events >= sizer.group_events:
+            _flush(con, pending, now, res, sizer, ckpt)
+            pending, pending_events = [], 0
+    if pending:
+        _flush(con, pending, now, res, sizer, ckpt)
 
 
 # --- entry points -------------------------------------------------------------------------
@@ -820,9 +961,14 @@ def _pass(engine: Engine, now: float, env: Mapping[str, str] | None, *,
           stale: bool) -> AggregateResult:
     res = AggregateResult()
     cfgs = _Configs(env)
-    with _connect(engine) as con:
-        _index(con, now, cfgs, res)
-        _run(con, _due(con, now, cfgs, stale=stale), now, cfgs, res)
+    ckpt = _Checkpointer(engine)
+    try:
+        with _connect(engine) as con:
+            _index(con, now, cfgs, res, ckpt)
+            _run(con, _due(con, now, cfgs, stale=stale), now, cfgs, res, ckpt)
+    finally:
+        ckpt.close()
+    res.max_checkpoint_ms = max(res.max_checkpoint_ms, ckpt.max_ms)
     return res
 
 
