@@ -97,6 +97,7 @@ class AggregateResult:
     max_write_ms = 0.0
     max_checkpoint_ms = 0.0
     builder_processes = 0  # builder processes the pass used (spool.builders)
+    built_by_builders = 0  # sessions they built
 
     @property
     def traces(self) -> int:
@@ -280,8 +281,19 @@ _SESSION_COLS = ("state", "cwd", "transcript_path", "model", "permission_mode", 
                  "event_count", "late_event_count")
 
 
+def _backlog(con: sqlite3.Connection) -> int:
+    """About how many rows the index has to go through."""
+    with _tx(con, immediate=False):
+        row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
+        top = con.execute("SELECT max(id) FROM raw_events").fetchone()[0]
+    return max(0, (top or 0) - (row[0] if row else 0))
+
+
 def _index(con: sqlite3.Connection, now: float, cfgs: _Configs, res: AggregateResult,
-           ckpt: _Checkpointer, batch: int = INDEX_BATCH) -> None:
+           ckpt: _Checkpointer, after_batch=None) -> None:
+    """Index every parsed event not indexed yet, in short write transactions;
+    ``after_batch(touched, cursor)`` after each: the sessions the batch changed
+    (session id -> (state, cwd, last_event_at, event_count)) and the new cursor."""
     with _tx(con, immediate=False):  # idle: no write lock taken at all
         row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
         if con.execute("SELECT 1 FROM raw_events WHERE id > ? LIMIT 1",
@@ -290,15 +302,18 @@ def _index(con: sqlite3.Connection, now: float, cfgs: _Configs, res: AggregateRe
     while True:
         started = time.perf_counter()
         with _tx(con):
-            n, more = _index_batch(con, now, cfgs, batch)
+            n, more, touched, cursor = _index_batch(con, now, cfgs, INDEX_BATCH)
         res.max_write_ms = max(res.max_write_ms, (time.perf_counter() - started) * 1000)
         ckpt.request()
         res.indexed += n
+        if after_batch is not None and touched:
+            after_batch(touched, cursor)
         if not more:
             return
 
 
-def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int) -> tuple[int, bool]:
+def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
+                 batch: int) -> tuple[int, bool, dict, int]:
     row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
     pos = row[0] if row else 0
     # status as a small int (0 new, 1 ok, 2 other): no string made per row; the
@@ -309,7 +324,7 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int
         " CASE WHEN event IN ('SessionStart', 'UserPromptSubmit') THEN payload END"
         " FROM raw_events WHERE id > ? ORDER BY id LIMIT ?", (pos, batch)).fetchall()
     if not rows:
-        return 0, False
+        return 0, False, {}, pos
     blocked = False
     # The usable rows of each session, sessions in order of first appearance
     # (all state is per session, so each session's rows are handled together).
@@ -330,7 +345,7 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int
                 lst.append(r)
             n_usable += 1
     if new_pos == pos:
-        return 0, False
+        return 0, False, {}, pos
 
     sids = list(by_sid)
     sessions: dict[str, dict] = {}
@@ -507,7 +522,9 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs, batch: int
     con.execute("INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET value = excluded.value,"
                 " updated_at = excluded.updated_at", (CURSOR, new_pos, now))
-    return n_usable, (len(rows) == batch and not blocked)
+    touched = {sid: (s["state"], s["cwd"], s["last_event_at"], s["event_count"])
+               for sid, s in sessions.items()}
+    return n_usable, (len(rows) == batch and not blocked), touched, new_pos
 
 
 # --- 2. what is due -------------------------------------------------------------------
@@ -521,6 +538,14 @@ class _Work:
     events: int = 0  # the session's indexed events (what reading it may cost)
 
 
+def _finalize_kind(state: str, quiet: float, cfg: config_mod.Config, stale: bool) -> str | None:
+    """Whether a session is due to be finalised: by ``sweep`` (``stale``) when
+    quiet for the TTL, by ``aggregate`` when ended and quiet for the grace period."""
+    if stale:
+        return "stale" if quiet >= cfg.session_ttl else None
+    return "ended" if state == "ended" and quiet >= cfg.session_end_grace else None
+
+
 def _due(con: sqlite3.Connection, now: float, cfgs: _Configs, *, stale: bool) -> list[_Work]:
     with _tx(con, immediate=False):
         open_sessions = con.execute(
@@ -531,14 +556,10 @@ def _due(con: sqlite3.Connection, now: float, cfgs: _Configs, *, stale: bool) ->
     work = []
     for sid, state, cwd, last_at, events in open_sessions:
         cfg = cfgs.get(cwd)
-        quiet = now - last_at
-        if stale:
-            if quiet >= cfg.session_ttl:
-                work.append(_Work(sid, cfg, "stale", events))
-            continue
-        if state == "ended" and quiet >= cfg.session_end_grace:
-            work.append(_Work(sid, cfg, "ended", events))
-        elif sid in closed and cfg.turn_traces:
+        kind = _finalize_kind(state, now - last_at, cfg, stale)
+        if kind is not None:
+            work.append(_Work(sid, cfg, kind, events))
+        elif not stale and sid in closed and cfg.turn_traces:
             work.append(_Work(sid, cfg, None, events))
     return work
 
@@ -893,8 +914,8 @@ def _flush(con: sqlite3.Connection, group: list[_Built], now: float, res: Aggreg
         ckpt.request()
 
 
-# A pass with at least this many events to read builds them in builder
-# processes (spool.builders) when the machine has more than one core.
+# A pass with at least this many events to index or read builds them in
+# builder processes (spool.builders) when the machine has more than one core.
 PARALLEL_MIN_EVENTS = 20_000
 PROCESSES_ENV = "SPOOL_AGGREGATE_PROCESSES"
 
@@ -908,50 +929,127 @@ def _processes(env: Mapping[str, str]) -> int:
         return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def _built(con: sqlite3.Connection, work: list[_Work], cfgs: _Configs, now: float,
-           res: AggregateResult) -> Iterator[tuple[_Work, "_Built | None | str"]]:
-    """``(work, built session | None | traceback text)`` for each work item, in order."""
-    done = 0
-    processes = _processes(cfgs.env)
-    if processes and sum(w.events for w in work) >= PARALLEL_MIN_EVENTS:
+class _Runner:
+    """Builds and writes one pass's due sessions.
+
+    Built sessions are written in groups (one transaction each, sized by
+    _Sizer).  A big pass builds in builder processes while this one indexes
+    and writes (measured: that split keeps both busy; this process building
+    too only delayed its writes).  With builders, a session is handed over
+    while the index is still running as soon as it is due to be finalised and
+    none of its events lie beyond the indexed ones: later index batches cannot
+    change it, so it is built from exactly the state the end of the index would
+    show (and each write re-checks that state anyway)."""
+
+    def __init__(self, con: sqlite3.Connection, now: float, cfgs: _Configs,
+                 res: AggregateResult, ckpt: _Checkpointer, stale: bool):
+        self.con, self.now, self.cfgs, self.res, self.ckpt = con, now, cfgs, res, ckpt
+        self.stale = stale
+        self.sizer = _Sizer()
+        self.pending: list[_Built] = []
+        self.pending_events = 0
+        self.pool = None
+        self.handed: set[str] = set()  # sessions handed over during the index
+
+    # --- builders ---
+
+    def start_builders(self, events: int) -> None:
+        processes = _processes(self.cfgs.env)
+        if self.pool is not None or not processes or events < PARALLEL_MIN_EVENTS:
+            return
         from .builders import BuilderError, BuilderPool
 
-        db_path = os.path.abspath(con.execute("PRAGMA database_list").fetchone()[2])
+        db_path = os.path.abspath(self.con.execute("PRAGMA database_list").fetchone()[2])
         try:
-            with BuilderPool(db_path, processes) as pool:
-                res.builder_processes = processes
-                for item in pool.map(work, [w.events for w in work]):
-                    done += 1
-                    yield item  # type: ignore[misc]
+            self.pool = BuilderPool(db_path, processes)
+        except BuilderError as exc:
+            _log_error(self.con, self.now, f"{exc}; building in the pass's process")
             return
-        except BuilderError as exc:  # build the rest here
-            _log_error(con, now, f"builder processes: {exc}; building in the pass's process")
-    for w in work[done:]:
+        self.res.builder_processes = processes
+
+    def _builders_failed(self, exc: Exception) -> None:
+        """A builder died: build what it had, and everything after, here."""
+        left = self.pool.unfinished()
+        self.res.built_by_builders += self.pool.built
+        self.pool.close()
+        self.pool = None
+        _log_error(self.con, self.now, f"builder processes: {exc}; building in the pass's process")
+        for w in left:
+            self.take(w, self.build(w))
+
+    def after_index_batch(self, touched: dict, cursor: int) -> None:
+        if self.pool is None:
+            return
+        from .builders import BuilderError
+
+        early = []
+        for sid, (state, cwd, last_at, events) in touched.items():
+            cfg = self.cfgs.get(cwd)
+            kind = _finalize_kind(state, self.now - last_at, cfg, self.stale)
+            if kind is None or self.con.execute(
+                    "SELECT 1 FROM raw_events WHERE session_id = ? AND id > ? LIMIT 1",
+                    (sid, cursor)).fetchone() is not None:
+                continue
+            early.append(_Work(sid, cfg, kind, events))
+            self.handed.add(sid)
         try:
-            yield w, read_session(con, w)
+            if early:
+                self.pool.submit(early, [w.events for w in early])
+            for w, b in self.pool.ready():
+                self.take(w, b)
+        except BuilderError as exc:
+            self._builders_failed(exc)
+
+    # --- building and writing ---
+
+    def build(self, w: _Work) -> "_Built | None | str":
+        try:
+            return read_session(self.con, w)
         except Exception:
-            yield w, traceback.format_exc()
+            return traceback.format_exc()
 
-
-def _run(con: sqlite3.Connection, work: list[_Work], now: float, cfgs: _Configs,
-         res: AggregateResult, ckpt: _Checkpointer) -> None:
-    sizer = _Sizer()
-    pending: list[_Built] = []
-    pending_events = 0
-    for w, b in _built(con, work, cfgs, now, res):
+    def take(self, w: _Work, b: "_Built | None | str") -> None:
         if b is None:
-            continue
+            return
         if isinstance(b, str):
-            res.errors += 1
-            _log_error(con, now, f"session {w.session_id}: {b}")
-            continue
-        pending.append(b)
-        pending_events += b.event_count
-        if pending_events >= sizer.group_events:
-            _flush(con, pending, now, res, sizer, ckpt)
-            pending, pending_events = [], 0
-    if pending:
-        _flush(con, pending, now, res, sizer, ckpt)
+            self.res.errors += 1
+            _log_error(self.con, self.now, f"session {w.session_id}: {b}")
+            return
+        self.pending.append(b)
+        self.pending_events += b.event_count
+        if self.pending_events >= self.sizer.group_events:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            _flush(self.con, self.pending, self.now, self.res, self.sizer, self.ckpt)
+        self.pending, self.pending_events = [], 0
+
+    def run(self, work: list[_Work]) -> None:
+        """Build and write ``work`` (what is due after the index) and whatever
+        was handed to the builders during it."""
+        from .builders import BuilderError
+
+        work = [w for w in work if w.session_id not in self.handed]
+        self.start_builders(sum(w.events for w in work))
+        if self.pool is not None:
+            try:
+                self.pool.submit(work, [w.events for w in work])
+                for w, b in self.pool.drain():
+                    self.take(w, b)
+                work = []
+            except BuilderError as exc:
+                self._builders_failed(exc)
+                work = []
+        for w in work:
+            self.take(w, self.build(w))
+        self.flush()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.res.built_by_builders += self.pool.built
+            self.pool.close()
+            self.pool = None
 
 
 # --- entry points -------------------------------------------------------------------------
@@ -964,8 +1062,13 @@ def _pass(engine: Engine, now: float, env: Mapping[str, str] | None, *,
     ckpt = _Checkpointer(engine)
     try:
         with _connect(engine) as con:
-            _index(con, now, cfgs, res, ckpt)
-            _run(con, _due(con, now, cfgs, stale=stale), now, cfgs, res, ckpt)
+            runner = _Runner(con, now, cfgs, res, ckpt, stale)
+            try:
+                runner.start_builders(_backlog(con))
+                _index(con, now, cfgs, res, ckpt, runner.after_index_batch)
+                runner.run(_due(con, now, cfgs, stale=stale))
+            finally:
+                runner.close()
     finally:
         ckpt.close()
     res.max_checkpoint_ms = max(res.max_checkpoint_ms, ckpt.max_ms)

@@ -19,20 +19,22 @@ was sent.
 from __future__ import annotations
 
 import os
+import queue
 import sqlite3
 import subprocess
 import sys
+import threading
 import traceback
 from collections import deque
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Iterator, Sequence
 
-# Work sent per message, in events (about a millisecond or ten of building) and
-# messages in flight per builder (one being built, one waiting).
+# Work sent per message, in events (some 30 ms of building), and messages in
+# flight per builder (enough that it never waits for the pass between two).
 CHUNK_EVENTS = 2000
 CHUNK_SESSIONS_MAX = 100
-DEPTH = 2
+DEPTH = 4
 BUSY_TIMEOUT_MS = 5000
 CACHE_KIB = 16 * 1024
 
@@ -59,20 +61,28 @@ def _chunks(work: Sequence, sizes: Sequence[int]) -> list[list]:
 def _builder_main(tasks: Connection, results: Connection) -> None:  # pragma: no cover - child
     from .aggregate import read_session
 
-    try:
-        db_path = tasks.recv()
-    except EOFError:
+    # A thread takes the tasks off the pipe as they come: the pass never blocks
+    # sending work while this process blocks sending it results.
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def receive() -> None:
+        while True:
+            try:
+                inbox.put(tasks.recv())
+            except (EOFError, OSError):  # the pass is over (or its process died)
+                inbox.put(None)
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    db_path = inbox.get()
+    if db_path is None:
         return
     con = sqlite3.connect(db_path, isolation_level=None)
     con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     con.execute("PRAGMA query_only = ON")
     con.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     try:
-        while True:
-            try:
-                chunk = tasks.recv()
-            except EOFError:  # the pass is over (or its process died)
-                return
+        while (chunk := inbox.get()) is not None:
             out: list = []
             for w in chunk:
                 try:
@@ -92,6 +102,9 @@ class BuilderPool:
 
     def __init__(self, db_path: str, processes: int):
         self._procs: list[tuple[subprocess.Popen, Connection, Connection]] = []
+        self._todo: deque = deque()  # chunks not sent yet
+        self._sent: list[deque] = []  # per builder: chunks in flight, oldest first
+        self.built = 0  # sessions the builders built (not counting local ones)
         # The child imports this very package, wherever it was imported from.
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
@@ -110,28 +123,64 @@ class BuilderPool:
                     os.close(res_w)
                 tasks = Connection(task_w, readable=False)
                 self._procs.append((proc, tasks, Connection(res_r, writable=False)))
+                self._sent.append(deque())
                 tasks.send(db_path)
         except Exception as exc:
             self.close()
             raise BuilderError(f"could not start a builder process: {exc}") from exc
 
-    def map(self, work: Sequence, sizes: Sequence[int]) -> Iterator[tuple[object, object]]:
-        """``(work item, result)`` in order; a result is what ``read_session``
-        returned, or the traceback text of what it raised.  Raises BuilderError
-        when a builder dies (the items not yet yielded are the caller's)."""
-        chunks = _chunks(work, sizes)
-        k = len(self._procs)
-        in_flight: deque = deque()
-        sent = 0
+    # --- work ---------------------------------------------------------------------
+
+    def submit(self, items: Sequence, sizes: Sequence[int]) -> None:
+        """Queue work items (``sizes``: their events, to cut chunks)."""
+        self._todo.extend(_chunks(items, sizes))
+
+    def unfinished(self) -> list:
+        """Items submitted whose results were not returned yet (after a BuilderError:
+        the caller builds them itself)."""
+        return [w for q in self._sent for chunk in q for w in chunk] + [
+            w for chunk in self._todo for w in chunk]
+
+    def _feed(self) -> None:
+        for i, (_proc, tasks, _r) in enumerate(self._procs):
+            while self._todo and len(self._sent[i]) < DEPTH:
+                tasks.send(self._todo[0])
+                self._sent[i].append(self._todo.popleft())
+
+    def _collect(self, i: int) -> Iterator[tuple[object, object]]:
+        out = self._procs[i][2].recv()
+        chunk = self._sent[i].popleft()
+        self.built += len(chunk)
+        yield from zip(chunk, out)
+
+    def ready(self) -> Iterator[tuple[object, object]]:
+        """``(item, result)`` for what the builders have finished, without waiting.
+        A result is what ``read_session`` returned, or the traceback text of what
+        it raised.  Raises BuilderError when a builder died."""
         try:
-            while sent < len(chunks) or in_flight:
-                while sent < len(chunks) and len(in_flight) < k * DEPTH:
-                    self._procs[sent % k][1].send(chunks[sent])
-                    in_flight.append(sent)
-                    sent += 1
-                i = in_flight.popleft()
-                out = self._procs[i % k][2].recv()
-                yield from zip(chunks[i], out)
+            self._feed()
+            for i, (_p, _t, results) in enumerate(self._procs):
+                while self._sent[i] and results.poll():
+                    yield from self._collect(i)
+                    self._feed()
+        except (EOFError, OSError) as exc:
+            raise BuilderError(f"a builder process stopped: {exc!r}") from exc
+
+    def drain(self) -> Iterator[tuple[object, object]]:
+        """Every submitted item's ``(item, result)``, in the order they finish.
+        Raises BuilderError when a builder died."""
+        try:
+            while True:
+                self._feed()
+                busy = [i for i in range(len(self._procs)) if self._sent[i]]
+                if not busy:
+                    return
+                for i in busy:
+                    if self._procs[i][2].poll():
+                        yield from self._collect(i)
+                        break
+                else:
+                    wait([self._procs[i][2] for i in busy])
         except (EOFError, OSError) as exc:
             raise BuilderError(f"a builder process stopped: {exc!r}") from exc
 
