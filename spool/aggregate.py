@@ -362,20 +362,25 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
     synth_updates: list[tuple[str, int]] = []
     late_ids: list[tuple[int]] = []
 
+    # The turns of the batch's known sessions, read at once (not one query per
+    # turn): state and closed_at by (session, turn), the highest seq by session.
+    known: dict[tuple[str, str], tuple] = {}
+    for chunk in _chunks([sid for sid in sids if sid in sessions]):
+        for sid, tid, tstate, closed_at, seq in con.execute(
+                "SELECT session_id, turn_id, state, closed_at, seq FROM turns"
+                f" WHERE session_id IN ({','.join('?' * len(chunk))})", chunk):
+            known[(sid, tid)] = (tstate, closed_at)
+            if seq > next_seq.get(sid, 0):
+                next_seq[sid] = seq
+
     def get_turn(sid: str, tid: str, at: float, rid: int) -> dict:
         t = turns.get((sid, tid))
         if t is None:
-            r = None if sessions[sid]["_new"] else con.execute(
-                "SELECT state, closed_at FROM turns WHERE session_id = ? AND turn_id = ?",
-                (sid, tid)).fetchone()
+            r = known.get((sid, tid))
             if r is not None:
                 t = {"state": r[0], "closed_at": r[1], "_new": False, "_dirty": False}
             else:
-                if sid not in next_seq:
-                    next_seq[sid] = 0 if sessions[sid]["_new"] else con.execute(
-                        "SELECT COALESCE(MAX(seq), 0) FROM turns WHERE session_id = ?",
-                        (sid,)).fetchone()[0]
-                next_seq[sid] += 1
+                next_seq[sid] = next_seq.get(sid, 0) + 1
                 # "_at": the row that made it, so new turns are inserted in row order.
                 t = {"state": "open", "closed_at": None, "seq": next_seq[sid], "opened_at": at,
                      "_new": True, "_dirty": True, "_at": rid}
@@ -491,25 +496,27 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
         s["event_count"] += len(srows)
         s["late_event_count"] = late_n
 
+    inserts, updates = [], []
     for sid, s in sessions.items():
         if s["_new"]:
             s["project"] = cfgs.project(s["cwd"])
-            con.execute(
-                "INSERT INTO sessions (session_id, project, cwd, transcript_path, model,"
-                " permission_mode, source, first_event_at, last_event_at, last_event_id, state,"
-                " ended_at, event_count, late_event_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (sid, s["project"], s["cwd"], s["transcript_path"], s["model"],
-                 s["permission_mode"], s["source"], s["first_event_at"], s["last_event_at"],
-                 s["last_event_id"], s["state"], s["ended_at"], s["event_count"],
-                 s["late_event_count"]))
+            inserts.append((sid, s["project"], s["cwd"], s["transcript_path"], s["model"],
+                            s["permission_mode"], s["source"], s["first_event_at"],
+                            s["last_event_at"], s["last_event_id"], s["state"], s["ended_at"],
+                            s["event_count"], s["late_event_count"]))
         else:
-            con.execute(
-                "UPDATE sessions SET cwd = ?, transcript_path = ?, model = ?, permission_mode = ?,"
-                " source = ?, first_event_at = ?, last_event_at = ?, last_event_id = ?, state = ?,"
-                " ended_at = ?, event_count = ?, late_event_count = ? WHERE session_id = ?",
-                (s["cwd"], s["transcript_path"], s["model"], s["permission_mode"], s["source"],
-                 s["first_event_at"], s["last_event_at"], s["last_event_id"], s["state"],
-                 s["ended_at"], s["event_count"], s["late_event_count"], sid))
+            updates.append((s["cwd"], s["transcript_path"], s["model"], s["permission_mode"],
+                            s["source"], s["first_event_at"], s["last_event_at"],
+                            s["last_event_id"], s["state"], s["ended_at"], s["event_count"],
+                            s["late_event_count"], sid))
+    con.executemany(
+        "INSERT INTO sessions (session_id, project, cwd, transcript_path, model,"
+        " permission_mode, source, first_event_at, last_event_at, last_event_id, state,"
+        " ended_at, event_count, late_event_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", inserts)
+    con.executemany(
+        "UPDATE sessions SET cwd = ?, transcript_path = ?, model = ?, permission_mode = ?,"
+        " source = ?, first_event_at = ?, last_event_at = ?, last_event_id = ?, state = ?,"
+        " ended_at = ?, event_count = ?, late_event_count = ? WHERE session_id = ?", updates)
     new_turns = sorted(((t["_at"], sid, tid, t["seq"], t["opened_at"], t["closed_at"], t["state"])
                         for (sid, tid), t in turns.items() if t["_new"]))
     con.executemany("INSERT INTO turns (session_id, turn_id, seq, opened_at, closed_at, state)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from hashlib import sha1
 
@@ -61,6 +62,9 @@ def trace_id(session_id: str, turn_id: str | None, kind: str, revision: int = 0)
 def iso(ts: float | None) -> str:
     if ts is None:
         return ""
+    whole = int(ts)
+    if 0 <= whole and ts - whole < 0.9999995:  # datetime would not round up a second
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(whole))
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -94,15 +98,28 @@ def empty_usage() -> dict[str, int]:
     return dict.fromkeys(USAGE_KEYS, 0)
 
 
+def _count(v: Any) -> int:
+    """A token count: numbers (not booleans) as int, anything else 0."""
+    if v.__class__ is int:
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return int(v)
+    return 0
+
+
 def usage_from_tokens(tokens: Mapping[str, Any]) -> dict[str, int]:
     """Our usage dict from a Codex token usage object (requests = 1)."""
-    u = dict.fromkeys(USAGE_KEYS, 0)
-    for src, dst in _USAGE_MAP:
-        v = tokens.get(src)
-        if v.__class__ is int or (isinstance(v, (int, float)) and not isinstance(v, bool)):
-            u[dst] = int(v)
-    u["requests"] = 1
-    return u
+    g = tokens.get
+    # Keys in USAGE_KEYS order; plain ints (what Codex sends) skip _count.
+    return {
+        "input": v if (v := g("input_tokens")).__class__ is int else _count(v),
+        "cached": v if (v := g("cached_input_tokens")).__class__ is int else _count(v),
+        "cache_write": v if (v := g("cache_write_input_tokens")).__class__ is int else _count(v),
+        "output": v if (v := g("output_tokens")).__class__ is int else _count(v),
+        "reasoning": v if (v := g("reasoning_output_tokens")).__class__ is int else _count(v),
+        "total": v if (v := g("total_tokens")).__class__ is int else _count(v),
+        "requests": 1,
+    }
 
 
 def add_usage(into: dict[str, int], other: Mapping[str, int]) -> dict[str, int]:
@@ -380,15 +397,10 @@ class TurnPart:
     cwd: str | None
     notes: list[str]
 
+    # The first event's arrival, the latest arrival, how many came late.
     started_at: float | None = None
     ended_at: float | None = None
     late_count: int = 0
-
-    def __post_init__(self) -> None:
-        if self.events:
-            self.started_at = self.events[0].received_at
-            self.ended_at = max(e.received_at for e in self.events)
-            self.late_count = sum(1 for e in self.events if e.late)
 
 
 def _str(v: Any) -> str | None:
@@ -422,7 +434,6 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
     has_stop = False
     hook_usage = empty_usage()
     hook_usage_seen = False
-    model = permission_mode = cwd = None
     pending_models: list[Step] = []
     pending_tools: dict[str, Step] = {}
     pending_compact: list[Step] = []
@@ -431,26 +442,24 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
     # Steps are made positionally (action, description, turn_id, number,
     # started_at, ended_at) and completed by attribute: this loop is the hot
     # path of every aggregation pass.
+    started_at = events[0].received_at if events else None
+    ended_at = started_at
+    late_count = 0
     for ev in events:
         p = ev.payload
         name = ev.event
         t = ev.received_at
+        if t > ended_at:
+            ended_at = t
+        if ev.late:
+            late_count += 1
         get = p.get
-        m = get("model")
-        if m and m.__class__ is str:
-            model = m
-        v = get("permission_mode")
-        if v and v.__class__ is str:
-            permission_mode = v
-        v = get("cwd")
-        if v and v.__class__ is str:
-            cwd = v
         if name == "PostModelRequest":
             if pending_models:
                 s = pending_models.pop(0)
             else:
                 s = Step("model_request", "Model request", ev.turn_id, 0, t)
-                s.model = _str(m)
+                s.model = _str(get("model"))
                 steps.append(s)
             s.ended_at = t
             status = _str(get("status"))
@@ -468,7 +477,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                     1000))
         elif name == "PreModelRequest":
             s = Step("model_request", "Model request", ev.turn_id, 0, t)
-            s.model = _str(m)
+            s.model = _str(get("model"))
             steps.append(s)
             pending_models.append(s)
         elif name == "PreToolUse" or name == "PostToolUse" or name == "PermissionRequest":
@@ -560,7 +569,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
         elif name == "SessionStart":
             src = _str(get("source")) or "startup"
             s = Step("session_start", f"Session started ({src})", None, 0, t, t)
-            s.model = _str(m)
+            s.model = _str(get("model"))
             steps.append(s)
         elif name == "SessionEnd":
             reason = _str(get("reason")) or "unknown"
@@ -604,10 +613,21 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
     else:
         usage, source = empty_usage(), "none"
         usage["requests"] = sum(1 for s in steps if s.action == "model_request")
+    # The last event that says wins (scanned from the end: usually the last one).
+    model, permission_mode, cwd = (_last_str(events, "model"),
+                                   _last_str(events, "permission_mode"), _last_str(events, "cwd"))
     if real and turn_id is not None:
         model = model or rollout.turn_models.get(turn_id)
     return TurnPart(turn_id, list(events), steps, prompts, last_message, has_stop, usage, source,
-                    model, permission_mode, cwd, notes)
+                    model, permission_mode, cwd, notes, started_at, ended_at, late_count)
+
+
+def _last_str(events: Sequence[Event], key: str) -> str | None:
+    for ev in reversed(events):
+        v = ev.payload.get(key)
+        if v and v.__class__ is str:
+            return v
+    return None
 
 
 def _environment(session: SessionFacts, model, permission_mode, cwd) -> dict:
