@@ -941,8 +941,9 @@ class _Runner:
 
     Built sessions are written in groups (one transaction each, sized by
     _Sizer).  A big pass builds in builder processes while this one indexes
-    and writes (measured: that split keeps both busy; this process building
-    too only delayed its writes).  With builders, a session is handed over
+    and writes; once the index is done, this process also builds whatever the
+    builders have not started while it has nothing to write.  With builders, a
+    session is handed over
     while the index is still running as soon as it is due to be finalised and
     none of its events lie beyond the indexed ones: later index batches cannot
     change it, so it is built from exactly the state the end of the index would
@@ -1042,7 +1043,7 @@ class _Runner:
         if self.pool is not None:
             try:
                 self.pool.submit(work, [w.events for w in work])
-                for w, b in self.pool.drain():
+                for w, b in self.pool.drain(local=self.build):
                     self.take(w, b)
                 work = []
             except BuilderError as exc:

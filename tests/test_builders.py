@@ -76,10 +76,19 @@ def _run(tmp_path, name, processes, monkeypatch, now_offset=60.0):
     return res, state, state.pop("errors")
 
 
+class RemoteOnly(builders.BuilderPool):
+    """Every session built by a builder process (on a spool this small the pass
+    would otherwise build most of them itself while the builders start)."""
+
+    def drain(self, local=None):
+        return super().drain(None)
+
+
 @pytest.fixture
 def small_threshold(monkeypatch):
     monkeypatch.setattr(aggregate, "PARALLEL_MIN_EVENTS", 1)
     monkeypatch.setattr(builders, "CHUNK_EVENTS", 25)  # many chunks in flight
+    monkeypatch.setattr(builders, "BuilderPool", RemoteOnly)
 
 
 @pytest.mark.parametrize("processes,index_batch", [(1, 2000), (2, 2000), (1, 37)])
@@ -105,11 +114,21 @@ def test_builder_processes_build_exactly_what_one_process_builds(
                for b in bodies for s in b["steps"])
 
 
+def test_the_pass_builds_beside_its_builders_and_the_result_is_the_same(
+        tmp_path, monkeypatch, small_threshold):
+    monkeypatch.setattr(builders, "BuilderPool", builders.BuilderPool)  # local builds on
+    serial, s_state, _ = _run(tmp_path, "serial", 0, monkeypatch)
+    par, p_state, p_err = _run(tmp_path, "shared", 1, monkeypatch)
+    assert par.builder_processes == 1
+    assert p_state == s_state and p_err == []
+    assert sorted(par.trace_ids) == sorted(serial.trace_ids)
+
+
 def test_a_builder_that_dies_mid_pass_leaves_the_rest_to_the_pass(
         tmp_path, monkeypatch, small_threshold):
     serial, s_state, _ = _run(tmp_path, "serial", 0, monkeypatch)
 
-    class DyingPool(builders.BuilderPool):
+    class DyingPool(RemoteOnly):
         def _collect(self, i):
             yield from super()._collect(i)
             for proc, _t, _r in self._procs:  # after the first chunk: all builders die
