@@ -66,7 +66,12 @@ if TYPE_CHECKING:  # builder processes import this module: no SQLAlchemy there
     from sqlalchemy import Engine
 
 CURSOR = "aggregate"
-INDEX_BATCH = 2000
+# Rows per index transaction: the first batch; later ones are sized from the
+# time the previous full ones took, so a transaction lasts about
+# WRITE_TX_TARGET_MS (the per-row work is Python: a busy machine stretches it).
+INDEX_BATCH = 1000
+INDEX_BATCH_MIN = 100
+INDEX_BATCH_MAX = 4000
 KV_ROLLOUT = "rollout:"
 SYNTHETIC = "synthetic:"
 # Sessions whose write transactions are grouped into one (small sessions only):
@@ -299,11 +304,16 @@ def _index(con: sqlite3.Connection, now: float, cfgs: _Configs, res: AggregateRe
         if con.execute("SELECT 1 FROM raw_events WHERE id > ? LIMIT 1",
                        (row[0] if row else 0,)).fetchone() is None:
             return
+    batch = INDEX_BATCH
     while True:
         started = time.perf_counter()
         with _tx(con):
-            n, more, touched, cursor = _index_batch(con, now, cfgs, INDEX_BATCH)
-        res.max_write_ms = max(res.max_write_ms, (time.perf_counter() - started) * 1000)
+            n, more, touched, cursor = _index_batch(con, now, cfgs, batch)
+        ms = (time.perf_counter() - started) * 1000
+        res.max_write_ms = max(res.max_write_ms, ms)
+        if more and ms > 0:  # a full batch: resize towards the target
+            fit = batch * WRITE_TX_TARGET_MS / ms
+            batch = int(min(INDEX_BATCH_MAX, max(INDEX_BATCH_MIN, (batch + fit) / 2)))
         ckpt.request()
         res.indexed += n
         if after_batch is not None and touched:

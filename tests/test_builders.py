@@ -97,6 +97,8 @@ def test_builder_processes_build_exactly_what_one_process_builds(
     # index_batch 37: sessions are handed to the builders while the index still
     # runs, the resumed one must not be (its resume is in a later batch).
     monkeypatch.setattr(aggregate, "INDEX_BATCH", index_batch)
+    monkeypatch.setattr(aggregate, "INDEX_BATCH_MAX", index_batch)
+    monkeypatch.setattr(aggregate, "INDEX_BATCH_MIN", min(index_batch, 100))
     serial, s_state, s_err = _run(tmp_path, "serial", 0, monkeypatch)
     par, p_state, p_err = _run(tmp_path, "parallel", processes, monkeypatch)
     assert serial.builder_processes == 0 and par.builder_processes == processes
