@@ -39,9 +39,12 @@ sessions (``ix_sessions_open``) and untraced turns (``ix_turns_pending``).
 Speed (scripts/bench_aggregate.py): each payload is parsed once per pass and
 each step turned into a dict once (shared by its turn trace and the summary,
 ``Trace.to_dict(step_memo)``); bodies are serialised before the write
-transaction; consuming events moves a watermark, it rewrites no event row; the
-pass's connection has a large page cache, and checkpoints the WAL itself after
-each write transaction (outside it: the write lock is held only for the writes).
+transaction; consuming events moves a watermark, it rewrites no event row; a
+write group reads its state up front and writes with ``executemany``; PASSIVE
+WAL checkpoints run on a thread with their own connection (the write lock is
+held only for the writes).  A pass with a big backlog (PARALLEL_MIN_EVENTS)
+builds sessions in builder processes (spool.builders, one per core beside
+this one: SPOOL_AGGREGATE_PROCESSES) while it indexes and writes: see _Runner.
 """
 from __future__ import annotations
 
@@ -799,6 +802,16 @@ def _write_group(con: sqlite3.Connection, group: list[_Built], now: float,
     traced: list[tuple] = []
     finals: list[tuple] = []
     execute = con.execute
+
+    def queue_trace(row: TraceRow, sinks: tuple[str, ...]) -> bool:
+        """Queue a trace and its outbox rows; True if it is not in the database yet."""
+        trace_rows.append(_trace_row(row, now))
+        outbox.extend((row.trace_id, s, now, now) for s in sinks)
+        if row.trace_id in existing:
+            return False
+        existing.add(row.trace_id)
+        res.trace_ids.append(row.trace_id)
+        return True
     for b in group:
         sid = b.session_id
         cur = current.get(sid)
@@ -825,14 +838,9 @@ def _write_group(con: sqlite3.Connection, group: list[_Built], now: float,
             if supersedes is not None and trow[1] != supersedes:
                 res.conflicts += 1
                 continue
-            new_id = row.trace_id
-            trace_rows.append(_trace_row(row, now))
-            if new_id not in existing:
-                existing.add(new_id)
+            if queue_trace(row, sinks):
                 res.turn_traces += 1
-                res.trace_ids.append(new_id)
-            outbox.extend((new_id, s, now, now) for s in sinks)
-            traced.append((new_id, row.ended_at, b.read_last_event_id, sid, tid))
+            traced.append((row.trace_id, row.ended_at, b.read_last_event_id, sid, tid))
             if indexed_since:
                 late = execute(
                     "UPDATE raw_events SET late = 1 WHERE session_id = ? AND turn_id = ?"
@@ -845,14 +853,9 @@ def _write_group(con: sqlite3.Connection, group: list[_Built], now: float,
         if finalize:
             if b.summary is not None:
                 row = b.summary
-                new_id = row.trace_id
-                trace_rows.append(_trace_row(row, now))
-                if new_id not in existing:
-                    existing.add(new_id)
+                if queue_trace(row, sinks):
                     res.session_traces += 1
-                    res.trace_ids.append(new_id)
-                outbox.extend((new_id, s, now, now) for s in sinks)
-                finals.append((sid, row.revision, b.read_last_event_id, new_id,
+                finals.append((sid, row.revision, b.read_last_event_id, row.trace_id,
                                b.cfg.turn_traces))
             else:
                 finals.append((sid, None, None, None, b.cfg.turn_traces))

@@ -12,9 +12,9 @@ that is stale by then is dropped exactly as it would be in one process.
 A builder is a fresh interpreter (``python -m spool.builders``: the worker has
 threads, so no ``fork``; and unlike multiprocessing's spawn it never re-runs
 the caller's main module).  It inherits no descriptor but its two pipes (not
-the worker's lock) and exits as soon as its task pipe closes, so nothing
-outlives a pass or a killed worker.  Results come back in the order the work
-was sent.
+the worker's lock) nor the agent secret (it delivers nothing), and exits as
+soon as its task pipe closes, so nothing outlives a pass or a killed worker.
+Results come back as they are finished, each with its work item.
 """
 from __future__ import annotations
 
@@ -130,8 +130,10 @@ class BuilderPool:
         self._todo: deque = deque()  # chunks not sent yet
         self._sent: list[deque] = []  # per builder: chunks in flight, oldest first
         self.built = 0  # sessions the builders built (not counting local ones)
+        from .credentials import ENV_SECRET
+
         # The child imports this very package, wherever it was imported from.
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k != ENV_SECRET}
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:

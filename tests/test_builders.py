@@ -146,6 +146,9 @@ def test_a_builder_that_dies_mid_pass_leaves_the_rest_to_the_pass(
 
 
 def test_builders_exit_when_the_pool_closes_and_inherit_only_their_pipes(tmp_path, monkeypatch):
+    from conftest import CANARY_SECRET
+
+    monkeypatch.setenv("INFINIUM_AGENT_SECRET", CANARY_SECRET)
     path = tmp_path / "x.db"
     lock = os.open(tmp_path / "lock", os.O_CREAT | os.O_RDWR, 0o600)
     os.set_inheritable(lock, True)  # like the worker's lock, which it inherited itself
@@ -161,6 +164,9 @@ def test_builders_exit_when_the_pool_closes_and_inherit_only_their_pipes(tmp_pat
             assert sorted(w.session_id for w, _r in got) == ["s1", "s2"]
             assert all(isinstance(r, str) and "no such table" in r for _w, r in got)
             assert pool.built == 2
+            with open(f"/proc/{procs[0].pid}/environ", "rb") as f:
+                environ = f.read()
+            assert b"INFINIUM_AGENT_SECRET" not in environ and CANARY_SECRET.encode() not in environ
             fds = sorted(int(f) for f in os.listdir(f"/proc/{procs[0].pid}/fd"))
             targets = [os.readlink(f"/proc/{procs[0].pid}/fd/{f}") for f in fds]
         assert [p.returncode for p in procs] == [0, 0]
