@@ -956,11 +956,11 @@ class _Runner:
     _Sizer).  A big pass builds in builder processes while this one indexes
     and writes; once the index is done, this process also builds whatever the
     builders have not started while it has nothing to write.  With builders, a
-    session is handed over
-    while the index is still running as soon as it is due to be finalised and
-    none of its events lie beyond the indexed ones: later index batches cannot
-    change it, so it is built from exactly the state the end of the index would
-    show (and each write re-checks that state anyway)."""
+    session is handed over while the index is still running as soon as it is
+    due to be finalised and none of its events lie beyond the indexed ones:
+    later index batches cannot change it, so it is built from exactly the state
+    the end of the index would show (and each write re-checks that state
+    anyway).  Builders that fail are not started again in the same pass."""
 
     def __init__(self, con: sqlite3.Connection, now: float, cfgs: _Configs,
                  res: AggregateResult, ckpt: _Checkpointer, stale: bool):
@@ -970,13 +970,15 @@ class _Runner:
         self.pending: list[_Built] = []
         self.pending_events = 0
         self.pool = None
+        self.builders_failed = False
         self.handed: set[str] = set()  # sessions handed over during the index
 
     # --- builders ---
 
     def start_builders(self, events: int) -> None:
         processes = _processes(self.cfgs.env)
-        if self.pool is not None or not processes or events < PARALLEL_MIN_EVENTS:
+        if (self.pool is not None or self.builders_failed or not processes
+                or events < PARALLEL_MIN_EVENTS):
             return
         from .builders import BuilderError, BuilderPool
 
@@ -984,6 +986,7 @@ class _Runner:
         try:
             self.pool = BuilderPool(db_path, processes)
         except BuilderError as exc:
+            self.builders_failed = True
             _log_error(self.con, self.now, f"{exc}; building in the pass's process")
             return
         self.res.builder_processes = processes
@@ -994,6 +997,7 @@ class _Runner:
         self.res.built_by_builders += self.pool.built
         self.pool.close()
         self.pool = None
+        self.builders_failed = True
         _log_error(self.con, self.now, f"builder processes: {exc}; building in the pass's process")
         for w in left:
             self.take(w, self.build(w))
