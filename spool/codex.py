@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import SpoolError
+from .files import write_atomic
 
 EVENTS = (
     "SessionStart", "UserPromptSubmit", "PreModelRequest", "PostModelRequest", "PreToolUse",
@@ -272,26 +273,13 @@ def dump_hooks(doc: dict) -> str:
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write a Codex file atomically, keeping the mode it already had."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         pass
-    tmp = path.with_name(f".{path.name}.spool-tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, text.encode("utf-8"), mode)
 
 
 @dataclass

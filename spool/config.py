@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import SpoolError
+from .files import write_atomic
 
 CONFIG_DIR = ".spool"
 CONFIG_FILE = "config.json"
@@ -156,13 +157,7 @@ def write_file(project: Path, data: dict) -> Path:
     d = project / CONFIG_DIR
     d.mkdir(mode=0o700, exist_ok=True)
     path = config_path(project)
-    tmp = path.with_suffix(".json.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return path
 
 

@@ -52,6 +52,7 @@ from sqlalchemy import Engine, text
 
 from . import db
 from .errors import SpoolError
+from .files import write_atomic
 
 log = logging.getLogger("spool.maintenance")
 
@@ -243,11 +244,7 @@ def trim_hook_logs(dirs) -> int:
                 fh.seek(-HOOK_LOG_KEEP_BYTES, os.SEEK_END)
                 tail = fh.read()
             tail = tail[tail.find(b"\n") + 1:]
-            tmp = path.with_name(path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(tail)
-            os.replace(tmp, path)
+            write_atomic(path, tail)
             trimmed += 1
         except OSError:
             continue

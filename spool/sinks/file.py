@@ -11,13 +11,11 @@ file with the same content.  The file holds the neutral trace model
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
-from .. import config, paths
+from .. import config, files, paths
 from ..retry import Outcome
 from .base import Sink, TraceRow
 
@@ -68,27 +66,4 @@ class FileSink(Sink):
 def write_atomic(directory: Path, name: str, data: bytes) -> Path:
     """Write ``directory/name`` atomically, 0600 (directory created 0700)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = directory / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return target
+    return files.write_atomic(directory / name, data)
