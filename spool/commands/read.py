@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import typer
 
@@ -47,6 +48,20 @@ def _engine():
     from .. import db
 
     return db.open_db()
+
+
+@contextmanager
+def _database(write: bool = False) -> Iterator[Any]:
+    """One command's look at the database: a read (or write) transaction on a
+    fresh engine, disposed of afterwards."""
+    from .. import db
+
+    engine = _engine()
+    try:
+        with (db.write if write else db.read)(engine) as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def _now() -> float:
@@ -159,21 +174,17 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
     worker_running (bool), worker_pid (int|null), spool_bytes (db + wal),
     overflow_files (int: events waiting in overflow files), home, db_path.
     """
-    from .. import config, db, ingest, paths, queries
+    from .. import config, ingest, paths, queries
 
     cwd = Path(os.getcwd()).resolve()
     project = project_here(cwd)
     source = config.load(cwd).source
     home = paths.spool_home()
-    engine = _engine()
-    try:
-        with db.read(engine) as conn:
-            counts = queries.counts(conn)
-            outbox = queries.outbox_by_state(conn)
-            nxt = queries.next_attempt_at(conn)
-            p_at = queries.paused_at(conn, str(project))
-    finally:
-        engine.dispose()
+    with _database() as conn:
+        counts = queries.counts(conn)
+        outbox = queries.outbox_by_state(conn)
+        nxt = queries.next_attempt_at(conn)
+        p_at = queries.paused_at(conn, str(project))
     worker = worker_state(home)
     result = {
         "project": str(project), "paused": p_at is not None, "paused_at": p_at,
@@ -250,12 +261,8 @@ def history(
                        f"({done['outbox']:,} outbox rows, {done['attempts']:,} attempts).")
         return
     n = parse_limit(limit)
-    engine = _engine()
-    try:
-        with db.read(engine) as conn:
-            rows = queries.history(conn, n)
-    finally:
-        engine.dispose()
+    with _database() as conn:
+        rows = queries.history(conn, n)
     if as_json:
         _print_json(rows)
         return
@@ -287,15 +294,11 @@ def errors(
     "config", "keyring", "job:<name>"), message, trace_id, sink, http_status,
     error_class, outcome (delivery: retry|dead|held; else null).
     """
-    from .. import db, ingest, paths, queries
+    from .. import ingest, paths, queries
 
     n = parse_limit(limit)
-    engine = _engine()
-    try:
-        with db.read(engine) as conn:
-            rows = queries.errors(conn, n, ingest.hook_error_lines(paths.spool_home()))
-    finally:
-        engine.dispose()
+    with _database() as conn:
+        rows = queries.errors(conn, n, ingest.hook_error_lines(paths.spool_home()))
     if as_json:
         _print_json(rows)
         return
@@ -388,15 +391,11 @@ def pause() -> None:
     The project is the directory holding .spool/config.json (walking up from
     the cwd), or the cwd itself.
     """
-    from .. import db, queries
+    from .. import queries
 
     project = str(project_here())
-    engine = _engine()
-    try:
-        with db.write(engine) as conn:
-            res = queries.pause(conn, project, _now())
-    finally:
-        engine.dispose()
+    with _database(write=True) as conn:
+        res = queries.pause(conn, project, _now())
     word = "was already paused" if res["already"] else "paused"
     typer.echo(f"{project} {word}: nothing is recorded or sent for it until `spool resume`"
                f" ({res['held']} waiting deliveries held).")
@@ -406,15 +405,11 @@ def pause() -> None:
 @_friendly
 def resume() -> None:
     """Resume this project: record again, and send its held traces now."""
-    from .. import db, queries
+    from .. import queries
 
     project = str(project_here())
-    engine = _engine()
-    try:
-        with db.write(engine) as conn:
-            res = queries.resume(conn, project, _now())
-    finally:
-        engine.dispose()
+    with _database(write=True) as conn:
+        res = queries.resume(conn, project, _now())
     if not res["was_paused"]:
         typer.echo(f"{project} was not paused.")
         return
@@ -438,15 +433,11 @@ def sessions(
     state (open|ended|final), first_event_at, last_event_at (epoch), events,
     turns, traces (int).
     """
-    from .. import db, queries
+    from .. import queries
 
     n = parse_limit(limit)
-    engine = _engine()
-    try:
-        with db.read(engine) as conn:
-            rows = queries.sessions(conn, n)
-    finally:
-        engine.dispose()
+    with _database() as conn:
+        rows = queries.sessions(conn, n)
     if as_json:
         _print_json(rows)
         return
@@ -470,15 +461,11 @@ def show(
 
     Then its delivery state per sink.  --json prints the stored body as is.
     """
-    from .. import db, queries, timeline
+    from .. import queries, timeline
 
-    engine = _engine()
-    try:
-        with db.read(engine) as conn:
-            (tid,) = _resolve_ids(conn, [trace_id])
-            row = queries.get_trace(conn, tid)
-    finally:
-        engine.dispose()
+    with _database() as conn:
+        (tid,) = _resolve_ids(conn, [trace_id])
+        row = queries.get_trace(conn, tid)
     try:
         body = json.loads(row["body"])
     except (TypeError, ValueError):
