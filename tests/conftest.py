@@ -35,6 +35,16 @@ def spool_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture
+def engine(spool_home):
+    """The test's spool database, migrated (disposed of after the test)."""
+    from spool import db
+
+    e = db.open_db(spool_home)
+    yield e
+    e.dispose()
+
+
 def fixture_payloads() -> list[tuple[str, bytes]]:
     """(event name, raw bytes) of the recorded Codex 0.169.0 session, in order."""
     out = []

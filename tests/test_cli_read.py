@@ -30,13 +30,6 @@ def runner():
     return CliRunner()
 
 
-@pytest.fixture
-def engine():
-    e = db.open_db()
-    yield e
-    e.dispose()
-
-
 def invoke(runner, *args, input=None):
     return runner.invoke(get_app(), list(args), input=input, env={"COLUMNS": "200"})
 

@@ -24,13 +24,6 @@ ZERO = lambda: 0.0  # noqa: E731
 
 
 @pytest.fixture
-def engine():
-    e = db.open_db()
-    yield e
-    e.dispose()
-
-
-@pytest.fixture
 def rx():
     with Receiver(timeout_seconds=1.5) as r:
         yield r

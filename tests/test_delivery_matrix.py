@@ -26,7 +26,6 @@ import email.utils
 
 import pytest
 
-from spool import db
 from spool.deliver import Dispatcher
 from spool.receiver import Receiver
 from spool.retry import RetryConfig
@@ -35,13 +34,6 @@ from test_deliver_support import SECRET, add_trace, attempts, make_project, outb
 ONE = lambda: 1.0  # noqa: E731 - always the full backoff step
 NOW = 1_780_000_000.0  # a realistic epoch, so HTTP dates make sense
 CFG = RetryConfig(base=1.0, cap=8.0, max_attempts=5, max_age=3600.0, lease_seconds=30.0)
-
-
-@pytest.fixture
-def engine():
-    e = db.open_db()
-    yield e
-    e.dispose()
 
 
 @pytest.fixture

@@ -23,13 +23,6 @@ T0 = 1_800_000_000.0
 ENV_GRACE0 = {"SPOOL_SESSION_END_GRACE": "0"}
 
 
-@pytest.fixture
-def engine(spool_home):
-    eng = db.open_db(spool_home)
-    yield eng
-    eng.dispose()
-
-
 def _session_payloads(sid: str, *, end: bool = True) -> list[bytes]:
     out = []
     for name, payload in fixture_payloads():

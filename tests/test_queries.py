@@ -110,13 +110,6 @@ def outbox_rows(engine) -> dict[tuple[str, str], dict]:
             "SELECT * FROM outbox"))}
 
 
-@pytest.fixture
-def engine():
-    e = db.open_db()
-    yield e
-    e.dispose()
-
-
 # --- tests ---------------------------------------------------------------------------
 
 def test_history_newest_first_limited_one_row_per_sink(engine):
