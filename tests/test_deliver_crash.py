@@ -20,7 +20,8 @@ import pytest
 
 from spool import db, paths
 from spool.receiver import Receiver
-from test_deliver_support import SECRET, add_many, make_project, states, wait_until
+from test_deliver_support import SECRET, add_many, make_project, states
+from test_worker_support import wait_until
 
 WORKER = r'''
 import os, signal, sys, time

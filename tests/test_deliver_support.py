@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from sqlalchemy import text
@@ -71,15 +70,6 @@ def states(engine) -> dict[str, int]:
         return dict(conn.execute(text("SELECT state, COUNT(*) FROM outbox GROUP BY state")).all())
 
 
-def wait_until(cond, timeout: float = 10.0, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(interval)
 
 
 class MemoryKeyring:
