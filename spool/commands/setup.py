@@ -73,6 +73,15 @@ def _gitignored(project: Path) -> bool:
     return any(ln.strip() in GITIGNORE_LINES for ln in lines)
 
 
+def _report(title: str, done: list[str], nothing: str) -> None:
+    """What a setup command did, one line each (or that there was nothing to do)."""
+    typer.echo(title)
+    for line in done:
+        typer.echo(f"  - {line}")
+    if not done:
+        typer.echo(f"  {nothing}")
+
+
 def _add_gitignore(project: Path) -> None:
     path = project / ".gitignore"
     try:
@@ -234,11 +243,8 @@ def init(
             _add_gitignore(project)
             done.append(f"added .spool/ to {project / '.gitignore'}")
 
-    typer.echo(f"spool init: {project} (Codex {version} at {binary}, CODEX_HOME {home})")
-    for line in done:
-        typer.echo(f"  - {line}")
-    if not done:
-        typer.echo("  Nothing to change: spool was already set up here.")
+    _report(f"spool init: {project} (Codex {version} at {binary}, CODEX_HOME {home})", done,
+            "Nothing to change: spool was already set up here.")
     for line in notes:
         typer.echo(f"  note: {line}")
     if untrusted_left:
@@ -574,11 +580,7 @@ def uninstall(
             pass
         done.append(f"deleted {cfg_file}")
 
-    typer.echo(f"spool uninstall: {project}")
-    for line in done:
-        typer.echo(f"  - {line}")
-    if not done:
-        typer.echo("  Nothing to remove: spool was not set up here.")
+    _report(f"spool uninstall: {project}", done, "Nothing to remove: spool was not set up here.")
     typer.echo(f"  note: Codex still trusts the project; remove [projects.\"{project}\"] from "
                f"{cx.config_toml(home)} if you want that undone.")
 
