@@ -262,6 +262,16 @@ def _chunks(seq: list, n: int = 500):
         yield seq[i:i + n]
 
 
+def _in_query(con: sqlite3.Connection, sql: str, keys: list, params: tuple = ()) -> list:
+    """``sql`` with ``{}`` replaced by a placeholder list, run over ``keys`` in
+    chunks (after the fixed ``params``); all the rows."""
+    out: list = []
+    for chunk in _chunks(keys):
+        out.extend(con.execute(sql.format(",".join("?" * len(chunk))),
+                               (*params, *chunk)).fetchall())
+    return out
+
+
 # Which traces hold each event, derived from the watermarks (one row per raw
 # event: id, session_id, turn_id, event, status, late, turn_trace_id,
 # session_trace_id; NULL = in no trace of that kind).  A turn trace holds its
@@ -362,13 +372,11 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
 
     sids = list(by_sid)
     sessions: dict[str, dict] = {}
-    for chunk in _chunks(sids):
-        q = ",".join("?" * len(chunk))
-        for srow in con.execute(f"SELECT session_id, {', '.join(_SESSION_COLS)} FROM sessions"
-                                f" WHERE session_id IN ({q})", chunk):
-            s = dict(zip(_SESSION_COLS, srow[1:]))
-            s["_new"] = False
-            sessions[srow[0]] = s
+    for srow in _in_query(con, f"SELECT session_id, {', '.join(_SESSION_COLS)} FROM sessions"
+                               " WHERE session_id IN ({})", sids):
+        s = dict(zip(_SESSION_COLS, srow[1:]))
+        s["_new"] = False
+        sessions[srow[0]] = s
     turns: dict[tuple[str, str], dict] = {}
     next_seq: dict[str, int] = {}
     synthetic_open: dict[str, str | None] = {}
@@ -378,13 +386,12 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
     # The turns of the batch's known sessions, read at once (not one query per
     # turn): state and closed_at by (session, turn), the highest seq by session.
     known: dict[tuple[str, str], tuple] = {}
-    for chunk in _chunks([sid for sid in sids if sid in sessions]):
-        for sid, tid, tstate, closed_at, seq in con.execute(
-                "SELECT session_id, turn_id, state, closed_at, seq FROM turns"
-                f" WHERE session_id IN ({','.join('?' * len(chunk))})", chunk):
-            known[(sid, tid)] = (tstate, closed_at)
-            if seq > next_seq.get(sid, 0):
-                next_seq[sid] = seq
+    for sid, tid, tstate, closed_at, seq in _in_query(
+            con, "SELECT session_id, turn_id, state, closed_at, seq FROM turns"
+            " WHERE session_id IN ({})", [sid for sid in sids if sid in sessions]):
+        known[(sid, tid)] = (tstate, closed_at)
+        if seq > next_seq.get(sid, 0):
+            next_seq[sid] = seq
 
     def get_turn(sid: str, tid: str, at: float, rid: int) -> dict:
         t = turns.get((sid, tid))
@@ -657,13 +664,9 @@ def read_session(con: sqlite3.Connection, w: _Work) -> _Built | None:
             rows = con.execute(f"SELECT {cols} FROM raw_events WHERE session_id = ? AND id <= ?"
                                " AND status = 'ok' ORDER BY id", (sid, last_id)).fetchall()
         else:
-            rows = []
-            for chunk in _chunks(closed):
-                q = ",".join("?" * len(chunk))
-                rows.extend(con.execute(
-                    f"SELECT {cols} FROM raw_events WHERE session_id = ? AND id <= ?"
-                    f" AND status = 'ok' AND turn_id IN ({q})", (sid, last_id, *chunk)).fetchall())
-            rows.sort()
+            rows = sorted(_in_query(
+                con, f"SELECT {cols} FROM raw_events WHERE session_id = ? AND id <= ?"
+                " AND status = 'ok' AND turn_id IN ({})", closed, (sid, last_id)))
         kv = con.execute("SELECT value FROM kv WHERE key = ?", (KV_ROLLOUT + sid,)).fetchone()
         prev_turn_revs: dict[str, int] = {}
         if w.finalize and w.cfg.granularity == "turn":
@@ -759,14 +762,6 @@ _OUTBOX_INSERT = (
 
 def _trace_row(row: TraceRow, now: float) -> tuple:
     return (*row[:8], now, *row[8:])
-
-
-def _in_query(con: sqlite3.Connection, sql: str, keys: list) -> list:
-    """``sql`` with ``{}`` replaced by a placeholder list, run over ``keys`` in chunks."""
-    out: list = []
-    for chunk in _chunks(keys):
-        out.extend(con.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall())
-    return out
 
 
 def _write_group(con: sqlite3.Connection, group: list[_Built], now: float,
