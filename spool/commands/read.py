@@ -16,7 +16,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
@@ -92,6 +92,18 @@ def _fmt_time(epoch: float | None) -> str:
 
 def _short(s: str | None, n: int = 12) -> str:
     return "" if s is None else (s if len(s) <= n else s[:n])
+
+
+def _print_rows(rows: list[dict], as_json: bool, empty: str, title: str, columns: list[str],
+                cells: Callable[[dict], list[Any]]) -> None:
+    """A list command's output: the rows as JSON, ``empty`` when there are none,
+    else a table with one line of ``cells(row)`` per row."""
+    if as_json:
+        _print_json(rows)
+    elif not rows:
+        typer.echo(empty)
+    else:
+        _console().print(_table(title, columns, [cells(r) for r in rows]))
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]):
@@ -263,19 +275,13 @@ def history(
     n = parse_limit(limit)
     with _database() as conn:
         rows = queries.history(conn, n)
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        typer.echo("No traces yet.")
-        return
-    _console().print(_table(
-        f"history (newest {n} traces)",
+    _print_rows(
+        rows, as_json, "No traces yet.", f"history (newest {n} traces)",
         ["trace", "kind", "name", "session", "created", "state", "attempts", "delivered",
          "sink"],
-        [[_short(r["trace_id"]), r["kind"], r["name"], _short(r["session_id"]),
-          _fmt_time(r["created_at"]), r["state"] or "-", r["attempts"],
-          _fmt_time(r["sent_at"]) if r["sent_at"] else "-", r["sink"] or "-"] for r in rows]))
+        lambda r: [_short(r["trace_id"]), r["kind"], r["name"], _short(r["session_id"]),
+                   _fmt_time(r["created_at"]), r["state"] or "-", r["attempts"],
+                   _fmt_time(r["sent_at"]) if r["sent_at"] else "-", r["sink"] or "-"])
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -299,16 +305,11 @@ def errors(
     n = parse_limit(limit)
     with _database() as conn:
         rows = queries.errors(conn, n, ingest.hook_error_lines(paths.spool_home()))
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        typer.echo("No errors.")
-        return
-    _console().print(_table(
-        f"errors (newest {n})", ["time", "kind", "trace", "sink", "status", "message"],
-        [[_fmt_time(r["at"]), r["kind"], _short(r["trace_id"]), r["sink"],
-          r["http_status"] or r["error_class"] or "", r["message"]] for r in rows]))
+    _print_rows(
+        rows, as_json, "No errors.", f"errors (newest {n})",
+        ["time", "kind", "trace", "sink", "status", "message"],
+        lambda r: [_fmt_time(r["at"]), r["kind"], _short(r["trace_id"]), r["sink"],
+                   r["http_status"] or r["error_class"] or "", r["message"]])
 
 
 # --- retry ----------------------------------------------------------------------------------
@@ -364,19 +365,14 @@ def retry(
         engine.dispose()
     if rows and not dry_run:
         wake_worker()
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        typer.echo("Nothing to retry.")
-        return
     verb = "Would retry" if dry_run else "Retrying"
-    _console().print(_table(
+    _print_rows(
+        rows, as_json, "Nothing to retry.",
         f"{verb} {len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}",
         ["trace", "sink", "state", "attempts", "last status", "last error"],
-        [[_short(r["trace_id"]), r["sink"], r["state"], r["attempts"], r["last_status"],
-          r["held_reason"] if r["state"] == "held" and r["held_reason"] else r["last_error"]]
-         for r in rows]))
+        lambda r: [_short(r["trace_id"]), r["sink"], r["state"], r["attempts"], r["last_status"],
+                   r["held_reason"] if r["state"] == "held" and r["held_reason"]
+                   else r["last_error"]])
 
 
 # --- pause / resume ------------------------------------------------------------------------------
@@ -438,17 +434,12 @@ def sessions(
     n = parse_limit(limit)
     with _database() as conn:
         rows = queries.sessions(conn, n)
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        typer.echo("No sessions yet.")
-        return
-    _console().print(_table(
-        f"sessions (newest {n})",
+    _print_rows(
+        rows, as_json, "No sessions yet.", f"sessions (newest {n})",
         ["session", "project", "state", "first event", "last event", "events", "turns", "traces"],
-        [[r["session_id"], r["project"] or r["cwd"], r["state"], _fmt_time(r["first_event_at"]),
-          _fmt_time(r["last_event_at"]), r["events"], r["turns"], r["traces"]] for r in rows]))
+        lambda r: [r["session_id"], r["project"] or r["cwd"], r["state"],
+                   _fmt_time(r["first_event_at"]), _fmt_time(r["last_event_at"]), r["events"],
+                   r["turns"], r["traces"]])
 
 
 @app.command()
