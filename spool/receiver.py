@@ -1,7 +1,8 @@
 """A small Infinium-compatible HTTP receiver on 127.0.0.1, for the demo and tests.
 
-``POST /agents/{id}/trace`` records every request (headers, body, the
-Idempotency-Key, when) and answers from a script, then 200
+``POST /agents/{id}/trace`` records every complete request (headers, body, the
+Idempotency-Key, when; a body cut short by a dying sender is only counted in
+``incomplete``) and answers from a script, then 200
 ``{"traceId": ...}`` by default.  A script entry is one of:
 
 * an int status, or ``(status, headers, body)`` (body: bytes, str or a JSON-able
@@ -87,6 +88,13 @@ class _Handler(BaseHTTPRequestHandler):
         rx = self.server.receiver
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The sender went away mid-body (e.g. a killed worker): a real server acts on
+            # no such request, so it is counted, never recorded or answered.
+            with rx._lock:
+                rx.incomplete += 1
+            self.close_connection = True
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
         m = _PATH.match(self.path)
         req = rx._record(self.path, m.group(1) if m else None, headers, body)
@@ -163,6 +171,7 @@ class Receiver:
         self._lock = threading.Lock()
         self._script: deque = deque()
         self._requests: list[Request] = []
+        self.incomplete = 0  # requests whose body was cut short by the sender
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

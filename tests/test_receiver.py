@@ -85,3 +85,17 @@ def test_module_entry_point_serves_until_stdin_closes():
         proc.stdin.close()
         assert proc.wait(10) == 0
         proc.stdout.close()
+
+
+def test_a_body_cut_short_is_counted_not_recorded():
+    # A sender killed between its headers and its body (the crash tests SIGKILL workers
+    # mid-request): no server acts on such a request, so it must not look like one.
+    with Receiver() as rx:
+        host, port = rx.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"POST /agents/A/trace HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"name\"")
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(100) == b""  # closed without an answer
+        assert post(rx, "k2").status_code == 200
+        assert [r.key for r in rx.requests] == ["k2"] and rx.incomplete == 1
