@@ -12,6 +12,8 @@ the hooks waiting on the write lock are never held up for long:
    Codex) get a synthetic one (``synthetic:<event id>``, written into
    ``raw_events.turn_id``): UserPromptSubmit opens such a turn, Stop closes it.
    An event for a turn already traced is flagged ``late`` and counted.
+   Each batch is planned in a read transaction and only its writes are
+   applied under the write lock, after checking nothing changed meanwhile.
 2. **Trace** what is due, session by session: read the events (deferred read
    transaction), read the session's rollout incrementally (offset in
    ``sessions.rollout_offset``, facts in ``kv['rollout:<session id>']``),
@@ -69,14 +71,17 @@ if TYPE_CHECKING:  # builder processes import this module: no SQLAlchemy there
     from sqlalchemy import Engine
 
 CURSOR = "aggregate"
-# Rows per index transaction: the first batch; later ones are sized from the
-# time the previous full ones took, so a transaction lasts about
-# WRITE_TX_TARGET_MS (the per-row work is Python: a busy machine stretches it).
+# Rows per index batch: the first batch; later ones are sized from the time
+# the previous full ones held the write lock (applying a plan made outside it),
+# so that lasts about WRITE_TX_TARGET_MS.
 INDEX_BATCH = 1000
 INDEX_BATCH_MIN = 100
-INDEX_BATCH_MAX = 4000
+INDEX_BATCH_MAX = 8000
 KV_ROLLOUT = "rollout:"
 SYNTHETIC = "synthetic:"
+# A cursors row every transaction that changes sessions or turns, other than
+# the index's own, increments (see _index).
+WRITES = "aggregate-writes"
 # Sessions whose write transactions are grouped into one (small sessions only):
 # the first group holds WRITE_GROUP_EVENTS events; later ones are sized from the
 # time the previous ones took, so a transaction lasts about WRITE_TX_TARGET_MS
@@ -307,38 +312,95 @@ def _backlog(con: sqlite3.Connection) -> int:
     return max(0, (top or 0) - (row[0] if row else 0))
 
 
+def _marks(con: sqlite3.Connection) -> tuple[int, int]:
+    """(the index cursor, the writes counter): what an index plan was made from."""
+    vals = dict(con.execute("SELECT name, value FROM cursors WHERE name IN (?, ?)",
+                            (CURSOR, WRITES)).fetchall())
+    return vals.get(CURSOR, 0), vals.get(WRITES, 0)
+
+
+def _bump_writes(con: sqlite3.Connection, now: float) -> None:
+    """Inside a transaction that changes sessions or turns (other than the
+    index's own): index plans made before it are stale."""
+    con.execute("INSERT INTO cursors (name, value, updated_at) VALUES (?, 1, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + 1,"
+                " updated_at = excluded.updated_at", (WRITES, now))
+
+
 def _index(con: sqlite3.Connection, now: float, cfgs: _Configs, res: AggregateResult,
            ckpt: _Checkpointer, after_batch=None) -> None:
     """Index every parsed event not indexed yet, in short write transactions;
     ``after_batch(touched, cursor)`` after each: the sessions the batch changed
-    (session id -> (state, cwd, last_event_at, event_count)) and the new cursor."""
-    with _tx(con, immediate=False):  # idle: no write lock taken at all
-        row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
-        if con.execute("SELECT 1 FROM raw_events WHERE id > ? LIMIT 1",
-                       (row[0] if row else 0,)).fetchone() is None:
-            return
+    (session id -> (state, cwd, last_event_at, event_count)) and the new cursor.
+
+    Each batch is planned in a read transaction (all the per-row work: the
+    write lock the hooks wait for is not held meanwhile), then applied in a
+    write transaction that first checks the plan is still current: the cursor
+    and the writes counter (_bump_writes) unchanged, i.e. no other pass indexed
+    or traced anything since.  Otherwise it is planned again inside the write
+    transaction.  Nothing else a plan reads can change under it: rows up to the
+    first unparsed one are never rewritten above the cursor (ingest only parses
+    'new' rows; retention only deletes sessions with no unindexed event)."""
     batch = INDEX_BATCH
     while True:
+        with _tx(con, immediate=False):  # a snapshot; an idle pass takes no write lock
+            plan = _index_plan(con, now, cfgs, batch)
+        if plan is None:
+            return
         started = time.perf_counter()
         with _tx(con):
-            n, more, touched, cursor = _index_batch(con, now, cfgs, batch)
+            if _marks(con) != plan.marks:
+                plan = _index_plan(con, now, cfgs, batch)
+            if plan is not None:
+                _index_apply(con, plan, now)
         ms = (time.perf_counter() - started) * 1000
         res.max_write_ms = max(res.max_write_ms, ms)
-        if more and ms > 0:  # a full batch: resize towards the target
+        if plan is None:
+            return
+        if plan.more and ms > 0:  # a full batch: resize towards the target
             fit = batch * WRITE_TX_TARGET_MS / ms
             batch = int(min(INDEX_BATCH_MAX, max(INDEX_BATCH_MIN, (batch + fit) / 2)))
         ckpt.request()
-        res.indexed += n
-        if after_batch is not None and touched:
-            after_batch(touched, cursor)
-        if not more:
+        res.indexed += plan.indexed
+        if after_batch is not None and plan.touched:
+            after_batch(plan.touched, plan.cursor)
+        if not plan.more:
             return
 
 
-def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
-                 batch: int) -> tuple[int, bool, dict, int]:
-    row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
-    pos = row[0] if row else 0
+class _IndexPlan(NamedTuple):
+    """One index batch's writes, and what they were planned from."""
+
+    marks: tuple[int, int]  # _marks() when planned
+    cursor: int  # the new cursor
+    indexed: int  # usable events in the batch
+    more: bool  # a full batch: there may be more
+    touched: dict  # session id -> (state, cwd, last_event_at, event_count)
+    session_inserts: list
+    session_updates: list
+    turn_inserts: list
+    turn_updates: list
+    synthetic: list  # (turn_id, raw event id) for events that had none
+    late: list  # (raw event id,) of events for turns already traced
+
+
+def _turns_of(con: sqlite3.Connection, keys: list[tuple[str, str]]) -> dict:
+    """(session, turn) -> (state, closed_at) of the existing ones among ``keys``."""
+    out: dict = {}
+    for chunk in _chunks(keys, 400):
+        sql = ("WITH k(s, t) AS (VALUES " + ",".join(["(?,?)"] * len(chunk)) + ")"
+               " SELECT k.s, k.t, turns.state, turns.closed_at FROM k"
+               " JOIN turns ON turns.session_id = k.s AND turns.turn_id = k.t")
+        for sid, tid, state, closed_at in con.execute(sql, [x for key in chunk for x in key]):
+            out[(sid, tid)] = (state, closed_at)
+    return out
+
+
+def _index_plan(con: sqlite3.Connection, now: float, cfgs: _Configs,
+                batch: int) -> _IndexPlan | None:
+    """Plan the next index batch (reads only); None when there is nothing to index."""
+    marks = _marks(con)
+    pos = marks[0]
     # status as a small int (0 new, 1 ok, 2 other): no string made per row; the
     # raw cwd is read only for the rare rows that need it.
     rows = con.execute(
@@ -347,7 +409,7 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
         " CASE WHEN event IN ('SessionStart', 'UserPromptSubmit') THEN payload END"
         " FROM raw_events WHERE id > ? ORDER BY id LIMIT ?", (pos, batch)).fetchall()
     if not rows:
-        return 0, False, {}, pos
+        return None
     blocked = False
     # The usable rows of each session, sessions in order of first appearance
     # (all state is per session, so each session's rows are handled together).
@@ -368,7 +430,7 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
                 lst.append(r)
             n_usable += 1
     if new_pos == pos:
-        return 0, False, {}, pos
+        return None
 
     sids = list(by_sid)
     sessions: dict[str, dict] = {}
@@ -378,20 +440,26 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
         s["_new"] = False
         sessions[srow[0]] = s
     turns: dict[tuple[str, str], dict] = {}
-    next_seq: dict[str, int] = {}
     synthetic_open: dict[str, str | None] = {}
     synth_updates: list[tuple[str, int]] = []
     late_ids: list[tuple[int]] = []
 
-    # The turns of the batch's known sessions, read at once (not one query per
-    # turn): state and closed_at by (session, turn), the highest seq by session.
-    known: dict[tuple[str, str], tuple] = {}
-    for sid, tid, tstate, closed_at, seq in _in_query(
-            con, "SELECT session_id, turn_id, state, closed_at, seq FROM turns"
-            " WHERE session_id IN ({})", [sid for sid in sids if sid in sessions]):
-        known[(sid, tid)] = (tstate, closed_at)
-        if seq > next_seq.get(sid, 0):
-            next_seq[sid] = seq
+    # What the batch needs of the known sessions' turns, read at once (not one
+    # query per turn, nor every turn of a long session): the state and
+    # closed_at of the turns it names, the highest seq of each session.
+    known_sids = [sid for sid in sids if sid in sessions]
+    known = _turns_of(con, [(sid, tid) for sid in known_sids
+                            for tid in {r[4] for r in by_sid[sid] if r[4]}])
+    next_seq: dict[str, int] = dict(_in_query(
+        con, "SELECT session_id, max(seq) FROM turns WHERE session_id IN ({})"
+        " GROUP BY session_id", known_sids))
+    # The payloads of the first rows of sessions that lack a cwd or a rollout
+    # path (probed below), at once.
+    probe_ids = [srows[0][0] for sid, srows in by_sid.items()
+                 if srows[0][6] is None and sid in sessions
+                 and (not sessions[sid]["cwd"] or not sessions[sid]["transcript_path"])]
+    probed_payloads = dict(_in_query(con, "SELECT id, payload FROM raw_events WHERE id IN ({})",
+                                     probe_ids))
 
     def get_turn(sid: str, tid: str, at: float, rid: int) -> dict:
         t = turns.get((sid, tid))
@@ -410,9 +478,12 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
     def open_synthetic(sid: str) -> str | None:
         if sid not in synthetic_open:
             r = None if sessions[sid]["_new"] else con.execute(
-                "SELECT turn_id FROM turns WHERE session_id = ? AND state = 'open'"
-                " AND turn_id LIKE 'synthetic:%' ORDER BY seq DESC LIMIT 1", (sid,)).fetchone()
+                "SELECT turn_id, state, closed_at FROM turns WHERE session_id = ?"
+                " AND state = 'open' AND turn_id LIKE 'synthetic:%' ORDER BY seq DESC LIMIT 1",
+                (sid,)).fetchone()
             synthetic_open[sid] = r[0] if r else None
+            if r:
+                known[(sid, r[0])] = (r[1], r[2])
         return synthetic_open[sid]
 
     for sid, srows in by_sid.items():
@@ -438,9 +509,7 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
                     or (not probed and (not s["cwd"] or not s["transcript_path"]))):
                 probed = True
                 if payload is None:
-                    r = con.execute("SELECT payload FROM raw_events WHERE id = ?",
-                                    (rid,)).fetchone()
-                    payload = r[0] if r else None
+                    payload = probed_payloads.get(rid)
                 try:
                     p = orjson.loads(payload)
                     if not isinstance(p, dict):
@@ -529,29 +598,38 @@ def _index_batch(con: sqlite3.Connection, now: float, cfgs: _Configs,
                             s["source"], s["first_event_at"], s["last_event_at"],
                             s["last_event_id"], s["state"], s["ended_at"], s["event_count"],
                             s["late_event_count"], sid))
+    new_turns = sorted(((t["_at"], sid, tid, t["seq"], t["opened_at"], t["closed_at"], t["state"])
+                        for (sid, tid), t in turns.items() if t["_new"]))
+    touched = {sid: (s["state"], s["cwd"], s["last_event_at"], s["event_count"])
+               for sid, s in sessions.items()}
+    return _IndexPlan(
+        marks, new_pos, n_usable, len(rows) == batch and not blocked, touched, inserts, updates,
+        [nt[1:] for nt in new_turns],
+        [(t["state"], t["closed_at"], sid, tid) for (sid, tid), t in turns.items()
+         if t["_dirty"] and not t["_new"]],
+        synth_updates, late_ids)
+
+
+def _index_apply(con: sqlite3.Connection, plan: _IndexPlan, now: float) -> None:
     con.executemany(
         "INSERT INTO sessions (session_id, project, cwd, transcript_path, model,"
         " permission_mode, source, first_event_at, last_event_at, last_event_id, state,"
-        " ended_at, event_count, late_event_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", inserts)
+        " ended_at, event_count, late_event_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        plan.session_inserts)
     con.executemany(
         "UPDATE sessions SET cwd = ?, transcript_path = ?, model = ?, permission_mode = ?,"
         " source = ?, first_event_at = ?, last_event_at = ?, last_event_id = ?, state = ?,"
-        " ended_at = ?, event_count = ?, late_event_count = ? WHERE session_id = ?", updates)
-    new_turns = sorted(((t["_at"], sid, tid, t["seq"], t["opened_at"], t["closed_at"], t["state"])
-                        for (sid, tid), t in turns.items() if t["_new"]))
+        " ended_at = ?, event_count = ?, late_event_count = ? WHERE session_id = ?",
+        plan.session_updates)
     con.executemany("INSERT INTO turns (session_id, turn_id, seq, opened_at, closed_at, state)"
-                    " VALUES (?,?,?,?,?,?)", [nt[1:] for nt in new_turns])
+                    " VALUES (?,?,?,?,?,?)", plan.turn_inserts)
     con.executemany("UPDATE turns SET state = ?, closed_at = ? WHERE session_id = ? AND turn_id = ?",
-                    [(t["state"], t["closed_at"], sid, tid) for (sid, tid), t in turns.items()
-                     if t["_dirty"] and not t["_new"]])
-    con.executemany("UPDATE raw_events SET turn_id = ? WHERE id = ?", synth_updates)
-    con.executemany("UPDATE raw_events SET late = 1 WHERE id = ?", late_ids)
+                    plan.turn_updates)
+    con.executemany("UPDATE raw_events SET turn_id = ? WHERE id = ?", plan.synthetic)
+    con.executemany("UPDATE raw_events SET late = 1 WHERE id = ?", plan.late)
     con.execute("INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET value = excluded.value,"
-                " updated_at = excluded.updated_at", (CURSOR, new_pos, now))
-    touched = {sid: (s["state"], s["cwd"], s["last_event_at"], s["event_count"])
-               for sid, s in sessions.items()}
-    return n_usable, (len(rows) == batch and not blocked), touched, new_pos
+                " updated_at = excluded.updated_at", (CURSOR, plan.cursor, now))
 
 
 # --- 2. what is due -------------------------------------------------------------------
@@ -885,6 +963,7 @@ def _write_group(con: sqlite3.Connection, group: list[_Built], now: float,
         if ok:
             execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
                     (KV_ROLLOUT + b.session_id, r.to_json()))
+    _bump_writes(con, now)
 
 
 class _Sizer:
