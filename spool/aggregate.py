@@ -42,7 +42,9 @@ Speed (scripts/bench_aggregate.py): each payload is parsed once per pass and
 each step turned into a dict once (shared by its turn trace and the summary,
 ``Trace.to_dict(step_memo)``); bodies are serialised before the write
 transaction; consuming events moves a watermark, it rewrites no event row; a
-write group reads its state up front and writes with ``executemany``; PASSIVE
+write group reads its state up front and writes with ``executemany``; index
+batches are planned outside the write lock (so they can be big: per-session
+work is paid per batch) and only applied under it; PASSIVE
 WAL checkpoints run on a thread with their own connection (the write lock is
 held only for the writes).  A pass with a big backlog (PARALLEL_MIN_EVENTS)
 builds sessions in builder processes (spool.builders, one per core beside
