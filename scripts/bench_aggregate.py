@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_aggregate.py                 # 1,000,000 events, 10,000 sessions
     .venv/bin/python scripts/bench_aggregate.py --events 100000 --sessions 1000
+    SPOOL_AGGREGATE_PROCESSES=0 .venv/bin/python scripts/bench_aggregate.py   # no builders
 
 How the events get in: they are inserted directly with ``executemany`` into
 ``raw_events`` as status ``'ok'`` with ``session_id``/``turn_id``/``event``
@@ -31,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from spool import db  # noqa: E402
-from spool.aggregate import aggregate, sweep  # noqa: E402
+from spool.aggregate import PROCESSES_ENV, aggregate, sweep  # noqa: E402
 
 TARGET_EPS = 50_000
 TARGET_IDLE_MS = 50.0
@@ -135,6 +136,8 @@ def main(argv=None) -> int:
     home = Path(tempfile.mkdtemp(prefix="spool-bench-"))
     os.environ["SPOOL_HOME"] = str(home)
     env = {"SPOOL_GRANULARITY": args.granularity, "SPOOL_SINKS": "file"}
+    if PROCESSES_ENV in os.environ:  # e.g. SPOOL_AGGREGATE_PROCESSES=0: the pass alone
+        env[PROCESSES_ENV] = os.environ[PROCESSES_ENV]
     engine = db.open_db(home=home)
     t0 = 1_800_000_000.0
     t_fill = time.perf_counter()
@@ -159,7 +162,8 @@ def main(argv=None) -> int:
           f"errors {res.errors}")
     print(f"  longest write transaction {res.max_write_ms:.1f} ms (target < 50 ms); longest WAL "
           f"checkpoint after one {res.max_checkpoint_ms:.1f} ms (holds no write lock)")
-    print(f"  cpu time: this process {cpu:.2f} s, builder processes {kids_cpu:.2f} s "
+    print(f"  cpu time: this process {cpu:.2f} s, {res.builder_processes} builder process(es) "
+          f"{kids_cpu:.2f} s "
           f"({n / (cpu + kids_cpu):,.0f} events per cpu-second); "
           f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
