@@ -2,28 +2,20 @@
 pass made stale before applying it."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from spool import aggregate, db, ingest, paths
 from spool.aggregate import EVENT_TRACES
 
 from conftest import codex_like_session
+from test_aggregate_props import _insert as insert_raw
 
 T0 = 1_800_000_000.0
 ENV = {"SPOOL_GRANULARITY": "both", "SPOOL_SESSION_END_GRACE": "0"}
 
 
 def _insert(engine, events: list[dict], t0: float) -> float:
-    t = t0
-    with db.write(engine) as conn:
-        for e in events:
-            t += 1.0
-            raw = json.dumps(e).encode()
-            conn.exec_driver_sql(
-                "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated)"
-                " VALUES (?, 'hook', NULL, ?, ?, 0)", (t, raw, len(raw)))
+    t = insert_raw(engine, events, t0)
     ingest.ingest_all(engine)
     return t
 
