@@ -457,9 +457,8 @@ def _index_plan(con: sqlite3.Connection, now: float, cfgs: _Configs,
         " GROUP BY session_id", known_sids))
     # The payloads of the first rows of sessions that lack a cwd or a rollout
     # path (probed below), at once.
-    probe_ids = [srows[0][0] for sid, srows in by_sid.items()
-                 if srows[0][6] is None and sid in sessions
-                 and (not sessions[sid]["cwd"] or not sessions[sid]["transcript_path"])]
+    probe_ids = [srows[0][0] for sid, srows in by_sid.items() if srows[0][6] is None and (
+        sid not in sessions or not sessions[sid]["cwd"] or not sessions[sid]["transcript_path"])]
     probed_payloads = dict(_in_query(con, "SELECT id, payload FROM raw_events WHERE id IN ({})",
                                      probe_ids))
 

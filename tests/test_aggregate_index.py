@@ -121,3 +121,18 @@ def test_a_pass_with_nothing_new_takes_no_write_lock(tmp_path, between_plan_and_
     assert res.indexed == 0 and calls == [True]
     with db.read(engine) as conn:
         assert conn.exec_driver_sql("SELECT name, value, updated_at FROM cursors").all() == before
+
+
+def test_a_session_first_seen_mid_turn_takes_its_facts_from_that_event(tmp_path):
+    # spool installed while Codex runs: the first event of a session is a tool call, not
+    # SessionStart; its cwd, rollout path and model still describe the session.
+    engine = db.open_db()
+    evs = codex_like_session("s", turns=1, cwd="/nonexistent/mid")[4:]  # from PreToolUse on
+    for e in evs:
+        e.update(transcript_path="/nonexistent/rollout.jsonl", model="gpt-mid")
+    _insert(engine, evs, T0)
+    aggregate.aggregate(engine, T0, env=ENV)
+    with db.read(engine) as conn:
+        assert conn.exec_driver_sql(
+            "SELECT cwd, transcript_path, model FROM sessions").one() == (
+            "/nonexistent/mid", "/nonexistent/rollout.jsonl", "gpt-mid")
