@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import create_engine
-
 from spool.schema import metadata
 
 config = context.config
@@ -29,7 +27,12 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(_url())
+    # spool's engine: its transactions begin IMMEDIATE, so the version is read
+    # under the write lock and processes upgrading one database at once take
+    # turns (the second finds it done) instead of both running a migration.
+    from spool.db import make_engine
+
+    engine = make_engine(_url().removeprefix("sqlite:///"))
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=True)

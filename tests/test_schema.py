@@ -124,3 +124,54 @@ def test_creation_is_atomic_and_races_are_harmless(tmp_path):
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def _first_landing_db(path) -> None:
+    """A database as the first landing (0001_initial) left it, with rows in it."""
+    db.upgrade(path, "0001_initial")
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO traces (trace_id, kind, name, created_at, body)"
+                 " VALUES ('t1', 'turn', 'n', 1.0, '{}')")
+    conn.execute("INSERT INTO outbox (trace_id, sink, created_at, next_attempt_at)"
+                 " VALUES ('t1', 'file', 1.0, 1.0)")
+    conn.commit()
+    conn.close()
+
+
+def test_a_first_landing_database_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "old.db"
+    _first_landing_db(path)
+    assert "ix_outbox_trace" in {r[0] for r in sqlite3.connect(path).execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    db.upgrade(path)
+    assert _diff(path) == []
+    conn = sqlite3.connect(path)
+    assert "ix_outbox_trace" not in {r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert conn.execute("SELECT trace_id, sink, state FROM outbox").fetchall() == [
+        ("t1", "file", "pending")]
+    plan = " ".join(r[3] for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE trace_id = 't1'"))
+    # lookups by trace still search an index: the unique (trace_id, sink) one
+    assert plan.startswith("SEARCH outbox USING") and "INDEX" in plan and "(trace_id=?)" in plan
+    conn.close()
+    db.downgrade(path, "0001_initial")
+    assert "ix_outbox_trace" in {r[0] for r in sqlite3.connect(path).execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+
+def test_processes_upgrading_one_database_at_once_take_turns(tmp_path):
+    """A worker, a hook-started worker and a CLI command may all open an old
+    database right after spool was upgraded: each must succeed."""
+    import subprocess
+    import sys
+
+    code = "import sys; from pathlib import Path; from spool import db; db.upgrade(Path(sys.argv[1]))"
+    for round_ in range(3):
+        path = tmp_path / f"old{round_}.db"
+        _first_landing_db(path)
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)],
+                                  stderr=subprocess.PIPE) for _ in range(4)]
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errs
+        assert _diff(path) == []
