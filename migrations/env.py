@@ -34,6 +34,9 @@ def run_migrations_online() -> None:
 
     engine = make_engine(_url().removeprefix("sqlite:///"))
     with engine.connect() as connection:
+        # As SQLite's default (and batch mode wants): a table rebuilt by a future
+        # migration must not cascade deletes into the tables that reference it.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=True)
         with context.begin_transaction():
