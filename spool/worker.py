@@ -93,6 +93,7 @@ MAINTENANCE_DELAY_S = 10.0  # first maintenance run after start
 DELIVER_BATCH = 50  # rows per deliver pass; a full batch wakes deliver again at once
 LOG_MAX_BYTES = 1_000_000
 LOG_BACKUPS = 3
+BUSY_PID_WAIT_S = 1.0  # a worker that lost the lock race waits this long to name the winner
 
 
 # --- configuration ---------------------------------------------------------------
@@ -632,7 +633,11 @@ def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
             log.warning("--lock-fd %d is not this spool's worker lock; taking it myself", lock_fd)
         lock = WorkerLock.acquire(home)
     if lock is None:
-        pid = holder_pid(home)
+        # The holder writes its pid right after taking the lock: a worker racing
+        # it to the lock can look before that, so give it a moment to appear.
+        deadline = time.monotonic() + BUSY_PID_WAIT_S
+        while (pid := holder_pid(home)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         log.info("another worker holds the lock (pid %s)", pid or "unknown")
         if on_busy:
             on_busy(pid)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import threading
@@ -212,6 +213,26 @@ def test_serve_releases_its_own_leases_on_stop(spool_home):
     assert rows["a"][0] in ("pending", "failed") and rows["a"][1] is None and rows["a"][2] == 1
     assert rows["b"] == ("in_flight", "other", 0)  # not ours: untouched
     engine.dispose()
+
+
+def test_a_worker_losing_the_lock_race_names_the_winner(spool_home):
+    # The winner writes its pid just after taking the lock; the loser may look in between
+    # (CI once saw "a process that just started it" instead of the pid).
+    lock = w.WorkerLock.acquire(spool_home)  # the winner (this process), pid not written yet
+    timer = threading.Timer(0.2, lock.write_pid)
+    seen: list = []
+    try:
+        timer.start()
+        code, wk = w.run_worker(spool_home, on_busy=seen.append, signals=False)
+    finally:
+        timer.join()
+        lock.release()
+        for name in ("spool", "apscheduler"):  # run_worker's log handler: not for other tests
+            logger = logging.getLogger(name)
+            for h in [h for h in logger.handlers if hasattr(h, "_spool_worker_log")]:
+                logger.removeHandler(h)
+                h.close()
+    assert (code, wk, seen) == (0, None, [os.getpid()])
 
 
 # --- real processes ------------------------------------------------------------------
