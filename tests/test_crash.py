@@ -153,7 +153,9 @@ def test_sigkill_worker_across_aggregation_and_delivery(spool_home, workers, tmp
                     log = spool_home / "worker.log"
                     wait_until(lambda: log.exists() and running in log.read_bytes(), 30, 0.005,
                                what="the worker's first job")
-                time.sleep(rng.uniform(0, 0.3))  # a random kill point, not synchronisation
+                # a random kill point, not synchronisation (later in rounds that waited for
+                # the first job, so that some kills land among sends and acks)
+                time.sleep(rng.uniform(0, 0.6 if rnd % 2 else 0.3))
                 proc.send_signal(signal.SIGKILL)
                 assert proc.wait(timeout=10) == -signal.SIGKILL
                 kills += 1
@@ -164,7 +166,9 @@ def test_sigkill_worker_across_aggregation_and_delivery(spool_home, workers, tmp
                 states = dict(conn.exec_driver_sql(
                     "SELECT state, count(*) FROM outbox GROUP BY state").all())
             # the rounds did real work, and left some for the final run
-            assert states.get("sent", 0) > 0 and len(seen) > 0
+            # (whether an ack commits before a kill is timing: on a slow machine none may;
+            # requests reaching the receiver show the kills did hit delivery)
+            assert len(rx.requests) > 0 and len(seen) > 0
             put(spool_home, [e for part in pending for e in part])
             inserted += sum(len(p) for p in pending)
             # a final clean run: everything ends up delivered
