@@ -309,9 +309,9 @@ _SESSION_COLS = ("state", "cwd", "transcript_path", "model", "permission_mode", 
 def _backlog(con: sqlite3.Connection) -> int:
     """About how many rows the index has to go through."""
     with _tx(con, immediate=False):
-        row = con.execute("SELECT value FROM cursors WHERE name = ?", (CURSOR,)).fetchone()
+        cursor = _marks(con)[0]
         top = con.execute("SELECT max(id) FROM raw_events").fetchone()[0]
-    return max(0, (top or 0) - (row[0] if row else 0))
+    return max(0, (top or 0) - cursor)
 
 
 def _marks(con: sqlite3.Connection) -> tuple[int, int]:
