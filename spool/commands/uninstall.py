@@ -12,23 +12,8 @@ from .context import project_dir
 from .output import report
 
 
-# --- uninstall ------------------------------------------------------------------------
-
-def undelivered(engine, project: Path) -> list[str]:
-    """Trace ids of this project with an outbox row not yet sent."""
-    from sqlalchemy import text
-
-    from .. import db
-
-    with db.read(engine) as conn:
-        rows = conn.execute(text(
-            "SELECT DISTINCT t.trace_id FROM traces t JOIN outbox o ON o.trace_id = t.trace_id "
-            "WHERE t.project = :p AND o.state != 'sent' ORDER BY t.trace_id"),
-            {"p": str(project)}).all()
-    return [r[0] for r in rows]
-
-
 def delete_traces(engine, trace_ids: list[str]) -> None:
+    """Delete these traces with their outbox rows and delivery attempts."""
     from sqlalchemy import bindparam, text
 
     from .. import db
@@ -56,7 +41,7 @@ def uninstall(
     only after confirmation (-y: yes).  The project's Codex trust is left alone.
     """
     from .. import codex as cx
-    from .. import config, credentials, db, paths
+    from .. import config, credentials, db, paths, queries
 
     project = project_dir(project_opt, walk_up=True)
     home = cx.codex_home(codex_home_opt)
@@ -79,7 +64,8 @@ def uninstall(
     if paths.db_path().exists():
         engine = db.open_db()
         try:
-            pending = undelivered(engine, project)
+            with db.read(engine) as conn:
+                pending = queries.undelivered_trace_ids(conn, str(project))
             if pending:
                 if yes or typer.confirm(f"Delete {len(pending)} undelivered traces of this "
                                         "project?", default=False):
