@@ -27,25 +27,18 @@ def _now() -> float:
 # --- retry ----------------------------------------------------------------------------------
 
 def _requeue(engine, now: float, ids: list[str] | None) -> list[dict]:
-    """spool.deliver.requeue when the delivery module provides it, else ours."""
-    from .. import db, queries
+    """Make the retry candidates (all, or of these traces) due now; the rows as they were."""
+    from .. import db, deliver, queries
 
-    try:
-        from ..deliver import requeue as deliver_requeue  # type: ignore[attr-defined]
-    except ImportError:
-        deliver_requeue = None
-    if deliver_requeue is not None:
-        with db.read(engine) as conn:
-            wanted = queries.retry_candidates(conn, ids)
-        if not wanted:
-            return []
-        # Rows held by a project pause are not retry candidates: name only ours.
-        deliver_requeue(engine, now, trace_ids=sorted({r["trace_id"] for r in wanted}))
-        with db.write(engine) as conn:
-            queries.hold_paused(conn, now)
-        return wanted
+    with db.read(engine) as conn:
+        wanted = queries.retry_candidates(conn, ids)
+    if not wanted:
+        return []
+    # Rows held by a project pause are not retry candidates: name only ours.
+    deliver.requeue(engine, now, trace_ids=sorted({r["trace_id"] for r in wanted}))
     with db.write(engine) as conn:
-        return queries.requeue(conn, now, ids)
+        queries.hold_paused(conn, now)
+    return wanted
 
 
 @app.command()
@@ -155,11 +148,8 @@ def cleanup(
             raise SpoolError(f"--older-than must be zero or more days (got {older_than}).",
                              "Pass e.g. --older-than 30.")
         older_s = days * 86400.0
-    try:
-        from ..maintenance import retention, retention_seconds  # type: ignore[attr-defined]
-    except ImportError:
-        raise SpoolError("this spool has no retention support yet.",
-                         "Update spool, or use `spool history --clear`.") from None
+    from ..maintenance import retention, retention_seconds
+
     if older_s is None:
         older_s = retention_seconds()
         if older_s is None:
@@ -216,10 +206,8 @@ def test_cmd(
     JSON keys: sink, ok (bool), status (HTTP status|null), error_class,
     message, response_id, and payload (with -v).
     """
-    try:
-        from ..sinks import TraceRow, default_sinks
-    except ImportError:
-        raise SpoolError("this spool has no sinks to test yet.", "Update spool.") from None
+    from ..sinks import TraceRow, default_sinks
+
     sinks = default_sinks()
     if sink not in sinks:
         raise SpoolError(f"unknown sink {sink!r}.", f"Use one of: {', '.join(sorted(sinks))}.")
