@@ -17,6 +17,8 @@ cx.install_hooks(...)`` keeps working; new code may import the submodules.
 """
 from __future__ import annotations
 
+# ruff: noqa: F401  (re-exports)
+
 from .app_server import AppServer, AppServerError
 from .binary import (INSTALL_HINT, MIN_HOOK_TRUST_VERSION, codex_version, find_codex,
                      version_tuple)
@@ -29,13 +31,3 @@ from .hooks_json import (CLAMPED_EVENTS, CLAMPED_TIMEOUT_S, EVENTS, HOOK_TIMEOUT
                          trust_key, uninstall_hooks, unmerge_hooks, write_codex_file)
 from .trust import TrustResult, spool_listed, trust_spool_hooks
 
-__all__ = [
-    "AppServer", "AppServerError", "INSTALL_HINT", "MIN_HOOK_TRUST_VERSION", "codex_version",
-    "find_codex", "version_tuple", "codex_home", "config_toml", "ensure_feature_flag",
-    "feature_flag", "hooks_state", "project_trust", "read_toml", "remove_trust_entries",
-    "CLAMPED_EVENTS", "CLAMPED_TIMEOUT_S", "EVENTS", "HOOK_TIMEOUT_S", "MATCHER_EVENTS",
-    "HooksChange", "HooksRemoval", "Unmerged", "dump_hooks", "hook_command", "hooks_path",
-    "install_hooks", "is_spool_command", "merge_hooks", "read_hooks", "snake", "spool_group",
-    "spool_positions", "trust_key", "uninstall_hooks", "unmerge_hooks", "write_codex_file",
-    "TrustResult", "spool_listed", "trust_spool_hooks",
-]
