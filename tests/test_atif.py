@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from spool import aggregate, config, db, ingest
 from spool.cli import get_app
+from spool.deliver import Dispatcher
 
 from conftest import fixture_payloads, fixture_rollout, run_hook
 
@@ -55,17 +56,20 @@ def rollout_truth(path: Path) -> dict:
             "total": total}
 
 
-def replay(tmp_path: Path, granularity: str = "both", payloads=None, rollout_text=None):
-    """The fixture payloads through the real hook subprocess, ingested and aggregated."""
+def setup_project(tmp_path: Path, settings: dict, rollout_text=None) -> tuple[Path, Path]:
     project = tmp_path / "project"
     project.mkdir()
-    config.write_file(project, {"granularity": granularity})
+    config.write_file(project, settings)
     rollout = tmp_path / "rollout.jsonl"
     shutil.copy(fixture_rollout(), rollout)
     if rollout_text is not None:
         rollout.write_text(rollout_text(rollout.read_text()))
-    engine = db.open_db()
-    for name, payload in (payloads or fixture_payloads()):
+    return project, rollout
+
+
+def feed(engine, project: Path, rollout: Path, payloads) -> None:
+    """Payloads through the real hook subprocess, then ingested and aggregated."""
+    for name, payload in payloads:
         obj = json.loads(payload)
         obj["transcript_path"] = str(rollout)
         obj["cwd"] = str(project)
@@ -73,6 +77,13 @@ def replay(tmp_path: Path, granularity: str = "both", payloads=None, rollout_tex
         assert r.returncode == 0, (name, r)
     ingest.ingest_all(engine)
     aggregate.aggregate(engine, time.time() + 60)
+
+
+def replay(tmp_path: Path, granularity: str = "both", payloads=None, rollout_text=None):
+    """The fixture payloads through the real hook subprocess, ingested and aggregated."""
+    project, rollout = setup_project(tmp_path, {"granularity": granularity}, rollout_text)
+    engine = db.open_db()
+    feed(engine, project, rollout, payloads or fixture_payloads())
     return engine, project, rollout
 
 
@@ -216,3 +227,57 @@ def test_open_session_exports_what_is_known_and_says_so(tmp_path):
     assert [s["source"] for s in doc["steps"]] == ["user", "agent", "agent"]
     (tmp_path / "open.json").write_text(r.stdout)
     assert harbor_validate(tmp_path / "open.json").returncode == 0
+
+
+def deliver(engine) -> list[tuple[str, str, str]]:
+    with Dispatcher(engine) as d:  # rows are due from the aggregation pass's time (now + 60)
+        return d.run_once(time.time() + 120).outcomes
+
+
+def test_atif_sink_writes_and_rewrites_one_0600_file_per_session(tmp_path, monkeypatch):
+    atif_dir = tmp_path / "atif-out"
+    monkeypatch.setenv("SPOOL_ATIF_DIR", str(atif_dir))
+    project, rollout = setup_project(tmp_path, {"granularity": "turn", "sinks": ["atif"]})
+    engine = db.open_db()
+    try:
+        payloads = fixture_payloads()
+        feed(engine, project, rollout, payloads[:9])  # the first turn, session still open
+        assert [o[1:] for o in deliver(engine)] == [("atif", "sent")]
+        path = atif_dir / f"{SID}.json"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(atif_dir.stat().st_mode) == 0o700
+        first = json.loads(path.read_text())
+        assert [s["source"] for s in first["steps"]] == ["user", "agent", "agent"]
+        assert first["extra"]["spool"]["still_open"] is True
+        # totals are the rollout's (already through both turns here), not the steps' sum
+        truth = rollout_truth(rollout)["total"]
+        assert first["final_metrics"]["total_prompt_tokens"] == truth["input_tokens"] > sum(
+            s["metrics"]["prompt_tokens"] for s in first["steps"] if "metrics" in s)
+        assert harbor_validate(path).returncode == 0
+        inode = path.stat().st_ino
+
+        feed(engine, project, rollout, payloads[9:])  # the second turn and the session end
+        assert [o[1:] for o in deliver(engine)] == [("atif", "sent")]
+        assert path.stat().st_ino != inode  # replaced by rename, never rewritten in place
+        second = json.loads(path.read_text())
+        assert [s["source"] for s in second["steps"]] == ["user", "agent", "agent"] * 2
+        assert second["extra"]["spool"]["still_open"] is False
+        assert second["final_metrics"]["total_prompt_tokens"] == \
+            rollout_truth(rollout)["total"]["input_tokens"]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert harbor_validate(path).returncode == 0
+        assert sorted(p.name for p in atif_dir.iterdir()) == [f"{SID}.json"]  # no temp left
+    finally:
+        engine.dispose()
+
+
+def test_atif_sink_default_directory_is_spool_home(spool_home, tmp_path):
+    project, rollout = setup_project(tmp_path, {"granularity": "both", "sinks": "atif"})
+    engine = db.open_db()
+    try:
+        feed(engine, project, rollout, fixture_payloads())
+        assert sorted(o[1:] for o in deliver(engine)) == [("atif", "sent")] * 3
+    finally:
+        engine.dispose()
+    doc = json.loads((spool_home / "atif" / f"{SID}.json").read_text())
+    assert len(doc["steps"]) == 6 and doc["session_id"] == SID
