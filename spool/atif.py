@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 from . import __version__
 from .redact import redact, redact_text
-from .trace import OUTPUT_SUMMARY_MAX, Limits, clip
+from .trace import INPUT_SUMMARY_MAX, OUTPUT_SUMMARY_MAX, Limits, clip
 from .transcript import Response, Transcript, Turn
 
 SCHEMA_VERSION = "ATIF-v1.8"
@@ -200,11 +200,11 @@ class _Builder:
             if action == "user_prompt":
                 full_prompt = prompts.pop(0) if prompts else None
                 if full_prompt is not None:
-                    msg = text.cut(full_prompt, OUTPUT_SUMMARY_MAX)
+                    msg = text.cut(full_prompt, INPUT_SUMMARY_MAX)
                 elif src.prompt is not None:
-                    msg = text.cut(src.prompt, OUTPUT_SUMMARY_MAX)
+                    msg = text.cut(src.prompt, INPUT_SUMMARY_MAX)
                 else:
-                    msg = text.cut(st.get("input_preview"), OUTPUT_SUMMARY_MAX)
+                    msg = text.cut(st.get("input_preview"), INPUT_SUMMARY_MAX)
                 self.add(_drop_none({"timestamp": when, "source": "user", "message": msg,
                                      "extra": {"turn_id": src.turn_id}}))
                 current = None
