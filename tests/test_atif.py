@@ -281,3 +281,13 @@ def test_atif_sink_default_directory_is_spool_home(spool_home, tmp_path):
         engine.dispose()
     doc = json.loads((spool_home / "atif" / f"{SID}.json").read_text())
     assert len(doc["steps"]) == 6 and doc["session_id"] == SID
+
+
+def test_spool_test_through_the_atif_sink_writes_a_valid_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPOOL_ATIF_DIR", str(tmp_path / "atif"))
+    r = CliRunner().invoke(get_app(), ["test", "--sink", "atif", "--json"])
+    assert r.exit_code == 0, r.output
+    path = Path(json.loads(r.stdout)["response_id"])
+    assert path.parent == tmp_path / "atif" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    v = harbor_validate(path)
+    assert v.returncode == 0, v.stdout + v.stderr
