@@ -182,6 +182,7 @@ class _Builder:
         self.text = _Text(session.full, session.limits)
         self.steps: list[dict] = []
         self.notes: list[str] = []
+        self._calls: dict | None = None  # call id -> transcript.Call, built on first use
 
     def add(self, step: dict) -> dict:
         out = {"step_id": len(self.steps) + 1, **step}
@@ -262,15 +263,11 @@ class _Builder:
                                  "error": st.get("error")}) | {"exit_code": st.get("exit_code")}})
 
     def _call(self, call_id: str):
-        t = self.s.transcript
-        if t is None:
-            return None
-        for turn in t.turns.values():
-            for r in turn.responses:
-                for c in r.calls:
-                    if c.call_id == call_id:
-                        return c
-        return None
+        if self._calls is None:
+            t = self.s.transcript
+            self._calls = {} if t is None else {
+                c.call_id: c for turn in t.turns.values() for r in turn.responses for c in r.calls}
+        return self._calls.get(call_id)
 
     def conversation(self, agent_steps: list[dict], conv: Turn | None, src: _TurnSource) -> None:
         """Messages and reasoning on the turn's agent steps; the final answer on the last."""
