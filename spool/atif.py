@@ -239,28 +239,26 @@ class _Builder:
             self.notes.append(f"turn {src.turn_id}: incomplete (no Stop received)")
 
     def tool(self, agent: dict, st: Mapping) -> None:
-        text = self.text
+        text, limits = self.text, self.s.limits
         call_id = st.get("tool_use_id") or f"spool-step-{st.get('number')}"
+        cmd = text.cut(st.get("command"), limits.max_input_preview) if st.get("command") else None
         call = self._call(call_id)
         if call is not None:
             name, args = call.name, text.arguments(call.arguments)
         else:
-            name = st.get("tool_name") or "tool"
-            cmd = st.get("command")
-            args = {"command": text.cut(cmd, self.s.limits.max_input_preview)} if cmd else {}
+            name, args = st.get("tool_name") or "tool", ({"command": cmd} if cmd else {})
         agent.setdefault("tool_calls", []).append({
             "tool_call_id": call_id, "function_name": name, "arguments": args,
-            "extra": _drop_none({"tool_name": st.get("tool_name"),
-                                 "command": st.get("command")})})
+            "extra": _drop_none({"tool_name": st.get("tool_name"), "command": cmd})})
         full = self.s.transcript.outputs.get(call_id) if (
             self.s.full and self.s.transcript) else None
-        content = text.cut(full, self.s.limits.max_output_preview) if full is not None else st.get("output_preview")
+        content = text.cut(full, limits.max_output_preview) if full is not None else (
+            st.get("output_preview") or "")
         agent.setdefault("observation", {"results": []})["results"].append({
-            "source_call_id": call_id, "content": content if content is not None else "",
-            "extra": _drop_none({"exit_code": st.get("exit_code"), "status": st.get("status"),
-                                 "exec_duration_ms": st.get("exec_duration_ms"),
-                                 "duration_ms": st.get("duration_ms"),
-                                 "error": st.get("error")}) | {"exit_code": st.get("exit_code")}})
+            "source_call_id": call_id, "content": content,
+            "extra": {"exit_code": st.get("exit_code"), **_drop_none({
+                "status": st.get("status"), "exec_duration_ms": st.get("exec_duration_ms"),
+                "duration_ms": st.get("duration_ms"), "error": st.get("error")})}})
 
     def _call(self, call_id: str):
         if self._calls is None:
