@@ -202,6 +202,8 @@ def test_unknown_and_ambiguous_ids_are_one_line_errors(replayed, engine):
     assert r.exit_code == 0
     r = export(SID, "--format", "yaml")
     assert r.exit_code == 2
+    r = export(SID, "-o", "/nonexistent-dir/x.json")
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "does not exist" in r.output
 
 
 def test_json_format_is_spools_trace_model_latest_revisions(replayed):
