@@ -69,7 +69,9 @@ class Sink:
 
 def default_sinks(env: Mapping[str, str] | None = None) -> dict[str, Sink]:
     """One instance of every built-in sink, by name (a dispatcher's set)."""
+    from .atif import AtifSink
     from .file import FileSink
     from .infinium import InfiniumSink
 
-    return {"infinium": InfiniumSink(env=env), "file": FileSink(env=env)}
+    return {"infinium": InfiniumSink(env=env), "file": FileSink(env=env),
+            "atif": AtifSink(env=env)}
