@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from spool import credentials, db
-from spool.deliver import Dispatcher, deliver, release_held, requeue
+from spool.deliver import Dispatcher, deliver
+from spool.outbox import release_held, requeue
 from spool.receiver import Receiver
 from spool.retry import RetryConfig
 from spool.sinks.base import Sink
@@ -359,7 +360,7 @@ def test_claim_uses_the_partial_index(engine):
 
 
 def test_release_leases_of_a_stopping_worker(engine, rx, project):
-    from spool.deliver import release_leases
+    from spool.outbox import release_leases
 
     add_many(engine, ["t1", "t2"], project=project)
     with db.write(engine) as conn:

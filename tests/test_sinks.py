@@ -14,7 +14,8 @@ from spool.receiver import Receiver
 from spool.retry import classify
 from spool.sinks.base import TraceRow
 from spool.sinks.file import FileSink
-from spool.sinks.infinium import MAX_BODY, InfiniumSink, check_url, shrink
+from spool.sinks.infinium import InfiniumSink, check_url, mark_shrunk
+from spool.sinks.size import MAX_BODY, shrink
 from test_deliver_support import AGENT, SECRET, body_for, make_project
 
 ENV = {"INFINIUM_AGENT_SECRET": SECRET}
@@ -136,7 +137,7 @@ def test_shrink_keeps_under_the_limit_and_says_so():
             "steps": [{"step_number": i, "action": "tool_use", "description": "run",
                        "input_preview": big, "output_preview": big} for i in range(40)],
             "environment": {"framework": "codex-cli", "custom_tags": {"trace_type": "turn"}}}
-    out, note = shrink(body)
+    out, note = shrink(body, mark=mark_shrunk)
     size = len(json.dumps(out, ensure_ascii=False).encode())
     assert size <= MAX_BODY < len(json.dumps(body).encode())
     assert note and out["environment"]["custom_tags"]["spool_shrunk"] == note

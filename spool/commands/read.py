@@ -319,7 +319,7 @@ def _requeue(engine, now: float, ids: list[str] | None) -> list[dict]:
     from .. import db, queries
 
     try:
-        from ..deliver import requeue as deliver_requeue  # type: ignore[attr-defined]
+        from ..outbox import requeue as deliver_requeue  # type: ignore[attr-defined]
     except ImportError:
         deliver_requeue = None
     if deliver_requeue is not None:

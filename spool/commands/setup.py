@@ -628,14 +628,14 @@ def update_credentials(
     elif base_url:
         config.write_file(project, {**cfg_data, "agent_id": agent})
         typer.echo(f"Set base_url in {config.config_path(project)}.")
-    from .. import deliver
+    from .. import outbox
 
     engine = db.open_db()
     try:
         if base_url:
             credentials.approve_base_url(engine, project, base)
             typer.echo(f"Approved {base} for the agent secret of {project}.")
-        released = deliver.release_held(engine, time.time())
+        released = outbox.release_held(engine, time.time())
     finally:
         engine.dispose()
     if released:
