@@ -15,12 +15,12 @@ Times are Unix epoch seconds (floats), as stored.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from sqlalchemy import Connection, bindparam, text
 
 from . import outbox
-from .outbox import PAUSED_REASON, RETRY_STATES, under
+from .outbox import PAUSED_REASON, RETRY_STATES, under  # noqa: F401 - PAUSED_REASON re-exported
 # The highest code point: "prefix" <= id < "prefix" + MAX_CHAR selects ids
 # starting with prefix through the primary-key index.
 _MAX_CHAR = "\U0010ffff"
