@@ -58,7 +58,7 @@ def bench_throughput(n: int) -> float:
 
     base = _setup_home()
     engine = db.open_db()
-    server = subprocess.Popen([sys.executable, "-m", "spool.receiver"], stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-m", "spool.demo.receiver"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parent.parent)
     try:

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from spool import credentials, db
 from spool.deliver import Dispatcher, deliver
 from spool.outbox import release_held, requeue
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 from spool.retry import RetryConfig
 from spool.sinks.base import Sink
 from spool.sinks.infinium import InfiniumSink

@@ -21,7 +21,7 @@ import pytest
 from conftest import CANARY_SECRET, canary_leaks, fixture_payloads, hook_cmd, with_cwd
 from spool import config, credentials, db
 from spool.errors import SpoolError
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 from test_deliver_support import AGENT, MemoryKeyring, add_trace, outbox
 from test_worker_support import wait_until, worker_pids, workers  # noqa: F401
 

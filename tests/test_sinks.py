@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from spool import __version__, config
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 from spool.retry import classify
 from spool.sinks.base import TraceRow
 from spool.sinks.file import FileSink
