@@ -195,8 +195,9 @@ class Dispatcher:
         if not acked:
             result.lost += 1
             return
-        setattr(result, decision.state, getattr(result, decision.state) + 1)
-        result.outcomes.append((row.trace_id, row.sink, decision.state))
+        state = decision.state.value
+        setattr(result, state, getattr(result, state) + 1)
+        result.outcomes.append((row.trace_id, row.sink, state))
 
     def _attempt(self, row: Claimed, trace: dict | None) -> Outcome:
         sink = self.sinks.get(row.sink)
@@ -228,7 +229,7 @@ class Dispatcher:
              duration_ms: float, now: float, reported: set) -> bool:
         message = (outcome.message or "")[:MAX_MESSAGE] or None
         reason = (decision.reason or "")[:MAX_MESSAGE] or None
-        state = OutboxState(decision.state)
+        state = decision.state
         acked = outbox.ack(
             conn, row, owner=self.owner, state=state, attempted=outcome.attempted,
             started=started,
