@@ -25,7 +25,7 @@ One pass (:func:`deliver` / :meth:`Dispatcher.run_once`):
 States: pending -> in_flight -> sent | failed (waits for ``next_attempt_at``) |
 dead (gave up: a non-retryable answer, or the retry limits of spool.retry) |
 held (cannot be sent now: no credentials, auth rejected, sink paused, insecure
-URL; only the attempt that discovered it counts).  ``release_held`` (called by
+URL; only the attempt that discovered it counts).  ``outbox.release_held`` (called by
 ``spool update-credentials`` / ``spool retry``) turns held rows back into
 pending and tells running dispatchers to drop cached credentials.
 
@@ -38,7 +38,7 @@ credentials read once) and calls ``dispatcher.run_once(stop=stop_event)``
 about every second; ``dispatcher.close()`` on shutdown.  Nothing here sleeps:
 a backoff is only a later ``next_attempt_at``; ``stop.set()`` makes a pass
 release its unsent claimed rows and return after the current send (at most one
-request timeout); ``release_leases(engine, owner, now)`` frees whatever a
+request timeout); ``outbox.release_leases(engine, owner, now)`` frees whatever a
 stopping worker still holds.
 """
 from __future__ import annotations
