@@ -20,7 +20,12 @@ from typing import Iterable, Sequence
 from sqlalchemy import Connection, bindparam, text
 
 from . import outbox
-from .outbox import PAUSED_REASON, RETRY_STATES, under  # noqa: F401 - PAUSED_REASON re-exported
+from .outbox import under
+# The outbox statements the read commands use live in spool.outbox (their one owner).
+from .outbox import (PAUSED_REASON, RETRY_STATES, count_delivered, hold_paused,  # noqa: F401
+                     next_attempt_at, retry_candidates)
+from .outbox import by_state as outbox_by_state  # noqa: F401
+from .outbox import requeue_candidates as requeue  # noqa: F401
 # The highest code point: "prefix" <= id < "prefix" + MAX_CHAR selects ids
 # starting with prefix through the primary-key index.
 _MAX_CHAR = "\U0010ffff"
@@ -41,16 +46,6 @@ def counts(conn: Connection) -> dict:
         "traces": one("SELECT count(*) FROM traces"),
         "quarantined": one("SELECT count(*) FROM quarantine"),
     }
-
-
-def outbox_by_state(conn: Connection) -> dict[str, int]:
-    """{state: rows} for every outbox state (zeros included)."""
-    return outbox.by_state(conn)
-
-
-def next_attempt_at(conn: Connection) -> float | None:
-    """When the worker will next try a pending or failed row (None: nothing due)."""
-    return outbox.next_attempt_at(conn)
 
 
 def paused_at(conn: Connection, project: str) -> float | None:
@@ -81,11 +76,6 @@ def history(conn: Connection, limit: int) -> list[dict]:
         "       ORDER BY created_at DESC LIMIT :n) AS t"
         " LEFT JOIN outbox AS o ON o.trace_id = t.trace_id"
         " ORDER BY t.created_at DESC, t.trace_id, o.sink"), {"n": limit}))
-
-
-def count_delivered(conn: Connection) -> int:
-    """Traces whose every outbox row is 'sent' (what ``history --clear`` forgets)."""
-    return outbox.count_delivered(conn)
 
 
 def clear_delivered(conn: Connection) -> dict:
@@ -186,18 +176,6 @@ def get_trace(conn: Connection, trace_id: str) -> dict | None:
 
 # --- retry ------------------------------------------------------------------------
 
-def retry_candidates(conn: Connection, trace_ids: Sequence[str] | None = None,
-                     states: Sequence[str] = RETRY_STATES) -> list[dict]:
-    """Outbox rows ``spool retry`` would requeue (see spool.outbox.retry_candidates)."""
-    return outbox.retry_candidates(conn, trace_ids, states)
-
-
-def requeue(conn: Connection, now: float, trace_ids: Sequence[str] | None = None,
-            states: Sequence[str] = RETRY_STATES) -> list[dict]:
-    """Make the retry candidates due now (see spool.outbox.requeue_candidates)."""
-    return outbox.requeue_candidates(conn, now, trace_ids, states)
-
-
 def unknown_trace_ids(conn: Connection, trace_ids: Sequence[str]) -> list[str]:
     if not trace_ids:
         return []
@@ -222,11 +200,6 @@ def pause(conn: Connection, project: str, now: float) -> dict:
                      {"p": project, "now": now})
     held = hold_paused(conn, now, project)
     return {"already": already, "held": held}
-
-
-def hold_paused(conn: Connection, now: float, project: str | None = None) -> int:
-    """Hold the pending / failed rows of paused projects (spool.outbox.hold_paused)."""
-    return outbox.hold_paused(conn, now, project)
 
 
 def resume(conn: Connection, project: str, now: float) -> dict:
