@@ -393,3 +393,11 @@ def test_a_paused_project_sends_nothing_until_resumed(engine, rx, project, tmp_p
     r = deliver(engine, 3000.0, rand=ONE)
     assert (r.claimed, r.sent) == (1, 1)
     assert keys(rx, "paused-1") == 1
+
+
+def test_outbox_states_are_the_schema_states():
+    from spool.outbox import OutboxState
+    from spool.schema import OUTBOX_STATES
+
+    assert tuple(s.value for s in OutboxState) == OUTBOX_STATES
+    assert OutboxState.SENT == "sent" and str(OutboxState.IN_FLIGHT) == "in_flight"

@@ -214,3 +214,26 @@ def test_secrets_in_a_trace_are_redacted_before_sending_unless_turned_off(rx, tm
     finally:
         sink.close()
     assert token.encode() in rx.requests[-1].body
+
+
+# --- the registry and the one size policy ---------------------------------------
+
+def test_registry_builds_one_instance_of_each_sink_under_its_name():
+    from spool.sinks import SINKS, default_sinks
+
+    sinks = default_sinks(ENV)
+    try:
+        assert set(sinks) == set(SINKS) >= {"infinium", "file"}
+        assert all(type(s) is SINKS[name] and s.name == name for name, s in sinks.items())
+    finally:
+        for s in sinks.values():
+            s.close()
+
+
+def test_shrink_serves_any_sink_body_shape():
+    # another sink's body: its own step list and preview field, no Infinium marks
+    body = {"spans": [{"id": i, "attributes": "a" * 5000} for i in range(400)]}
+    out, note = shrink(body, 100_000, steps_key="spans", preview_keys=("attributes",))
+    assert len(json.dumps(out, ensure_ascii=False).encode()) <= 100_000 < len(json.dumps(body))
+    assert "step previews trimmed" in note and "environment" not in out
+    assert [s["id"] for s in out["spans"]] == list(range(400))  # trimming sufficed
