@@ -58,7 +58,7 @@ def bench_throughput(n: int) -> float:
 
     base = _setup_home()
     engine = db.open_db()
-    server = subprocess.Popen([sys.executable, "-m", "spool.receiver"], stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-m", "spool.demo.receiver"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parent.parent)
     try:
@@ -91,7 +91,7 @@ def bench_throughput(n: int) -> float:
 
 def _claim_cost(engine, due: int, reps: int) -> float:
     """Median seconds of one claim transaction (hold-paused + claim 50), rolled back."""
-    from spool.deliver import _CLAIM, _HOLD_PAUSED
+    from spool import outbox
 
     times = []
     now = 2e9
@@ -99,9 +99,8 @@ def _claim_cost(engine, due: int, reps: int) -> float:
         for _ in range(reps):
             t0 = time.perf_counter()
             tx = conn.begin()
-            conn.execute(_HOLD_PAUSED, {"now": now})
-            rows = conn.execute(_CLAIM, {"owner": "bench", "lease_until": now + 45, "now": now,
-                                         "limit": 50}).all()
+            _held, rows = outbox.claim(conn, owner="bench", now=now, lease_until=now + 45,
+                                       limit=50)
             tx.rollback()
             times.append(time.perf_counter() - t0)
             assert len(rows) == min(due, 50), (len(rows), due)

@@ -12,7 +12,7 @@
   loopback.  The fake server runs in the same namespace: this module is also
   the runner script executed there (``python tests/codex_env.py SPEC OUT``).
 * ``run_session(..., receiver_port=N, wait_worker=S)``: also serves a loopback
-  Infinium-compatible receiver (spool.receiver.Receiver, secret from
+  Infinium-compatible receiver (spool.demo.receiver.Receiver, secret from
   INFINIUM_AGENT_SECRET in the environment) on port N inside the namespace, so
   the spool worker the hooks autostart there can deliver to it; after the last
   Codex run, waits (at most S seconds) until no spool worker holds the lock
@@ -171,7 +171,7 @@ def run_session(project: Path, codex_home: Path, prompts: list[str], *, script=N
                 wait_worker: float | None = None) -> SessionResult:
     """Run one Codex session (exec, then `exec resume --last` per further prompt).
 
-    ``receiver_port``: serve spool.receiver.Receiver there (in the namespace),
+    ``receiver_port``: serve spool.demo.receiver.Receiver there (in the namespace),
     its secret = INFINIUM_AGENT_SECRET of the (merged) environment.
     ``wait_worker``: after the runs, wait up to that many seconds for the spool
     worker to finish (lock free and spool idle); past it the worker is stopped
@@ -298,7 +298,7 @@ def _runner(spec_path: str, out_path: str) -> int:
     runs = []
     rx = None
     if spec.get("receiver_port"):
-        from spool.receiver import Receiver
+        from spool.demo.receiver import Receiver
 
         rx = Receiver(secret=os.environ.get("INFINIUM_AGENT_SECRET"),
                       port=int(spec["receiver_port"])).start()
