@@ -41,7 +41,8 @@ def _usd(row: dict) -> str:
     if row["cost_usd"] is None:
         return "n/a"
     mark = "*" if row["unpriced"] else ""
-    return f"${row['cost_usd']:,.2f}{mark}"
+    v = row["cost_usd"]
+    return (f"${v:,.2f}" if v >= 1 else f"${v:.4f}") + mark
 
 
 @app.command()
@@ -98,8 +99,8 @@ def _print_table(rep: dict) -> None:
 
     table = Table(title=f"usage by {rep['by']}", title_justify="left", pad_edge=False,
                   padding=(0, 1))
-    key_width = 36 if rep["by"] == "session" else None
-    table.add_column(rep["by"], no_wrap=True, max_width=key_width, overflow="ellipsis")
+    # A session id (36 characters) folds onto two lines rather than push the table past 80.
+    table.add_column(rep["by"], overflow="fold", no_wrap=rep["by"] in ("day", "month"))
     for c in ("input", "cached", "output", "reasoning", "cost"):
         table.add_column(c, justify="right", no_wrap=True)
     table.add_column("models", overflow="fold")
