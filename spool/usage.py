@@ -235,7 +235,7 @@ def _group(key, nums: Sequence, models: str | None) -> dict:
     requests, inp, cached, cw, out, reasoning, total, usd, unpriced = nums
     return {"key": key or "(unknown)", "requests": requests, "input": inp, "cached": cached,
             "cache_write": cw, "output": out, "reasoning": reasoning, "total": total,
-            "cost_usd": round(usd, 6) if requests > unpriced else None,
+            "cost_usd": round(usd, 9) if requests > unpriced else None,
             "unpriced": unpriced,
             "models": sorted({m for m in (models or "").split(",") if m}) or []}
 
@@ -252,7 +252,7 @@ def session_costs(conn, session_ids: Sequence[str]) -> dict[str, dict]:
                ).bindparams(bindparam("ids", expanding=True))
     out = {}
     for sid, requests, usd, unpriced, total in conn.execute(sql, {"ids": list(session_ids)}):
-        out[sid] = {"cost_usd": round(usd, 6) if requests > unpriced else None,
+        out[sid] = {"cost_usd": round(usd, 9) if requests > unpriced else None,
                     "unpriced": unpriced, "total": total}
     return out
 
