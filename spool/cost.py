@@ -170,6 +170,8 @@ def price_requests(requests: Iterable[Mapping[str, Any]]) -> list[Price]:
 def add_cost(body: dict) -> dict:
     """Add cost to a trace body (spool.trace.Trace.to_dict()), in place, and return it.
 
+    Step dicts are replaced by priced copies, never mutated (bodies may share them).
+
     Each ``model_request`` step with usage gets ``cost_usd`` (null when unpriced);
     the trace gets ``cost_usd`` (the partial sum, see ``total``) and ``cost_flags``
     (strings; empty when every request was priced).  A trace whose usage came
@@ -181,14 +183,16 @@ def add_cost(body: dict) -> dict:
     tier = env.get("service_tier")
     t = Total()
     with_usage = 0
-    for s in body.get("steps") or ():
+    steps = body.get("steps") or []
+    for i, s in enumerate(steps):
         if s.get("action") != "model_request" or not isinstance(s.get("usage"), dict):
             continue
         with_usage += 1
         p = price_request(s["usage"], s.get("model") or fallback_model,
                           s.get("started_at") or body.get("started_at"),
                           s.get("service_tier") or tier)
-        s["cost_usd"] = p.usd
+        # A copy: step dicts may be shared with another body (Trace.to_dict's step_memo).
+        steps[i] = dict(s, cost_usd=p.usd)
         t.add(p)
     usage = body.get("usage") or {}
     if not with_usage and _n(usage, "total") + _n(usage, "input") + _n(usage, "output"):

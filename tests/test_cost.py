@@ -98,3 +98,19 @@ def test_add_cost_all_known_has_no_flags():
     part = build_part("t1", _events("t1", ["gpt-5"]), Limits())
     body = cost.add_cost(build_turn_trace(SessionFacts("s1"), part).to_dict())
     assert body["cost_flags"] == [] and body["cost_usd"] > 0
+
+
+def test_add_cost_never_mutates_step_dicts_shared_with_another_body():
+    from spool.trace import build_session_trace
+
+    facts = SessionFacts("s1")
+    part = build_part("t1", _events("t1", ["gpt-5"]), Limits())
+    memo: dict = {}
+    turn = build_turn_trace(facts, part).to_dict(memo)
+    shared = [s for s in turn["steps"] if s["action"] == "model_request"][0]
+    summary = build_session_trace(facts, [part]).to_dict(memo)
+    cost.add_cost(turn)
+    assert "cost_usd" not in shared  # the memo's dict is untouched
+    cost.add_cost(summary)
+    priced = [s for s in summary["steps"] if s["action"] == "model_request"]
+    assert priced[0]["cost_usd"] == turn["cost_usd"] == summary["cost_usd"] > 0
