@@ -114,3 +114,13 @@ def test_add_cost_never_mutates_step_dicts_shared_with_another_body():
     cost.add_cost(summary)
     priced = [s for s in summary["steps"] if s["action"] == "model_request"]
     assert priced[0]["cost_usd"] == turn["cost_usd"] == summary["cost_usd"] > 0
+
+
+def test_timeline_shows_cost_and_flags():
+    from spool import timeline
+
+    part = build_part("t1", _events("t1", ["gpt-5", "gpt-fake"]), Limits())
+    text = timeline.render(cost.add_cost(build_turn_trace(SessionFacts("s1"), part).to_dict()))
+    assert "cost $0.0024" in text
+    assert "cost: no price for model gpt-fake" in text
+    assert "$0.0024" in text.split("step(s)")[1] and "no price" in text.split("step(s)")[1]
