@@ -129,14 +129,16 @@ def _report_db(engine):
 
 def test_report_groups_totals_and_partial_cost(engine):
     _report_db(engine)
-    with db.read(engine) as conn:
-        by_model = usage.report(conn, "model")
-        by_session = usage.report(conn, "session")
-        by_day = usage.report(conn, "day")
-        by_month = usage.report(conn, "month")
-        two = usage.report(conn, "session", project="/p/two")
-        late = usage.report(conn, "session", since=date(2026, 11, 10))
-        early = usage.report(conn, "session", until=date(2026, 11, 10))
+    raw = engine.raw_connection()
+    conn = raw.driver_connection
+    by_model = usage.report(conn, "model")
+    by_session = usage.report(conn, "session")
+    by_day = usage.report(conn, "day")
+    by_month = usage.report(conn, "month")
+    two = usage.report(conn, "session", project="/p/two")
+    late = usage.report(conn, "session", since=date(2026, 11, 10))
+    early = usage.report(conn, "session", until=date(2026, 11, 10))
+    raw.close()
     rows = {r["key"]: r for r in by_model["rows"]}
     assert rows["gpt-5"]["requests"] == 3 and rows["gpt-5"]["cost_usd"] == pytest.approx(3 * ONE)
     assert rows["gpt-fake"]["cost_usd"] is None and rows["gpt-fake"]["unpriced"] == 2
@@ -222,3 +224,12 @@ def test_usage_bad_input_is_one_line_exit_2(args, message):
     assert r.exit_code == 2
     assert message in r.output and len(r.output.strip().splitlines()) == 1
     assert "Traceback" not in r.output
+
+
+def test_usage_on_a_fresh_spool_creates_it_and_says_so(spool_home):
+    from spool import paths
+
+    assert not paths.db_path().exists()
+    r = CliRunner().invoke(cli.get_app(), ["usage"])
+    assert r.exit_code == 0 and r.output.strip() == "No model requests recorded yet."
+    assert paths.db_path().exists()

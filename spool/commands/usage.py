@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Optional
 
 import typer
 
 from ..cli import app, friendly
+from ..errors import SpoolError
 
 BY = ("day", "month", "session", "model")
 
@@ -31,6 +33,38 @@ def _date(value: str | None, flag: str) -> date | None:
         return date.fromisoformat(value.strip())
     except ValueError:
         _bad(f"{flag} {value!r} is not a date. Pass YYYY-MM-DD, e.g. {flag} 2026-11-01.")
+
+
+@contextmanager
+def _connection():
+    """A read-only sqlite3 connection to the spool, without SQLAlchemy (it is most of a
+    command's start-up).  A spool without the usage tables yet (new, or not
+    upgraded) is created/upgraded through spool.db first, as every command does."""
+    import sqlite3
+
+    from .. import paths
+
+    path = paths.db_path()
+    for attempt in (0, 1):
+        if path.exists():
+            quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+            con = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, timeout=5.0)
+            try:
+                con.execute("SELECT 1 FROM usage_hours LIMIT 0")
+            except sqlite3.OperationalError:
+                con.close()
+            else:
+                try:
+                    yield con
+                finally:
+                    con.close()
+                return
+        if attempt == 0:
+            from .. import db
+
+            db.open_db().dispose()  # create or upgrade; refuses a newer or corrupt spool
+    raise SpoolError("The spool database has no usage table after upgrading.",
+                     "Run `spool doctor` and check the spool home.")
 
 
 def _tokens(n: int) -> str:
@@ -67,7 +101,6 @@ def usage(
     key, requests, input, cached, cache_write, output, reasoning, total,
     cost_usd (null when unknown), unpriced, models.
     """
-    from .. import db
     from .. import usage as usage_mod
 
     if by not in BY:
@@ -76,12 +109,8 @@ def usage(
     if lo and hi and lo > hi:
         _bad(f"--since {lo} is after --until {hi}. Swap them.")
     proj = str(Path(project).expanduser().resolve()) if project else None
-    engine = db.open_db()
-    try:
-        with db.read(engine) as conn:
-            rep = usage_mod.report(conn, by, lo, hi, proj)
-    finally:
-        engine.dispose()
+    with _connection() as con:
+        rep = usage_mod.report(con, by, lo, hi, proj)
     if as_json:
         typer.echo(json.dumps(rep, indent=2, sort_keys=True))
         return
