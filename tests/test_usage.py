@@ -233,3 +233,29 @@ def test_usage_on_a_fresh_spool_creates_it_and_says_so(spool_home):
     r = CliRunner().invoke(cli.get_app(), ["usage"])
     assert r.exit_code == 0 and r.output.strip() == "No model requests recorded yet."
     assert paths.db_path().exists()
+
+
+def test_console_script_answers_usage_without_typer(engine, spool_home):
+    """`spool usage` through the installed script (spool/entry.py's fast path)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _report_db(engine)
+    exe = str(Path(sys.executable).parent / "spool")
+    env = dict(os.environ, SPOOL_HOME=str(spool_home))
+    probe = ("import sys, runpy; sys.argv = ['spool', 'usage', '--json', '--by', 'model'];"
+             "import spool.entry as e;"
+             "\ntry:\n e.main()\nexcept SystemExit as x:\n"
+             " print('TYPER' if 'typer' in sys.modules else 'NO-TYPER', x.code)")
+    r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert r.stdout.rstrip().endswith("NO-TYPER 0"), r.stdout + r.stderr
+    r = subprocess.run([exe, "usage", "--by=model", "--json"], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["totals"]["requests"] == 5
+    r = subprocess.run([exe, "usage", "--until", "soon"], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "Error: --until 'soon' is not a date. Pass YYYY-MM-DD, e.g. --until 2026-11-01."]
+    r = subprocess.run([exe, "usage", "--help"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "--since" in r.stdout  # Typer's help
