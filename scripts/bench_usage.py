@@ -171,10 +171,20 @@ def record(home: Path, bodies) -> None:
 
 # --- timing --------------------------------------------------------------------------
 
-def _time(argv, env) -> tuple[float, str]:
+CPU: dict[str, list[float]] = {}  # label -> CPU seconds (user + sys) of each child run
+
+
+def _time(argv, env, label: str = "") -> tuple[float, str]:
+    """Wall time of one subprocess run (and its CPU time, kept under ``label``)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.setdefault(label, []).append(after.ru_utime - before.ru_utime
+                                     + after.ru_stime - before.ru_stime)
     if r.returncode != 0:
         raise SystemExit(f"{argv[0]} failed: {r.stderr[-2000:]}")
     return dt, r.stdout
@@ -205,9 +215,9 @@ def bench_peer(work: Path, sessions: int, runs: int, rebuild: bool) -> None:
     cc_argv = [cc, "codex", "daily", "--json", "--offline", "--timezone", "UTC"]
     mine, theirs = [], []
     for _ in range(runs):  # interleaved pairs
-        dt, out_s = _time(spool_argv, env)
+        dt, out_s = _time(spool_argv, env, "spool")
         mine.append(dt)
-        dt, out_c = _time(cc_argv, env)
+        dt, out_c = _time(cc_argv, env, "ccusage")
         theirs.append(dt)
     s = json.loads(out_s)["totals"]
     c = json.loads(out_c)["totals"]
@@ -222,6 +232,10 @@ def bench_peer(work: Path, sessions: int, runs: int, rebuild: bool) -> None:
     print(f"spool usage --by day         {_stats(mine)}")
     print(f"ccusage codex daily --offline {_stats(theirs)}")
     print(f"ccusage / spool (medians): {statistics.median(theirs) / statistics.median(mine):.1f}x")
+    print(f"CPU (user+sys) spool   {_stats(CPU['spool'])}")
+    print(f"CPU (user+sys) ccusage {_stats(CPU['ccusage'])}")
+    print(f"ccusage / spool CPU (medians): "
+          f"{statistics.median(CPU['ccusage']) / statistics.median(CPU['spool']):.1f}x")
 
 
 def build_big(home: Path) -> None:
@@ -280,28 +294,30 @@ def bench_flat(work: Path, runs: int, rebuild: bool) -> None:
     argv = [spool_cli(), "usage", "--by", "day", "--json"]
     cli = {"empty": [], "big": []}
     query = {"empty": [], "big": []}
-    engines = {k: db.open_db(p) for k, p in (("empty", empty), ("big", big))}
+    from spool import paths
+
+    cons = {k: sqlite3.connect(paths.db_path(p)) for k, p in (("empty", empty), ("big", big))}
     for _ in range(runs):
         for k, p in (("empty", empty), ("big", big)):
             env = dict(os.environ, SPOOL_HOME=str(p), SPOOL_NO_AUTOSTART="1")
-            cli[k].append(_time(argv, env)[0])
+            cli[k].append(_time(argv, env, f"cli {k}")[0])
             for _ in range(5):
-                with db.read(engines[k]) as conn:
-                    t = time.perf_counter()
-                    rep = usage.report(conn, "day")
-                    query[k].append(time.perf_counter() - t)
-    with db.read(engines["big"]) as conn:
-        n_req = conn.exec_driver_sql("SELECT count(*) FROM model_requests").scalar()
-        n_hours = conn.exec_driver_sql("SELECT count(*) FROM usage_hours").scalar()
-        n_ev = conn.exec_driver_sql("SELECT count(*) FROM raw_events").scalar()
-    for e in engines.values():
-        e.dispose()
+                t = time.perf_counter()
+                rep = usage.report(cons[k], "day")
+                query[k].append(time.perf_counter() - t)
+    one = lambda sql: cons["big"].execute(sql).fetchone()[0]  # noqa: E731
+    n_req, n_hours = one("SELECT count(*) FROM model_requests"), one("SELECT count(*) FROM usage_hours")
+    n_ev = one("SELECT count(*) FROM raw_events")
+    for c in cons.values():
+        c.close()
     print(f"big spool: {n_ev:,} raw events, {n_req:,} model requests, {n_hours:,} usage_hours "
           f"rows; spool usage --by day returns {len(rep['rows'])} days")
     for k in ("empty", "big"):
         print(f"cli   {k:5}  {_stats(cli[k])}")
     for k in ("empty", "big"):
         print(f"query {k:5}  {_stats(query[k])}")
+    for k in ("empty", "big"):
+        print(f"CPU   {k:5}  {_stats(CPU[f'cli {k}'])}")
     print(f"cli big/empty (medians): "
           f"{statistics.median(cli['big']) / statistics.median(cli['empty']):.2f}x")
 

@@ -27,8 +27,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 
-from . import cost as cost_mod
-
 TOKEN_KEYS = ("input", "cached", "cache_write", "output", "reasoning", "total")
 GROUPS = ("day", "month", "session", "model")
 _COLS = ("session_id", "turn_id", "seq", "trace_id", "at", "model") + TOKEN_KEYS + (
@@ -43,6 +41,7 @@ def requests_of(body: Mapping[str, Any]) -> list[dict]:
     """The model_requests rows of one trace body (pure).  Steps without usage are skipped."""
     if body.get("kind") not in ("turn", "session"):
         return []
+    from . import cost as cost_mod  # imported here: `spool usage` never prices
     sid = body.get("session_id")
     if not sid:
         return []

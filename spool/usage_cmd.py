@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -24,13 +23,13 @@ class BadUsage(Exception):
     """A malformed command line (exit 2): the message says what to pass."""
 
 
-@dataclass
 class Options:
-    by: str = "day"
-    since: str | None = None
-    until: str | None = None
-    project: str | None = None
-    as_json: bool = False
+    """The command line's values (a plain class: ``dataclasses`` costs start-up time)."""
+
+    def __init__(self, by: str = "day", since: str | None = None, until: str | None = None,
+                 project: str | None = None, as_json: bool = False) -> None:
+        self.by, self.since, self.until, self.project, self.as_json = (
+            by, since, until, project, as_json)
 
 
 def _date(value: str | None, flag: str) -> date | None:
