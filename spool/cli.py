@@ -1,49 +1,36 @@
-"""The `spool` command line (Typer).
+"""The Typer side of the `spool` console script (``spool = "spool.entry:main"``, which
+answers `spool usage` without Typer and hands everything else to ``main`` here).
 
-Commands live in spool/commands/*.py, one module per area, each registering on
-``app``.  Heavy imports (SQLAlchemy, httpx, keyring, apscheduler, rich) happen
-inside the command functions so `spool --help` starts fast.
+The Typer app lives in spool/app.py; the commands live in spool/commands/*.py,
+one module per topic, each registering on that app when imported.  Heavy
+imports (SQLAlchemy, httpx, keyring, apscheduler, rich) happen inside the
+command functions so `spool --help` starts fast.
 """
 from __future__ import annotations
 
+import importlib
+
 import typer
 
+from .app import app  # noqa: F401  (re-exported for `from spool.cli import app`)
 from .errors import SpoolError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="spool: capture every Codex hook event, deliver exact traces.")
-
-
-def friendly(fn):
-    """Decorator for commands: a SpoolError becomes one line on stderr and exit 1,
-    also when the app runs under Typer's CliRunner (tests) rather than main()."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SpoolError as exc:
-            typer.echo(f"Error: {exc.reason} {exc.instruction}".rstrip(), err=True)
-            raise typer.Exit(1)
-
-    return wrapper
-
-
-def wake_worker() -> bool:
-    """Start a worker if none runs (as a hook would), so rows a command just made due
-    go out now rather than at the next Codex event.  Respects SPOOL_NO_AUTOSTART."""
-    from . import hook, paths
-
-    try:
-        return hook.start_worker(str(paths.spool_home()))
-    except OSError:
-        return False
+# Command modules in the order their commands appear in `spool --help`.
+COMMAND_MODULES = ("base", "init", "doctor", "uninstall", "read", "manage", "worker_cmd",
+                   "serve", "demo")
 
 
 def _register() -> None:
-    # Imported for their side effect: each module adds its commands to `app`.
-    from .commands import base, setup, read, worker_cmd, serve, demo, usage  # noqa: F401
+    """Import every command module (each adds its commands to ``app``): the ones
+    above first, then any other module in spool/commands/."""
+    import pkgutil
+
+    from . import commands
+
+    found = sorted(m.name for m in pkgutil.iter_modules(commands.__path__)
+                   if not m.name.startswith("_"))
+    for name in (*COMMAND_MODULES, *(n for n in found if n not in COMMAND_MODULES)):
+        importlib.import_module(f"{commands.__name__}.{name}")
 
 
 def get_app() -> typer.Typer:

@@ -1,4 +1,8 @@
-"""Is the worker lock held, and by whom - without touching the lock.
+"""Is a worker running (is its lock held, and by whom) - without touching the lock.
+
+``worker_state(home)`` is spool's one answer to "is a worker running"; every
+command asks it.  (spool/hook.py, stdlib only and on the hot path, takes the
+lock itself to start a worker: that is acquiring, not asking.)
 
 Probing with a non-blocking ``flock`` takes the lock for an instant, and a hook
 that looks at that very instant would decide a worker runs and start none.  On
@@ -10,6 +14,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
+
+
+class WorkerState(NamedTuple):
+    running: bool
+    pid: int | None  # what the worker wrote into the lock file (or /proc/locks says)
 
 
 def _proc_locks_holder(path: Path) -> tuple[bool, int | None] | None:
@@ -68,3 +78,12 @@ def holder(path: Path) -> tuple[bool, int | None]:
     if not held:
         return False, None
     return True, _pid_in_file(path) or pid
+
+
+def worker_state(home: Path) -> WorkerState:
+    """Is a worker running for the spool in ``home``?  Running only if someone
+    actually holds SPOOL_HOME/worker.lock (looked up in /proc/locks without
+    taking it, so a hook starting a worker at that very moment is never misled)."""
+    from .paths import WORKER_LOCK
+
+    return WorkerState(*holder(Path(home) / WORKER_LOCK))

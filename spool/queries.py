@@ -2,8 +2,8 @@
 
 Plain functions: each takes a SQLAlchemy ``Connection`` (open it with
 ``db.read(engine)`` for reads, ``db.write(engine)`` for the few writes) and
-returns plain dicts / lists of dicts.  The CLI (spool/commands/read.py) only
-formats them.
+returns plain dicts / lists of dicts.  The commands (spool/commands/read.py,
+manage.py, uninstall.py) only format them.
 
 The list queries behind ``history``, ``errors`` and ``retry`` must answer as
 fast on a spool of a million events as on an empty one, so every one of them
@@ -68,10 +68,6 @@ def paused_at(conn: Connection, project: str) -> float | None:
     return conn.execute(text(
         "SELECT min(paused_at) FROM pauses WHERE :p = project "
         "OR substr(:p, 1, length(project) + 1) = project || '/'"), {"p": project}).scalar()
-
-
-def pauses(conn: Connection) -> list[dict]:
-    return _rows(conn.execute(text("SELECT project, paused_at FROM pauses ORDER BY project")))
 
 
 # --- history -------------------------------------------------------------------
@@ -334,3 +330,12 @@ def sessions(conn: Connection, limit: int) -> list[dict]:
         " (SELECT count(*) FROM turns AS u WHERE u.session_id = s.session_id) AS turns,"
         " (SELECT count(*) FROM traces AS t WHERE t.session_id = s.session_id) AS traces"
         " FROM sessions AS s ORDER BY s.last_event_at DESC LIMIT :n"), {"n": limit}))
+
+
+# --- uninstall ---------------------------------------------------------------------
+
+def undelivered_trace_ids(conn: Connection, project: str) -> list[str]:
+    """Trace ids of ``project`` with an outbox row not yet sent (sorted)."""
+    return [r[0] for r in conn.execute(text(
+        "SELECT DISTINCT t.trace_id FROM traces AS t JOIN outbox AS o ON o.trace_id = t.trace_id"
+        " WHERE t.project = :p AND o.state != 'sent' ORDER BY t.trace_id"), {"p": project})]

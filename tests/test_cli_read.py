@@ -365,10 +365,23 @@ def test_installed_script_history_json_and_newer_schema_error(engine, spool_home
         assert "newer spool" in line and "Upgrade spool" in line
 
 
-def test_read_commands_import_nothing_heavy_at_startup():
-    code = ("import sys; from spool.cli import _register; import spool.commands.read; "
+def test_commands_import_nothing_heavy_at_startup():
+    # _register imports every command module, as `spool --help` does.
+    code = ("import sys; from spool.cli import _register; _register(); "
             "print(','.join(m for m in ('sqlalchemy', 'rich', 'httpx', 'alembic') "
             "if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == ""
+
+
+def test_no_command_module_imports_the_entry_point():
+    # The app lives in spool/app.py; a command importing spool.cli would close the
+    # circle cli -> commands -> cli again.
+    code = ("import importlib, pkgutil, sys; import spool.commands as c\n"
+            "for m in pkgutil.iter_modules(c.__path__):\n"
+            "    importlib.import_module('spool.commands.' + m.name)\n"
+            "print('spool.cli' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"

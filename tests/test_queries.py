@@ -289,3 +289,14 @@ def test_list_queries_never_scan_a_big_table(engine, name, call):
             # "t" is history's LIMITed subquery (a co-routine), not a table.
             if table in big or table in ("o", "s", "u"):
                 assert "USING" in line and "INDEX" in line, (name, line)
+
+
+def test_undelivered_trace_ids_of_one_project(engine):
+    add_trace(engine, "sent", created_at=T0, outbox=(("infinium", "sent"),))
+    add_trace(engine, "half", created_at=T0, outbox=(("infinium", "sent"), ("file", "failed")))
+    add_trace(engine, "held", created_at=T0, outbox=(("infinium", "held"),))
+    add_trace(engine, "other", created_at=T0, outbox=(("infinium", "pending"),),
+              project="/home/dev/other")
+    with db.read(engine) as conn:
+        assert queries.undelivered_trace_ids(conn, "/home/dev/proj") == ["half", "held"]
+        assert queries.undelivered_trace_ids(conn, "/nowhere") == []

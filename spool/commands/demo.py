@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from ..cli import app
+from ..app import app
 
 
 @app.command()

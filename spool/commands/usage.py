@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..cli import app, friendly
+from ..app import app, friendly
 
 
 @app.command()

@@ -1,0 +1,87 @@
+"""What a command works on: the project, the database, the traces named.
+
+Only the standard library at module level (imported by `spool --help`);
+SQLAlchemy loads when the database is opened.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+from ..errors import SpoolError
+
+
+def project_dir(project: Optional[Path], walk_up: bool) -> Path:
+    """``--project`` (an existing directory), else the cwd, or with ``walk_up`` the
+    directory above the cwd holding .spool/config.json."""
+    from .. import config
+
+    start = Path(project or os.getcwd()).expanduser()
+    if not start.is_dir():
+        raise SpoolError(f"{start} is not a directory.", "Pass --project with an existing directory.")
+    start = start.resolve()
+    if walk_up and project is None:
+        return config.find_project(start) or start
+    return start
+
+
+def project_here(cwd: Path | None = None) -> Path:
+    """The project the cwd belongs to: the directory holding .spool/config.json
+    (walking up), else the cwd itself."""
+    from ..config import find_project
+
+    cwd = Path(cwd or os.getcwd()).resolve()
+    return find_project(cwd) or cwd
+
+
+def parse_limit(value: str, flag: str = "--limit") -> int:
+    """An integer >= 1, or a SpoolError saying so."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise SpoolError(f"{flag} {value!r} is not a whole number.",
+                         f"Pass {flag} 1 or more, e.g. {flag} 20.") from None
+    if n < 1:
+        raise SpoolError(f"{flag} must be at least 1 (got {n}).",
+                         f"Pass {flag} 1 or more, e.g. {flag} 20.")
+    return n
+
+
+def open_engine():
+    from .. import db
+
+    return db.open_db()
+
+
+@contextmanager
+def database(write: bool = False) -> Iterator[Any]:
+    """One command's look at the database: a read (or write) transaction on a
+    fresh engine, disposed of afterwards."""
+    from .. import db
+
+    eng = open_engine()
+    try:
+        with (db.write if write else db.read)(eng) as conn:
+            yield conn
+    finally:
+        eng.dispose()
+
+
+def resolve_ids(conn, ids: List[str]) -> list[str]:
+    """Full trace ids for ids or unique prefixes; a SpoolError for none or several."""
+    from .. import queries
+
+    out = []
+    for given in ids:
+        found = queries.resolve_trace_id(conn, given)
+        if isinstance(found, str):
+            out.append(found)
+        elif not found:
+            raise SpoolError(f"no trace with id {given!r}.",
+                             "Run `spool history` to see trace ids.")
+        else:
+            raise SpoolError(f"{given!r} matches several traces ({', '.join(found)}).",
+                             "Give more characters of the id.")
+    return out

@@ -1,0 +1,304 @@
+"""Commands that change what spool holds or sends: retry, pause, resume,
+cleanup, update-credentials, test.
+
+Only typer and the standard library are imported at module level (this module
+is imported by ``spool --help``); SQLAlchemy and httpx load inside the commands.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..app import app, friendly, wake_worker
+from ..errors import SpoolError
+from .context import database, open_engine, project_dir, project_here, resolve_ids
+from .output import print_json, print_rows, short
+
+
+def _now() -> float:
+    return time.time()
+
+
+# --- retry ----------------------------------------------------------------------------------
+
+def _requeue(engine, now: float, ids: list[str] | None) -> list[dict]:
+    """Make the retry candidates (all, or of these traces) due now; the rows as they were."""
+    from .. import db, deliver, queries
+
+    with db.read(engine) as conn:
+        wanted = queries.retry_candidates(conn, ids)
+    if not wanted:
+        return []
+    # Rows held by a project pause are not retry candidates: name only ours.
+    deliver.requeue(engine, now, trace_ids=sorted({r["trace_id"] for r in wanted}))
+    with db.write(engine) as conn:
+        queries.hold_paused(conn, now)
+    return wanted
+
+
+@app.command()
+@friendly
+def retry(
+    trace_ids: Optional[List[str]] = typer.Argument(
+        None, metavar="[TRACE_ID]...", help="Only these traces (ids or unique prefixes)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be retried; change nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON array."),
+) -> None:
+    """Requeue failed, dead and held deliveries (all, or the traces named) to go now.
+
+    Rows held because their project is paused stay held (`spool resume`).
+    JSON: an array of the rows retried (or that would be, with --dry-run),
+    keys outbox_id, trace_id, sink, state (before), attempts, last_status,
+    last_error, held_reason, next_attempt_at (before).
+    """
+    from .. import db, queries
+
+    engine = open_engine()
+    try:
+        with db.read(engine) as conn:
+            ids = resolve_ids(conn, trace_ids) if trace_ids else None
+            if dry_run:
+                rows = queries.retry_candidates(conn, ids)
+        if not dry_run:
+            rows = _requeue(engine, _now(), ids)
+    finally:
+        engine.dispose()
+    if rows and not dry_run:
+        wake_worker()
+    verb = "Would retry" if dry_run else "Retrying"
+    print_rows(
+        rows, as_json, "Nothing to retry.",
+        f"{verb} {len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}",
+        ["trace", "sink", "state", "attempts", "last status", "last error"],
+        lambda r: [short(r["trace_id"]), r["sink"], r["state"], r["attempts"], r["last_status"],
+                   r["held_reason"] if r["state"] == "held" and r["held_reason"]
+                   else r["last_error"]])
+
+
+# --- pause / resume ------------------------------------------------------------------------------
+
+@app.command()
+@friendly
+def pause() -> None:
+    """Pause this project: record nothing here, send nothing until `spool resume`.
+
+    Its traces not yet delivered wait (held, reason "project paused").
+
+    The project is the directory holding .spool/config.json (walking up from
+    the cwd), or the cwd itself.
+    """
+    from .. import queries
+
+    project = str(project_here())
+    with database(write=True) as conn:
+        res = queries.pause(conn, project, _now())
+    word = "was already paused" if res["already"] else "paused"
+    typer.echo(f"{project} {word}: nothing is recorded or sent for it until `spool resume`"
+               f" ({res['held']} waiting deliveries held).")
+
+
+@app.command()
+@friendly
+def resume() -> None:
+    """Resume this project: record again, and send its held traces now."""
+    from .. import queries
+
+    project = str(project_here())
+    with database(write=True) as conn:
+        res = queries.resume(conn, project, _now())
+    if not res["was_paused"]:
+        typer.echo(f"{project} was not paused.")
+        return
+    if res["released"]:
+        wake_worker()
+    typer.echo(f"{project} resumed: recording again; {res['released']} held deliveries released.")
+
+
+
+# --- cleanup ------------------------------------------------------------------------------------------
+
+@app.command()
+@friendly
+def cleanup(
+    older_than: Optional[str] = typer.Option(
+        None, "--older-than", metavar="DAYS",
+        help="Forget delivered data older than this many days (default: the retention setting)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was removed as one JSON object."),
+) -> None:
+    """Apply retention now; never deletes anything undelivered.
+
+    Runs spool.maintenance.retention: delivered sessions' events, traces,
+    outbox rows and attempts older than --older-than (default
+    SPOOL_RETENTION_DAYS).  JSON keys: sessions, raw_events, traces, outbox,
+    attempts (rows deleted).
+    """
+    older_s = None
+    if older_than is not None:
+        try:
+            days = float(older_than)
+        except ValueError:
+            raise SpoolError(f"--older-than {older_than!r} is not a number of days.",
+                             "Pass e.g. --older-than 30.") from None
+        if not days >= 0 or days == float("inf"):
+            raise SpoolError(f"--older-than must be zero or more days (got {older_than}).",
+                             "Pass e.g. --older-than 30.")
+        older_s = days * 86400.0
+    from ..maintenance import retention, retention_seconds
+
+    if older_s is None:
+        older_s = retention_seconds()
+        if older_s is None:
+            raise SpoolError("retention is off (SPOOL_RETENTION_DAYS=0): nothing to clean.",
+                             "Pass --older-than DAYS to clean up anyway.")
+    engine = open_engine()
+    try:
+        result = retention(engine, _now(), older_s)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(result)
+        return
+    done = ", ".join(f"{k} {v}" for k, v in (result or {}).items()) or "nothing"
+    typer.echo(f"Cleanup done: {done}.")
+
+
+# --- test -----------------------------------------------------------------------------------------------
+
+def test_trace(now: float, project: str | None = None) -> dict:
+    """The small trace `spool test` sends (the columns of a traces row, body a dict).
+
+    ``project`` decides which config (agent id, base URL) the sink uses.
+    """
+    import uuid
+
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    tid = str(uuid.uuid4())
+    body = {
+        "trace_id": tid, "kind": "test", "name": "Connection Test",
+        "description": "spool connection test", "current_datetime": iso,
+        "started_at": now, "ended_at": now, "duration_ms": 0.0,
+        "input_summary": "spool test", "output_summary": "ok",
+        "steps": [{"kind": "user_prompt", "name": "spool test", "started_at": now,
+                   "ended_at": now, "duration_ms": 0.0}],
+        "errors": [],
+    }
+    return {"trace_id": tid, "kind": "test", "project": project, "name": "Connection Test",
+            "body": body, "session_id": None, "turn_id": None, "revision": 0,
+            "created_at": now}
+
+
+@app.command("test")
+@friendly
+def test_cmd(
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show the payload sent."),
+    sink: str = typer.Option("infinium", "--sink", help="Which sink to test."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Send a small "Connection Test" trace through the real sink; show the answer.
+
+    Reports the HTTP status and the server's message; exits 1 unless sent.
+
+    JSON keys: sink, ok (bool), status (HTTP status|null), error_class,
+    message, response_id, and payload (with -v).
+    """
+    from ..sinks import TraceRow, default_sinks
+
+    sinks = default_sinks()
+    if sink not in sinks:
+        raise SpoolError(f"unknown sink {sink!r}.", f"Use one of: {', '.join(sorted(sinks))}.")
+    s = sinks[sink]
+    try:
+        row = TraceRow.from_db(test_trace(_now(), str(project_here())))
+        payload = s.render(row)
+        outcome = s.send(row, payload)
+    finally:
+        s.close()
+    ok = outcome.kind == "sent" if outcome.kind else (
+        outcome.status is not None and 200 <= outcome.status < 300)
+    result = {"sink": sink, "ok": ok, "status": outcome.status,
+              "error_class": outcome.error_class, "message": outcome.message,
+              "response_id": outcome.response_id}
+    text_payload = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+    if verbose:
+        result["payload"] = text_payload
+    if as_json:
+        print_json(result)
+    else:
+        if verbose:
+            typer.echo("Payload:")
+            try:
+                typer.echo(json.dumps(json.loads(text_payload), indent=2, ensure_ascii=False))
+            except ValueError:
+                typer.echo(text_payload)
+        answer = (f"answered HTTP {outcome.status}" if outcome.status is not None
+                  else "no HTTP response")
+        what = "OK" if ok else "FAILED"
+        msg = f" - {outcome.message}" if outcome.message else ""
+        err = f" ({outcome.error_class})" if outcome.error_class and not ok else ""
+        extra = f", trace id {outcome.response_id}" if outcome.response_id else ""
+        typer.echo(f"{what}: {sink} {answer}{err}{msg}{extra}")
+    if not ok:
+        raise typer.Exit(1)
+
+
+# --- update-credentials -----------------------------------------------------------------
+
+@app.command("update-credentials")
+@friendly
+def update_credentials(
+    agent_id: Optional[str] = typer.Option(None, "--agent-id", help="Infinium agent id "
+                                           "(default: the project's)."),
+    agent_secret: Optional[str] = typer.Option(
+        None, "--agent-secret", help="The new secret (default: a hidden prompt)."),
+    no_interactive: bool = typer.Option(False, "--no-interactive", help="Never prompt."),
+    project_opt: Optional[Path] = typer.Option(None, "--project", metavar="DIR"),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", help="Infinium API base URL: written to the project config and "
+        "approved for the secret in INFINIUM_AGENT_SECRET."),
+) -> None:
+    """Store new Infinium credentials, then send the traces held for lack of them."""
+    from .. import config, credentials, db
+
+    project = project_dir(project_opt, walk_up=True)
+    cfg_data = config.read_file(project)
+    agent = agent_id or cfg_data.get("agent_id") or os.environ.get("INFINIUM_AGENT_ID")
+    if not agent and not no_interactive:
+        agent = typer.prompt("Infinium agent id").strip() or None
+    if not agent:
+        raise SpoolError("no agent id.", "Pass --agent-id.")
+    secret = agent_secret
+    if not secret and not no_interactive:
+        secret = typer.prompt("Infinium agent secret (input hidden)", hide_input=True)
+    if base_url:
+        cfg_data = {**cfg_data, "base_url": credentials.normalize_base_url(base_url)}
+    base = cfg_data.get("base_url") or config.DEFAULT_BASE_URL
+    if secret:
+        credentials.store(agent, base, secret)
+        typer.echo(f"Stored the agent secret for {agent} in the OS keyring.")
+    elif not os.environ.get(credentials.ENV_SECRET):
+        raise SpoolError("no agent secret given.",
+                         f"Pass --agent-secret, answer the prompt, or set {credentials.ENV_SECRET}.")
+    if config.config_path(project).exists() and cfg_data.get("agent_id") != agent:
+        config.write_file(project, {**cfg_data, "agent_id": agent})
+        typer.echo(f"Set agent_id in {config.config_path(project)}.")
+    elif base_url:
+        config.write_file(project, {**cfg_data, "agent_id": agent})
+        typer.echo(f"Set base_url in {config.config_path(project)}.")
+    from .. import deliver
+
+    engine = db.open_db()
+    try:
+        if base_url:
+            credentials.approve_base_url(engine, project, base)
+            typer.echo(f"Approved {base} for the agent secret of {project}.")
+        released = deliver.release_held(engine, time.time())
+    finally:
+        engine.dispose()
+    if released:
+        wake_worker()
+    typer.echo(f"Released {released} held deliveries; the worker sends them now.")

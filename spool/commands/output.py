@@ -1,0 +1,72 @@
+"""How commands print: JSON, rich tables, short ids and times.
+
+Only typer and the standard library at module level (imported by
+`spool --help`); rich loads when a table is printed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import typer
+
+
+def print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def rich_console():
+    """Rich console; piped output (not a terminal) gets 140 columns instead of rich's
+    80, so tables stay readable in logs and CI (COLUMNS still wins)."""
+    import sys
+
+    from rich.console import Console
+
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+        return Console(width=140)
+    return Console()
+
+
+def fmt_time(epoch: float | None) -> str:
+    from ..timeline import fmt_time as _fmt
+
+    return _fmt(epoch)
+
+
+def short(s: str | None, n: int = 12) -> str:
+    return "" if s is None else (s if len(s) <= n else s[:n])
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]):
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for c in columns:
+        # Ids, times and states never wrap; free text (names, messages) folds.
+        free = c in ("name", "message", "last error", "project", "")
+        t.add_column(c, overflow="fold" if free else "ellipsis", no_wrap=not free)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    return t
+
+
+def print_rows(rows: list[dict], as_json: bool, empty: str, title: str, columns: list[str],
+               cells: Callable[[dict], list[Any]]) -> None:
+    """A list command's output: the rows as JSON, ``empty`` when there are none,
+    else a table with one line of ``cells(row)`` per row."""
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        typer.echo(empty)
+    else:
+        rich_console().print(table(title, columns, [cells(r) for r in rows]))
+
+
+def report(title: str, done: list[str], nothing: str) -> None:
+    """What a setup command did, one line each (or that there was nothing to do)."""
+    typer.echo(title)
+    for line in done:
+        typer.echo(f"  - {line}")
+    if not done:
+        typer.echo(f"  {nothing}")
