@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: makes a virtualenv, installs spool
-# with its test extras and the pinned Codex CLI from npm, then runs pytest.
+# with its test extras, the pinned Codex CLI and ccusage from npm, then runs pytest.
 # Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +16,6 @@ fi
 "$VENV/bin/python" -m pip install --quiet --no-deps --ignore-requires-python 'harbor==0.26.0'
 # The real Codex CLI for the end-to-end tests (pinned; cached between runs).
 "$VENV/bin/python" scripts/install_codex.py
+# ccusage (pinned), the peer the cost acceptance test and scripts/bench_usage.py compare with.
+"$VENV/bin/python" scripts/install_ccusage.py
 exec "$VENV/bin/python" -m pytest "$@"
