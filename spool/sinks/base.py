@@ -71,5 +71,7 @@ def default_sinks(env: Mapping[str, str] | None = None) -> dict[str, Sink]:
     """One instance of every built-in sink, by name (a dispatcher's set)."""
     from .file import FileSink
     from .infinium import InfiniumSink
+    from .otlp import OtlpSink
 
-    return {"infinium": InfiniumSink(env=env), "file": FileSink(env=env)}
+    return {"infinium": InfiniumSink(env=env), "file": FileSink(env=env),
+            "otlp": OtlpSink(env=env)}
