@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -142,7 +143,8 @@ def _value(v: Any) -> AnyValue:
     if isinstance(v, bool):
         return AnyValue(bool_value=v)
     if isinstance(v, int):
-        return AnyValue(int_value=v)
+        return AnyValue(int_value=v) if -_MAX_NS <= v <= _MAX_NS else AnyValue(
+            string_value=str(v))
     if isinstance(v, float):
         return AnyValue(double_value=v)
     if isinstance(v, (list, tuple)):
@@ -156,13 +158,23 @@ def _attrs(pairs: Iterable[tuple[str, Any]]) -> list[KeyValue]:
     return [KeyValue(key=k, value=_value(v)) for k, v in pairs if v is not None and v != ""]
 
 
+_MAX_NS = 2**63 - 1
+
+
 def _ns(t: Any) -> int:
-    return int(round(float(t) * 1e9)) if isinstance(t, (int, float)) and not isinstance(
-        t, bool) else 0
+    """Epoch seconds as nanoseconds; anything not a usable time is 0 (then the trace's)."""
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
+        return 0
+    return int(round(float(t) * 1e9)) if t < _MAX_NS / 1e9 else _MAX_NS
 
 
 def _int(v: Any) -> int:
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+    """A count: finite numbers (not booleans) as int64, anything else 0."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return 0
+    if isinstance(v, float) and not math.isfinite(v):
+        return 0
+    return max(min(int(v), _MAX_NS), -_MAX_NS)
 
 
 def _clip(text: Any, limit: int) -> str:
