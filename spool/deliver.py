@@ -274,6 +274,7 @@ class Dispatcher:
         result.claimed = len(rows)
         rows.sort(key=lambda r: r.id)
         reported: set[tuple[str, str]] = set()
+        rows = self._batches(rows, traces, result, current, reported, stop)
         live = {r.id for r in rows}
         for i, row in enumerate(rows):
             if row.id not in live:
@@ -300,26 +301,93 @@ class Dispatcher:
         t0 = time.perf_counter()
         outcome = self._attempt(row, trace)
         duration_ms = (time.perf_counter() - t0) * 1000.0
-        finished = current()
-        attempts = row.attempts + (1 if outcome.attempted else 0)
-        first = row.first_attempt_at if row.first_attempt_at is not None else (
-            started if outcome.attempted else None)
-        counts = classify(outcome) == "retry" and (outcome.status is not None
-                                                    or outcome.kind is not None)
+        self._settle([row], outcome, started, duration_ms, current(), result, reported)
+
+    def _settle(self, rows: list[_Claimed], outcome: Outcome, started: float,
+                duration_ms: float, finished: float, result: DeliverResult,
+                reported: set) -> None:
+        """Record one attempt's ``outcome`` for each of ``rows`` (one request carried them
+        all) in one transaction: each row's own decision (its attempts, its age)."""
+        done = []
         with self._write() as conn:
-            counted = 0
-            if counts:
-                counted = 1 + (int(conn.execute(_COUNTED, {"id": row.id, "since": first})
-                                   .scalar() or 0) if row.first_attempt_at is not None else 0)
-            decision = decide(outcome, attempts=attempts, first_attempt_at=first, now=finished,
-                              cfg=self.retry, rand=self.rand, http_attempts=counted)
-            acked = self._ack(conn, row, outcome, decision, started, duration_ms, finished,
-                              reported)
-        if not acked:
-            result.lost += 1
-            return
-        setattr(result, decision.state, getattr(result, decision.state) + 1)
-        result.outcomes.append((row.trace_id, row.sink, decision.state))
+            for row in rows:
+                attempts = row.attempts + (1 if outcome.attempted else 0)
+                first = row.first_attempt_at if row.first_attempt_at is not None else (
+                    started if outcome.attempted else None)
+                counts = classify(outcome) == "retry" and (outcome.status is not None
+                                                            or outcome.kind is not None)
+                counted = 0
+                if counts:
+                    counted = 1 + (int(conn.execute(_COUNTED, {"id": row.id, "since": first})
+                                       .scalar() or 0) if row.first_attempt_at is not None else 0)
+                decision = decide(outcome, attempts=attempts, first_attempt_at=first,
+                                  now=finished, cfg=self.retry, rand=self.rand,
+                                  http_attempts=counted)
+                done.append((row, decision, self._ack(conn, row, outcome, decision, started,
+                                                      duration_ms, finished, reported)))
+        for row, decision, acked in done:
+            if not acked:
+                result.lost += 1
+                continue
+            setattr(result, decision.state, getattr(result, decision.state) + 1)
+            result.outcomes.append((row.trace_id, row.sink, decision.state))
+
+    def _batches(self, rows: list[_Claimed], traces: dict, result: DeliverResult,
+                 current: Callable[[], float], reported: set,
+                 stop: threading.Event | None) -> list[_Claimed]:
+        """Rows of sinks with ``render_batch``/``send_batch`` (OTLP) sent many per request;
+        returns the other rows (sent one by one).  A batch is rows of one sink with the same
+        ``batch_key``, at most ``MAX_BATCH_ROWS`` rows and ``MAX_BATCH_BYTES`` rendered (a
+        larger one is halved).  A row that cannot be read or rendered alone goes the
+        one-by-one way, so its problem stays its own."""
+        rest: list[_Claimed] = []
+        groups: dict[tuple, list[tuple[_Claimed, TraceRow]]] = {}
+        for row in rows:
+            sink = self.sinks.get(row.sink)
+            trace = traces.get(row.trace_id)
+            if sink is None or trace is None or not hasattr(sink, "send_batch"):
+                rest.append(row)
+                continue
+            try:
+                tr = TraceRow.from_db(trace)
+                key = (row.sink, sink.batch_key(tr))
+            except Exception:  # noqa: BLE001 - handled (and recorded) one by one
+                rest.append(row)
+                continue
+            groups.setdefault(key, []).append((row, tr))
+        for (name, _key), members in groups.items():
+            sink = self.sinks[name]
+            limit = getattr(sink, "max_batch_rows", 200)
+            for i in range(0, len(members), limit):
+                if stop is not None and stop.is_set():
+                    result.released += self._release([r.id for r, _ in members[i:]],
+                                                     current(), current())
+                    break
+                rest += self._send_batch(sink, members[i:i + limit], result, current, reported)
+        return rest
+
+    def _send_batch(self, sink: Sink, members: list[tuple[_Claimed, TraceRow]],
+                    result: DeliverResult, current: Callable[[], float],
+                    reported: set) -> list[_Claimed]:
+        try:
+            payload = sink.render_batch([tr for _, tr in members])
+        except Exception:  # noqa: BLE001 - find the culprit one by one
+            return [r for r, _ in members]
+        if len(members) > 1 and len(payload) > getattr(sink, "max_batch_bytes", 4 << 20):
+            half = len(members) // 2
+            return (self._send_batch(sink, members[:half], result, current, reported)
+                    + self._send_batch(sink, members[half:], result, current, reported))
+        started = current()
+        t0 = time.perf_counter()
+        try:
+            outcome = sink.send_batch([tr for _, tr in members], payload)
+        except Exception as exc:  # noqa: BLE001 - a sink bug must not lose the rows
+            outcome = Outcome(kind="retry", error_class=f"SinkError:{type(exc).__name__}",
+                              message=str(exc)[:MAX_MESSAGE])
+        duration_ms = (time.perf_counter() - t0) * 1000.0
+        self._settle([r for r, _ in members], outcome, started, duration_ms, current(), result,
+                     reported)
+        return []
 
     def _attempt(self, row: _Claimed, trace: dict | None) -> Outcome:
         sink = self.sinks.get(row.sink)
@@ -370,6 +438,9 @@ class Dispatcher:
                 "message": message if acked else f"(lease lost, not recorded) {message}",
                 "rid": outcome.response_id,
             })
+        if acked and state == "sent" and outcome.error_class == "PartialSuccess":
+            conn.execute(_ERROR, {"at": now, "source": f"deliver:{row.sink}",
+                                  "message": f"sent {row.trace_id} with a warning: {message}"})
         if acked and state in ("dead", "held"):
             key = (row.sink, outcome.error_class or state)
             if state == "dead" or outcome.attempted or key not in reported:

@@ -79,7 +79,11 @@ class OtlpConfig:
 
     @property
     def secrets(self) -> list[str]:
-        return [v for _, v in self.headers if v]
+        """Header values and their words ("Basic <token>": the token alone too), longest
+        first, to scrub from any text spool keeps."""
+        out = {v for _, v in self.headers if v}
+        out |= {w for _, v in self.headers for w in v.split() if len(w) >= 8}
+        return sorted(out, key=len, reverse=True)
 
 
 def _pick(env: Mapping[str, str], *names: str) -> str | None:
