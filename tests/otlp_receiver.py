@@ -61,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
         with rx.lock:
             req = Request(len(rx.requests) + 1, headers, body, raw)
-            rx.requests.append(req)
+            rx.requests.append(req if rx.keep_requests else None)
             entry = rx.queue.popleft() if rx.queue else "ok"
         if self.path != "/v1/traces":
             return self._answer(req, 404, {}, b"no route")
@@ -125,6 +125,7 @@ class OtlpReceiver:
         self.requests: list[Request] = []
         self.queue: deque = deque()
         self.spans: dict[tuple[bytes, bytes], object] = {}
+        self.keep_requests = True
         self.stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
 
@@ -150,3 +151,30 @@ class OtlpReceiver:
     def script(self, *entries) -> None:
         with self.lock:
             self.queue.extend(entries)
+
+
+def main() -> None:
+    """``python tests/otlp_receiver.py``: serve until stdin closes; prints the URL first.
+    ``GET /_stats`` answers {"requests": n, "spans": unique spans} (the benchmark's check)."""
+    import json
+    import sys
+
+    def do_get(self):  # noqa: N802
+        rx = self.server.rx
+        with rx.lock:
+            data = json.dumps({"requests": len(rx.requests), "spans": len(rx.spans)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self._headers_buffer.append(b"\r\n" + data)
+        self.flush_headers()
+
+    _Handler.do_GET = do_get
+    with OtlpReceiver() as rx:
+        rx.keep_requests = False
+        print(rx.url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
