@@ -150,6 +150,19 @@ WHERE outbox_id = :id AND started_at >= :since AND outcome = 'retry'
 
 _ERROR = text("INSERT INTO errors (at, source, message) VALUES (:at, :source, :message)")
 
+# A batch that one request delivered: every row sent at once (the _ACK of state 'sent').
+_ACK_SENT = text("""
+UPDATE outbox
+SET state = 'sent', attempts = attempts + :inc,
+    first_attempt_at = CASE WHEN :inc > 0 THEN COALESCE(first_attempt_at, :started)
+                            ELSE first_attempt_at END,
+    next_attempt_at = :now, lease_owner = NULL, lease_until = NULL,
+    last_status = COALESCE(:status, last_status), last_error = NULL, held_reason = NULL,
+    sent_at = :now, response_id = COALESCE(:rid, response_id), updated_at = :now
+WHERE id IN :ids AND lease_owner = :owner AND state = 'in_flight'
+RETURNING id
+""").bindparams(bindparam("ids", expanding=True))
+
 
 @dataclass
 class DeliverResult:
@@ -308,6 +321,8 @@ class Dispatcher:
                 reported: set) -> None:
         """Record one attempt's ``outcome`` for each of ``rows`` (one request carried them
         all) in one transaction: each row's own decision (its attempts, its age)."""
+        if len(rows) > 1 and classify(outcome) == "sent":
+            return self._settle_sent(rows, outcome, started, duration_ms, finished, result)
         done = []
         with self._write() as conn:
             for row in rows:
@@ -331,6 +346,32 @@ class Dispatcher:
                 continue
             setattr(result, decision.state, getattr(result, decision.state) + 1)
             result.outcomes.append((row.trace_id, row.sink, decision.state))
+
+    def _settle_sent(self, rows: list[_Claimed], outcome: Outcome, started: float,
+                     duration_ms: float, finished: float, result: DeliverResult) -> None:
+        """:meth:`_settle` for a delivered batch: one UPDATE and one executemany INSERT."""
+        message = (outcome.message or "")[:MAX_MESSAGE] or None
+        with self._write() as conn:
+            acked = {r[0] for r in conn.execute(_ACK_SENT, {
+                "ids": [r.id for r in rows], "owner": self.owner,
+                "inc": 1 if outcome.attempted else 0, "started": started,
+                "status": outcome.status, "rid": outcome.response_id, "now": finished})}
+            conn.execute(_ATTEMPT, [{
+                "id": r.id, "trace_id": r.trace_id, "sink": r.sink, "started": started,
+                "duration": duration_ms, "status": outcome.status, "outcome": "sent",
+                "error_class": outcome.error_class,
+                "message": message if r.id in acked else f"(lease lost, not recorded) {message}",
+                "rid": outcome.response_id} for r in rows if r.id in acked or outcome.attempted])
+            if outcome.error_class == "PartialSuccess":
+                conn.execute(_ERROR, {"at": finished, "source": f"deliver:{rows[0].sink}",
+                                      "message": f"sent {len(acked)} traces with a warning: "
+                                                 f"{message}"})
+        for r in rows:
+            if r.id in acked:
+                result.sent += 1
+                result.outcomes.append((r.trace_id, r.sink, "sent"))
+            else:
+                result.lost += 1
 
     def _batches(self, rows: list[_Claimed], traces: dict, result: DeliverResult,
                  current: Callable[[], float], reported: set,

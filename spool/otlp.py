@@ -35,7 +35,9 @@ its SHA-256); span ids are the first 8 bytes of SHA-256(trace id, step number) (
 
 Content (prompt, answer, commands, tool output) is sent only when ``Options.capture_content``
 (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``; see :func:`capture_content`): redacted
-first (spool.redact), then cut to the preview limits.
+first (spool.redact), then cut to the preview limits.  Every free text that leaves (content,
+step descriptions, error messages) is redacted; identifiers (model, tool name, ids, git branch)
+are sent as they are.  Only the strings that are emitted are redacted, not the whole body.
 """
 from __future__ import annotations
 
@@ -53,10 +55,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
 from . import __version__
-from .redact import redact
+from .redact import redact_text
 
 AGENT_NAME = "codex"
 PROVIDER = "openai"
@@ -158,6 +160,27 @@ def _attrs(pairs: Iterable[tuple[str, Any]]) -> list[KeyValue]:
     return [KeyValue(key=k, value=_value(v)) for k, v in pairs if v is not None and v != ""]
 
 
+def _put(container: Any, pairs: Iterable[tuple[str, Any]]) -> None:
+    """``pairs`` added to a repeated KeyValue field in place (no message copies: the hot
+    path of rendering); None and "" are left out."""
+    add = container.add
+    for k, v in pairs:
+        if v is None or v == "":
+            continue
+        kv = add(key=k)
+        t = v.__class__
+        if t is str:
+            kv.value.string_value = v
+        elif t is int and -_MAX_NS <= v <= _MAX_NS:
+            kv.value.int_value = v
+        elif t is bool:
+            kv.value.bool_value = v
+        elif t is float:
+            kv.value.double_value = v
+        else:
+            kv.value.CopyFrom(_value(v))
+
+
 _MAX_NS = 2**63 - 1
 
 
@@ -220,21 +243,22 @@ def _failed(step: Mapping[str, Any]) -> bool:
 
 
 def _set_status(span: Span, step: Mapping[str, Any], default_type: str,
-                attrs: list[tuple[str, Any]], opts: Options) -> None:
+                attrs: list[tuple[str, Any]], opts: Options, text) -> None:
     if not _failed(step):
         return
     err = step.get("error") if isinstance(step.get("error"), Mapping) else {}
     etype = str(err.get("type") or default_type)
     attrs.append(("error.type", etype))
-    message = _clip(err.get("message") or etype, ERROR_MESSAGE_MAX)
+    message = text(err.get("message") or etype, ERROR_MESSAGE_MAX)
     # the message names the command: content
     span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR,
                                 message=message if opts.capture_content else etype))
 
 
 class _Builder:
-    def __init__(self, body: Mapping[str, Any], opts: Options) -> None:
+    def __init__(self, body: Mapping[str, Any], opts: Options, into: Any) -> None:
         self.body = body
+        self.into = into  # the repeated Span field the spans are added to
         self.opts = opts
         self.tid = str(body.get("trace_id") or "")
         self.otid = otel_trace_id(self.tid)
@@ -242,6 +266,7 @@ class _Builder:
         self.session = str(body.get("session_id") or "")
         self.t0 = _ns(body.get("started_at"))
         self.t1 = max(_ns(body.get("ended_at")), self.t0)
+        self._redacted: dict[str, str] = {}
 
     def common(self) -> list[tuple[str, Any]]:
         return [("gen_ai.conversation.id", self.session), ("session.id", self.session)]
@@ -249,13 +274,27 @@ class _Builder:
     def span(self, key: str | int, name: str, kind: int, start: int, end: int,
              parent: bytes | None) -> Span:
         start = start or self.t0
-        return Span(trace_id=self.otid, span_id=span_id(self.tid, key) if key != "root"
-                    else self.root_id, parent_span_id=parent or b"", name=name, kind=kind,
-                    start_time_unix_nano=start, end_time_unix_nano=max(end or start, start))
+        return self.into.add(trace_id=self.otid, span_id=span_id(self.tid, key)
+                             if key != "root" else self.root_id, parent_span_id=parent or b"",
+                             name=name, kind=kind, start_time_unix_nano=start,
+                             end_time_unix_nano=max(end or start, start))
+
+    def text(self, v: Any, limit: int) -> str:
+        """Free text as it may leave the machine: redacted (memoised), then cut."""
+        if v is None:
+            return ""
+        if not isinstance(v, str):
+            v = json.dumps(v, ensure_ascii=False, default=str)
+        if self.opts.redact and v:
+            r = self._redacted.get(v)
+            if r is None:
+                r = self._redacted[v] = redact_text(v)
+            v = r
+        return _clip(v, limit)
 
     def content(self, pairs: list[tuple[str, Any]], items: Iterable[tuple[str, Any, int]]) -> None:
         if self.opts.capture_content:
-            pairs.extend((k, _clip(v, n)) for k, v, n in items if v)
+            pairs.extend((k, self.text(v, n)) for k, v, n in items if v)
 
     def build(self) -> list[Span]:
         b, o = self.body, self.opts
@@ -285,19 +324,19 @@ class _Builder:
                           ("output.value", b.get("output_summary"), OUTPUT_SUMMARY_MAX)])
         if o.capture_content and b.get("input_summary"):
             ra.append(("gen_ai.input.messages", json.dumps(
-                [{"role": "user", "parts": [{"type": "text", "content": _clip(
+                [{"role": "user", "parts": [{"type": "text", "content": self.text(
                     b["input_summary"], INPUT_SUMMARY_MAX)}]}], ensure_ascii=False)))
         if o.capture_content and b.get("output_summary"):
             ra.append(("gen_ai.output.messages", json.dumps(
-                [{"role": "assistant", "parts": [{"type": "text", "content": _clip(
+                [{"role": "assistant", "parts": [{"type": "text", "content": self.text(
                     b["output_summary"], OUTPUT_SUMMARY_MAX)}], "finish_reason": "stop"}],
                 ensure_ascii=False)))
         out = [root]
         subagents: dict[str, Span] = {}
         root_error: str | None = None
-        for s in steps:
+        for position, s in enumerate(steps, 1):
             action = s.get("action")
-            key = _int(s.get("number")) or len(out)
+            key = position  # the span id's key: unique even if step numbers are not
             start, end = _ns(s.get("started_at")), _ns(s.get("ended_at"))
             if action == "model_request":
                 out.append(self.chat(s, key, start, end, model))
@@ -311,23 +350,24 @@ class _Builder:
                 sp = subagents.pop(str(s.get("agent_id")))
                 sp.end_time_unix_nano = max(end or start, sp.start_time_unix_nano)
                 if o.capture_content and s.get("output_preview"):
-                    sp.attributes.extend(_attrs([("output.value", _clip(
-                        s["output_preview"], o.max_output_preview))]))
+                    _put(sp.attributes, [("output.value", self.text(
+                        s["output_preview"], o.max_output_preview))])
             elif action in ("compaction", "permission_request"):
                 out.append(self.chain(s, key, start, end))
             elif action == "user_prompt":
                 continue  # the root's input
             else:
-                ev = Span.Event(time_unix_nano=start or end or self.t0, name=str(action or "event"),
-                                attributes=_attrs([("spool.step.description", s.get("description")),
-                                                   ("spool.step.number", key)]))
-                root.events.append(ev)
+                ev = root.events.add(time_unix_nano=start or end or self.t0,
+                                     name=str(action or "event"))
+                _put(ev.attributes, [("spool.step.description",
+                                      self.text(s.get("description"), 200)),
+                                     ("spool.step.number", _int(s.get("number")))])
                 if isinstance(s.get("error"), Mapping):
                     root_error = str(s["error"].get("type") or "Error")
         if root_error:
             ra.append(("error.type", root_error))
             root.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=root_error))
-        root.attributes.extend(_attrs(ra))
+        _put(root.attributes, ra)
         for sp in out[1:]:  # children never outlast the root (late Post events do)
             root.end_time_unix_nano = max(root.end_time_unix_nano, sp.end_time_unix_nano)
         return out
@@ -340,11 +380,11 @@ class _Builder:
             ("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", PROVIDER),
             ("gen_ai.request.model", m), *self.common(), ("openinference.span.kind", "LLM"),
             ("llm.model_name", m), ("llm.provider", PROVIDER), ("llm.system", PROVIDER),
-            ("spool.step.number", key), ("spool.step.status", s.get("status"))]
+            ("spool.step.number", _int(s.get("number"))), ("spool.step.status", s.get("status"))]
         if isinstance(s.get("usage"), Mapping):
             a += _usage_attrs(s["usage"], openinference=True)
-        _set_status(sp, s, "ModelError", a, self.opts)
-        sp.attributes.extend(_attrs(a))
+        _set_status(sp, s, "ModelError", a, self.opts, self.text)
+        _put(sp.attributes, a)
         return sp
 
     def tool(self, s: Mapping[str, Any], key: int, start: int, end: int) -> Span:
@@ -359,7 +399,7 @@ class _Builder:
             ("openinference.span.kind", "TOOL"), ("tool.name", name),
             ("process.exit.code", s.get("exit_code") if isinstance(s.get("exit_code"), int)
              else None),
-            ("spool.step.number", key), ("spool.step.status", s.get("status"))]
+            ("spool.step.number", _int(s.get("number"))), ("spool.step.status", s.get("status"))]
         command = s.get("command") or s.get("input_preview")
         self.content(a, [("process.command_line", command, o.max_input_preview),
                          ("gen_ai.tool.call.arguments", command, o.max_input_preview),
@@ -367,8 +407,8 @@ class _Builder:
                          ("gen_ai.tool.call.result", s.get("output_preview"),
                           o.max_output_preview),
                          ("output.value", s.get("output_preview"), o.max_output_preview)])
-        _set_status(sp, s, "ToolError", a, o)
-        sp.attributes.extend(_attrs(a))
+        _set_status(sp, s, "ToolError", a, o, self.text)
+        _put(sp.attributes, a)
         return sp
 
     def subagent(self, s: Mapping[str, Any], key: int, start: int) -> Span:
@@ -376,10 +416,10 @@ class _Builder:
         kind = desc.split(": ", 1)[1] if ": " in desc else "agent"
         sp = self.span(key, f"invoke_agent {kind}", Span.SPAN_KIND_INTERNAL, start, start,
                        self.root_id)
-        sp.attributes.extend(_attrs([
+        _put(sp.attributes, ([
             ("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", kind),
             ("gen_ai.agent.id", s.get("agent_id")), ("gen_ai.provider.name", PROVIDER),
-            *self.common(), ("openinference.span.kind", "AGENT"), ("spool.step.number", key)]))
+            *self.common(), ("openinference.span.kind", "AGENT"), ("spool.step.number", _int(s.get("number")))]))
         return sp
 
     def chain(self, s: Mapping[str, Any], key: int, start: int, end: int) -> Span:
@@ -387,25 +427,24 @@ class _Builder:
         name = action if action == "compaction" else f"{action} {s.get('tool_name') or 'tool'}"
         sp = self.span(key, name, Span.SPAN_KIND_INTERNAL, start, end, self.root_id)
         a: list[tuple[str, Any]] = [*self.common(), ("openinference.span.kind", "CHAIN"),
-                                    ("spool.step.number", key),
-                                    ("spool.step.description", s.get("description")),
+                                    ("spool.step.number", _int(s.get("number"))),
+                                    ("spool.step.description",
+                                     self.text(s.get("description"), 200)),
                                     ("spool.step.status", s.get("status"))]
         if action == "permission_request":
             a.append(("gen_ai.tool.name", s.get("tool_name")))
             self.content(a, [("input.value", s.get("command"), self.opts.max_input_preview)])
-        _set_status(sp, s, "Error", a, self.opts)
-        sp.attributes.extend(_attrs(a))
+        _set_status(sp, s, "Error", a, self.opts, self.text)
+        _put(sp.attributes, a)
         return sp
 
 
-def prepare(body: Mapping[str, Any], opts: Options) -> Mapping[str, Any]:
-    """The body as it may leave the machine: redacted (before anything is cut)."""
-    return redact(body) if opts.redact else body
-
-
-def spans_for(body: Mapping[str, Any], opts: Options) -> list[Span]:
-    """The spans of one spool trace body (root first)."""
-    return _Builder(prepare(body, opts), opts).build()
+def spans_for(body: Mapping[str, Any], opts: Options, into: Any = None) -> list[Span]:
+    """The spans of one spool trace body (root first), added to ``into`` (a repeated Span
+    field, e.g. ``ScopeSpans.spans``) when given."""
+    if into is None:
+        into = ScopeSpans().spans
+    return _Builder(body, opts, into).build()
 
 
 def resource(opts: Options) -> Resource:
@@ -424,12 +463,10 @@ def export_request(groups: Sequence[tuple[Options, Sequence[Mapping[str, Any]]]]
     req = ExportTraceServiceRequest()
     scope = InstrumentationScope(name="spool", version=__version__)
     for opts, bodies in groups:
-        rs = ResourceSpans(resource=resource(opts))
-        ss = ScopeSpans(scope=scope)
+        rs = req.resource_spans.add(resource=resource(opts))
+        ss = rs.scope_spans.add(scope=scope)
         for body in bodies:
-            ss.spans.extend(spans_for(body, opts))
-        rs.scope_spans.append(ss)
-        req.resource_spans.append(rs)
+            spans_for(body, opts, ss.spans)
     return req
 
 
