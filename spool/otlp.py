@@ -255,6 +255,19 @@ def _set_status(span: Span, step: Mapping[str, Any], default_type: str,
                                 message=message if opts.capture_content else etype))
 
 
+def _template(pairs: list[tuple[str, Any]]) -> Span:
+    sp = Span()
+    _put(sp.attributes, pairs)
+    return sp
+
+
+_CHAT = _template([("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", PROVIDER),
+                   ("openinference.span.kind", "LLM"), ("llm.provider", PROVIDER),
+                   ("llm.system", PROVIDER)])
+_TOOL = _template([("gen_ai.operation.name", "execute_tool"), ("gen_ai.provider.name", PROVIDER),
+                   ("gen_ai.tool.type", "function"), ("openinference.span.kind", "TOOL")])
+
+
 class _Builder:
     def __init__(self, body: Mapping[str, Any], opts: Options, into: Any) -> None:
         self.body = body
@@ -267,17 +280,25 @@ class _Builder:
         self.t0 = _ns(body.get("started_at"))
         self.t1 = max(_ns(body.get("ended_at")), self.t0)
         self._redacted: dict[str, str] = {}
+        self._common: Span | None = None
 
     def common(self) -> list[tuple[str, Any]]:
         return [("gen_ai.conversation.id", self.session), ("session.id", self.session)]
 
     def span(self, key: str | int, name: str, kind: int, start: int, end: int,
-             parent: bytes | None) -> Span:
+             parent: bytes | None, template: Span | None = None) -> Span:
         start = start or self.t0
-        return self.into.add(trace_id=self.otid, span_id=span_id(self.tid, key)
-                             if key != "root" else self.root_id, parent_span_id=parent or b"",
-                             name=name, kind=kind, start_time_unix_nano=start,
-                             end_time_unix_nano=max(end or start, start))
+        sp = self.into.add(trace_id=self.otid, span_id=span_id(self.tid, key)
+                           if key != "root" else self.root_id, parent_span_id=parent or b"",
+                           name=name, kind=kind, start_time_unix_nano=start,
+                           end_time_unix_nano=max(end or start, start))
+        if template is not None:  # constant attributes in one copy (the hot path)
+            sp.MergeFrom(template)
+            if self._common is None:
+                self._common = Span()
+                _put(self._common.attributes, self.common())
+            sp.MergeFrom(self._common)
+        return sp
 
     def text(self, v: Any, limit: int) -> str:
         """Free text as it may leave the machine: redacted (memoised), then cut."""
@@ -375,11 +396,9 @@ class _Builder:
     def chat(self, s: Mapping[str, Any], key: int, start: int, end: int, model: Any) -> Span:
         m = s.get("model") or model
         sp = self.span(key, f"chat {m}" if m else "chat", Span.SPAN_KIND_CLIENT, start, end,
-                       self.root_id)
+                       self.root_id, _CHAT)
         a: list[tuple[str, Any]] = [
-            ("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", PROVIDER),
-            ("gen_ai.request.model", m), *self.common(), ("openinference.span.kind", "LLM"),
-            ("llm.model_name", m), ("llm.provider", PROVIDER), ("llm.system", PROVIDER),
+            ("gen_ai.request.model", m), ("llm.model_name", m),
             ("spool.step.number", _int(s.get("number"))), ("spool.step.status", s.get("status"))]
         if isinstance(s.get("usage"), Mapping):
             a += _usage_attrs(s["usage"], openinference=True)
@@ -391,12 +410,10 @@ class _Builder:
         o = self.opts
         name = str(s.get("tool_name") or "tool")
         sp = self.span(key, f"execute_tool {name}", Span.SPAN_KIND_INTERNAL, start, end,
-                       self.root_id)
+                       self.root_id, _TOOL)
         a: list[tuple[str, Any]] = [
-            ("gen_ai.operation.name", "execute_tool"), ("gen_ai.provider.name", PROVIDER),
             ("gen_ai.tool.name", name), ("gen_ai.tool.call.id", s.get("tool_use_id")),
-            ("gen_ai.tool.type", "function"), *self.common(),
-            ("openinference.span.kind", "TOOL"), ("tool.name", name),
+            ("tool.name", name),
             ("process.exit.code", s.get("exit_code") if isinstance(s.get("exit_code"), int)
              else None),
             ("spool.step.number", _int(s.get("number"))), ("spool.step.status", s.get("status"))]
