@@ -264,3 +264,41 @@ def test_config_file_and_env_precedence(tmp_path):
     assert c.endpoint == "http://localhost:4318/v1/traces" and "grpc" in c.problem
     assert CANARY_SECRET not in repr(load_config(
         config.load(None, env={}), {"OTEL_EXPORTER_OTLP_HEADERS": f"a={CANARY_SECRET}"}))
+
+
+def _cli(*args, env: dict) -> "subprocess.CompletedProcess":
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "spool"
+    return subprocess.run([str(exe), *args], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_spool_test_sends_one_span_and_doctor_checks_the_endpoint(rx, project, monkeypatch):
+    monkeypatch.chdir(project)
+    env = {"OTEL_EXPORTER_OTLP_HEADERS": f"authorization={CANARY_SECRET}"}
+    r = _cli("test", "--sink", "otlp", "--json", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] is True and out["status"] == 200
+    spans = rx.requests[-1].spans()
+    assert [s.name for s in spans] == ["invoke_agent codex"]
+    assert rx.requests[-1].headers["authorization"] == CANARY_SECRET
+    r = _cli("doctor", "--online", "--json", env={**env, "SPOOL_SINKS": "otlp"})
+    checks = [c for c in json.loads(r.stdout)["checks"] if c["name"] == "otlp"]
+    assert [c["status"] for c in checks] == ["ok", "ok"], checks
+    assert f"{rx.url}/v1/traces" in checks[0]["detail"] and "authorization" in checks[0]["detail"]
+    assert "HTTP 200" in checks[1]["detail"]
+    assert CANARY_SECRET not in r.stdout + r.stderr
+    assert rx.requests[-1].spans() == []  # the online check sends no span
+    rx.script(415)
+    r = _cli("doctor", "--online", "--json", env={**env, "SPOOL_SINKS": "otlp",
+                                                   "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    checks = [c for c in json.loads(r.stdout)["checks"] if c["name"] == "otlp"]
+    assert checks[1]["status"] == "fail" and "415" in checks[1]["detail"], checks
+    r = _cli("doctor", "--json", env={"SPOOL_SINKS": "otlp",
+                                      "OTEL_EXPORTER_OTLP_ENDPOINT": "nope"})
+    checks = [c for c in json.loads(r.stdout)["checks"] if c["name"] == "otlp"]
+    assert checks[0]["status"] == "fail" and "not an http(s) URL" in checks[0]["detail"]

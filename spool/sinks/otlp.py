@@ -281,3 +281,37 @@ def _scrub(text: str, c: OtlpConfig) -> str:
         if len(secret) >= 3:
             text = text.replace(secret, "***")
     return text
+
+
+# --- `spool doctor` ----------------------------------------------------------------------
+
+def doctor(cfg: config.Config, env: Mapping[str, str], online: bool = False,
+           transport: httpx.BaseTransport | None = None) -> list[tuple[str, str, str]]:
+    """(status ok|fail, detail, fix) lines about the OTLP configuration: the endpoint,
+    protocol, compression, the header *names* (never values); with ``online`` an empty export
+    request (valid OTLP, no spans) is sent and its status reported."""
+    c = load_config(cfg, env)
+    if c.problem:
+        return [("fail", c.problem, "Fix the OTEL_EXPORTER_OTLP_* setting, then `spool retry`.")]
+    names = ", ".join(k for k, _ in c.headers) or "none"
+    out = [("ok", f"{c.endpoint} ({c.protocol}, compression {c.compression or 'none'}, "
+                  f"timeout {c.timeout:g} s, headers: {names}, content "
+                  f"{'on' if c.options.capture_content else 'off'})", "")]
+    if online:
+        sink = OtlpSink(env=env, transport=transport)
+        sink._configs[None] = c
+        row = TraceRow(trace_id="doctor", kind="test", project=None, name="doctor", body={})
+        empty = otlp.encode(otlp.export_request([(c.options, [])]), c.protocol)  # no spans
+        try:
+            outcome = sink.send_batch([row], empty)
+        finally:
+            sink.close()
+        ok = outcome.status is not None and 200 <= outcome.status < 300
+        detail = (f"{c.endpoint} answered HTTP {outcome.status}" if outcome.status is not None
+                  else f"{c.endpoint}: {outcome.error_class} {outcome.message or ''}".strip())
+        if outcome.message and outcome.status is not None and not ok:
+            detail += f" - {outcome.message}"
+        out.append(("ok" if ok else "fail", detail,
+                    "" if ok else "Check the endpoint, OTEL_EXPORTER_OTLP_HEADERS and "
+                                  "OTEL_EXPORTER_OTLP_PROTOCOL."))
+    return out
