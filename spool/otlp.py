@@ -1,10 +1,10 @@
 """spool's neutral trace body (``spool.trace/1``) as OpenTelemetry spans: pure functions.
 
 One spool trace becomes one OTel trace (:func:`spans_for`); many become one
-``ExportTraceServiceRequest`` (:func:`export_request`), encoded as OTLP protobuf or OTLP/JSON
-(:func:`encode`).  No I/O, no clock: the same bodies and :class:`Options` always give the same
+``ExportTraceServiceRequest`` (:func:`export_request`), encoded as OTLP protobuf or OTLP/JSON by
+spool.otlp_wire.  No I/O, no clock: the same bodies and :class:`Options` always give the same
 bytes, so a resend is byte-identical and backends that drop exact duplicates (Phoenix, MLflow)
-store a trace once.
+store a trace once.  The options come from the environment in spool.sinks.otlp.
 
 Spans (GenAI semantic conventions, plus the OpenInference names Arize Phoenix renders by):
 
@@ -48,16 +48,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from google.protobuf import json_format
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
 from . import __version__
+from .otlp_wire import MAX_INT, attrs as _attrs, put as _put
 from .redact import redact_text
 
 AGENT_NAME = "codex"
@@ -66,7 +63,6 @@ DEFAULT_SERVICE_NAME = "codex"
 INPUT_SUMMARY_MAX = 3000
 OUTPUT_SUMMARY_MAX = 8000
 ERROR_MESSAGE_MAX = 1000
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 
 @dataclass(frozen=True)
@@ -82,44 +78,6 @@ class Options:
 
 
 # --- configuration parsing (pure) ------------------------------------------------
-
-_TRUE = {"1", "true", "yes", "on", "span_only", "span_and_event"}
-_FALSE = {"0", "false", "no", "off", "no_content", "event_only"}
-
-
-def capture_content(env: Mapping[str, str]) -> bool:
-    """``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: spool's default is **on**, as its
-    other sinks send previews (redacted, cut to the preview limits); ``false`` (or
-    ``NO_CONTENT``/``EVENT_ONLY``) keeps prompts, answers, commands and tool output out of spans.
-    An unknown value counts as on (it was set to something: the user wants content)."""
-    raw = (env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT") or "").strip().lower()
-    return raw not in _FALSE
-
-
-def parse_pairs(raw: str | None) -> list[tuple[str, str]]:
-    """``k=v,k2=v2`` (the OTel env format: keys and values URL-decoded, blanks trimmed).
-    Entries without ``=`` or with an empty key are skipped."""
-    from urllib.parse import unquote
-
-    out: list[tuple[str, str]] = []
-    for part in (raw or "").split(","):
-        key, sep, value = part.partition("=")
-        key = unquote(key.strip())
-        if sep and key:
-            out.append((key, unquote(value.strip())))
-    return out
-
-
-def options_from_env(env: Mapping[str, str], *, max_input_preview: int = 200,
-                     max_output_preview: int = 300, redact: bool = True) -> Options:
-    attrs = parse_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES"))
-    service = (env.get("OTEL_SERVICE_NAME") or "").strip() or dict(attrs).get(
-        "service.name") or DEFAULT_SERVICE_NAME
-    return Options(service_name=service,
-                   resource_attributes=tuple((k, v) for k, v in attrs if k != "service.name"),
-                   capture_content=capture_content(env), max_input_preview=max_input_preview,
-                   max_output_preview=max_output_preview, redact=redact)
-
 
 # --- ids ---------------------------------------------------------------------------
 
@@ -139,49 +97,7 @@ def _nonzero(b: bytes) -> bytes:
     return b if any(b) else b[:-1] + b"\x01"  # an all-zero id is invalid in OTLP
 
 
-# --- attribute helpers ----------------------------------------------------------------
-
-def _value(v: Any) -> AnyValue:
-    if isinstance(v, bool):
-        return AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return AnyValue(int_value=v) if -_MAX_NS <= v <= _MAX_NS else AnyValue(
-            string_value=str(v))
-    if isinstance(v, float):
-        return AnyValue(double_value=v)
-    if isinstance(v, (list, tuple)):
-        out = AnyValue()
-        out.array_value.values.extend(_value(x) for x in v)
-        return out
-    return AnyValue(string_value=str(v))
-
-
-def _attrs(pairs: Iterable[tuple[str, Any]]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=_value(v)) for k, v in pairs if v is not None and v != ""]
-
-
-def _put(container: Any, pairs: Iterable[tuple[str, Any]]) -> None:
-    """``pairs`` added to a repeated KeyValue field in place (no message copies: the hot
-    path of rendering); None and "" are left out."""
-    add = container.add
-    for k, v in pairs:
-        if v is None or v == "":
-            continue
-        kv = add(key=k)
-        t = v.__class__
-        if t is str:
-            kv.value.string_value = v
-        elif t is int and -_MAX_NS <= v <= _MAX_NS:
-            kv.value.int_value = v
-        elif t is bool:
-            kv.value.bool_value = v
-        elif t is float:
-            kv.value.double_value = v
-        else:
-            kv.value.CopyFrom(_value(v))
-
-
-_MAX_NS = 2**63 - 1
+_MAX_NS = MAX_INT
 
 
 def _ns(t: Any) -> int:
@@ -485,79 +401,3 @@ def export_request(groups: Sequence[tuple[Options, Sequence[Mapping[str, Any]]]]
         for body in bodies:
             spans_for(body, opts, ss.spans)
     return req
-
-
-def encode(req: ExportTraceServiceRequest, protocol: str = "http/protobuf") -> bytes:
-    """Protobuf bytes, or OTLP/JSON (ids as hex, enums as integers) for ``http/json``."""
-    if protocol == "http/json":
-        d = json_format.MessageToDict(req, use_integers_for_enums=True)
-        _hex_ids(d)
-        return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
-    return req.SerializeToString(deterministic=True)
-
-
-def _hex_ids(obj: Any) -> None:
-    import base64
-
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k in _ID_FIELDS and isinstance(v, str):
-                obj[k] = base64.b64decode(v).hex()
-            else:
-                _hex_ids(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            _hex_ids(v)
-
-
-def decode_request(data: bytes, protocol: str = "http/protobuf") -> ExportTraceServiceRequest:
-    """The inverse of :func:`encode` (tests and receivers)."""
-    req = ExportTraceServiceRequest()
-    if protocol == "http/json":
-        import base64
-
-        d = json.loads(data)
-
-        def unhex(o: Any) -> None:
-            if isinstance(o, dict):
-                for k, v in o.items():
-                    if k in _ID_FIELDS and isinstance(v, str):
-                        o[k] = base64.b64encode(bytes.fromhex(v)).decode()
-                    else:
-                        unhex(v)
-            elif isinstance(o, list):
-                for v in o:
-                    unhex(v)
-        unhex(d)
-        json_format.ParseDict(d, req)
-    else:
-        req.ParseFromString(data)
-    return req
-
-
-def partial_success(data: bytes, content_type: str | None) -> tuple[int, str] | None:
-    """(rejected spans, message) from an export response, or None when all were accepted or
-    the body is not an ExportTraceServiceResponse."""
-    if not data:
-        return None
-    resp = ExportTraceServiceResponse()
-    try:
-        if content_type and "json" in content_type:
-            json_format.Parse(data, resp, ignore_unknown_fields=True)
-        else:
-            resp.ParseFromString(data)
-    except Exception:  # noqa: BLE001 - any undecodable body: nothing to report
-        return None
-    ps = resp.partial_success
-    if ps.rejected_spans or ps.error_message:
-        return int(ps.rejected_spans), ps.error_message
-    return None
-
-
-def attributes(span_or_resource: Any) -> dict[str, Any]:
-    """Attributes as a plain dict (tests, doctor output)."""
-    out = {}
-    for kv in span_or_resource.attributes:
-        which = kv.value.WhichOneof("value")
-        out[kv.key] = getattr(kv.value, which) if which else None
-    return out

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from spool import otlp
+from spool import otlp_wire
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Request:
 
     def decoded(self):
         proto = "http/json" if "json" in self.headers.get("content-type", "") else "http/protobuf"
-        return otlp.decode_request(self.raw, proto)
+        return otlp_wire.decode_request(self.raw, proto)
 
     def spans(self) -> list:
         return [s for rs in self.decoded().resource_spans for ss in rs.scope_spans

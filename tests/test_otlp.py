@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from spool import otlp
+from spool import otlp, otlp_wire
+from spool.sinks import otlp as otlp_sink
 
 BODIES = json.loads((Path(__file__).parent / "fixtures" / "otlp" / "bodies.json").read_text())
 TURN = BODIES["turn"][0]
@@ -21,7 +22,7 @@ OPTS = otlp.Options()
 
 
 def attrs(span) -> dict:
-    return otlp.attributes(span)
+    return otlp_wire.attributes(span)
 
 
 def by_name(spans) -> dict:
@@ -91,8 +92,8 @@ def test_turn_maps_to_root_chat_and_tool_spans():
 
 
 def test_ids_are_deterministic_and_derived_from_the_spool_trace_id():
-    a = otlp.encode(otlp.export_request([(OPTS, BODIES["turn"])]))
-    b = otlp.encode(otlp.export_request([(OPTS, copy.deepcopy(BODIES["turn"]))]))
+    a = otlp_wire.encode(otlp.export_request([(OPTS, BODIES["turn"])]))
+    b = otlp_wire.encode(otlp.export_request([(OPTS, copy.deepcopy(BODIES["turn"]))]))
     assert a == b
     spans = otlp.spans_for(TURN, OPTS)
     assert spans[0].trace_id.hex() == TURN["trace_id"].replace("-", "")
@@ -155,14 +156,14 @@ def test_content_switch_and_redaction_before_the_cut():
     body["input_summary"] = f"use OPENAI_API_KEY={secret} please"
     tool = next(s for s in body["steps"] if s["action"] == "tool_use")
     tool["command"] = f"curl -H 'Authorization: Bearer {secret}' " + "x" * 500
-    data = otlp.encode(otlp.export_request([(OPTS, [body])]))
+    data = otlp_wire.encode(otlp.export_request([(OPTS, [body])]))
     assert secret.encode() not in data and b"[REDACTED:" in data
     ta = attrs(by_name(otlp.spans_for(body, OPTS))["execute_tool Bash"][0])
     assert len(ta["process.command_line"]) == OPTS.max_input_preview
     assert "[REDACTED:" in ta["process.command_line"]  # redacted, then cut
     off = otlp.Options(capture_content=False)
     spans = otlp.spans_for(body, off)
-    data = otlp.encode(otlp.export_request([(off, [body])]))
+    data = otlp_wire.encode(otlp.export_request([(off, [body])]))
     assert b"please" not in data and b"curl" not in data and b"hello\n" not in data
     assert not any(k in attrs(s) for s in spans for k in (
         "input.value", "output.value", "process.command_line", "gen_ai.input.messages"))
@@ -170,19 +171,19 @@ def test_content_switch_and_redaction_before_the_cut():
 
 
 def test_capture_content_and_resource_from_env():
-    assert otlp.capture_content({}) is True
+    assert otlp_sink.capture_content({}) is True
     for v in ("false", "0", "NO_CONTENT", "event_only"):
-        assert otlp.capture_content({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": v}) \
+        assert otlp_sink.capture_content({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": v}) \
             is False
-    assert otlp.capture_content({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"})
-    o = otlp.options_from_env({"OTEL_SERVICE_NAME": "my-agents",
+    assert otlp_sink.capture_content({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"})
+    o = otlp_sink.options_from_env({"OTEL_SERVICE_NAME": "my-agents",
                                "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=dev, team=a%2Cb,"
                                                            "service.name=ignored,bad"})
     res = attrs(otlp.resource(o))
     assert res["service.name"] == "my-agents"
     assert res["deployment.environment"] == "dev" and res["team"] == "a,b"
     assert res["openinference.project.name"] == "my-agents"
-    o2 = otlp.options_from_env({"OTEL_RESOURCE_ATTRIBUTES":
+    o2 = otlp_sink.options_from_env({"OTEL_RESOURCE_ATTRIBUTES":
                                 "service.name=svc,openinference.project.name=proj"})
     r2 = attrs(otlp.resource(o2))
     assert (r2["service.name"], r2["openinference.project.name"]) == ("svc", "proj")
@@ -190,12 +191,12 @@ def test_capture_content_and_resource_from_env():
 
 def test_json_encoding_uses_hex_ids_and_round_trips():
     req = otlp.export_request([(OPTS, BODIES["turn"])])
-    data = otlp.encode(req, "http/json")
+    data = otlp_wire.encode(req, "http/json")
     d = json.loads(data)
     span = d["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     assert span["traceId"] == TURN["trace_id"].replace("-", "")
     assert len(span["spanId"]) == 16 and span["kind"] == 1
-    assert otlp.decode_request(data, "http/json") == req
+    assert otlp_wire.decode_request(data, "http/json") == req
 
 
 def test_session_summary_maps_like_a_turn():
@@ -210,13 +211,13 @@ def test_partial_success_parse():
         ExportTraceServiceResponse)
 
     r = ExportTraceServiceResponse()
-    assert otlp.partial_success(r.SerializeToString(), "application/x-protobuf") is None
+    assert otlp_wire.partial_success(r.SerializeToString(), "application/x-protobuf") is None
     r.partial_success.rejected_spans = 2
     r.partial_success.error_message = "too old"
-    assert otlp.partial_success(r.SerializeToString(), "application/x-protobuf") == (2, "too old")
-    assert otlp.partial_success(b'{"partialSuccess":{"rejectedSpans":"3","errorMessage":"x"}}',
+    assert otlp_wire.partial_success(r.SerializeToString(), "application/x-protobuf") == (2, "too old")
+    assert otlp_wire.partial_success(b'{"partialSuccess":{"rejectedSpans":"3","errorMessage":"x"}}',
                                 "application/json") == (3, "x")
-    assert otlp.partial_success(b"<html>", "text/html") is None
+    assert otlp_wire.partial_success(b"<html>", "text/html") is None
 
 
 _text = st.text(max_size=40)
@@ -246,5 +247,5 @@ def test_any_body_maps_to_valid_spans(body):
         assert len(s.span_id) == 8 and any(s.span_id)
         assert s.end_time_unix_nano >= s.start_time_unix_nano
         assert s.end_time_unix_nano <= root.end_time_unix_nano
-    data = otlp.encode(otlp.export_request([(OPTS, [body])]))
-    assert otlp.decode_request(data) == otlp.export_request([(OPTS, [body])])
+    data = otlp_wire.encode(otlp.export_request([(OPTS, [body])]))
+    assert otlp_wire.decode_request(data) == otlp.export_request([(OPTS, [body])])

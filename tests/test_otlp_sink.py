@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import text
 
 from conftest import CANARY_SECRET
 from otlp_receiver import OtlpReceiver
-from spool import config, db, deliver, otlp, queries
+from spool import config, db, deliver, otlp, otlp_wire, queries
 from spool.deliver import Dispatcher
 from spool.retry import RetryConfig
 from test_deliver_support import add_trace, attempts, outbox
@@ -200,7 +201,7 @@ def test_session_summary_is_acknowledged_without_a_request(engine, rx, project):
     assert outbox(engine, "t1", "otlp")["state"] == "sent"
     spans = [s for r in rx.requests for s in r.spans()]
     assert len(spans) == 4  # the turn's only
-    assert {otlp.attributes(s).get("spool.kind") for s in spans} - {None} == {"turn"}
+    assert {otlp_wire.attributes(s).get("spool.kind") for s in spans} - {None} == {"turn"}
 
 
 def test_session_only_granularity_exports_the_summary(engine, rx, project):
@@ -214,7 +215,7 @@ def test_session_only_granularity_exports_the_summary(engine, rx, project):
                           "VALUES ('s1', 'otlp', :now, :now)"), {"now": NOW})
     deliver.deliver(engine, NOW, limit=10)
     assert outbox(engine, "s1", "otlp")["state"] == "sent"
-    assert otlp.attributes(rx.requests[0].spans()[0])["spool.kind"] == "session"
+    assert otlp_wire.attributes(rx.requests[0].spans()[0])["spool.kind"] == "session"
 
 
 def test_headers_are_sent_decoded_and_never_stored(engine, rx, project, monkeypatch):
@@ -266,9 +267,8 @@ def test_config_file_and_env_precedence(tmp_path):
         config.load(None, env={}), {"OTEL_EXPORTER_OTLP_HEADERS": f"a={CANARY_SECRET}"}))
 
 
-def _cli(*args, env: dict) -> "subprocess.CompletedProcess":
+def _cli(*args, env: dict) -> subprocess.CompletedProcess:
     import os
-    import subprocess
     import sys
 
     exe = Path(sys.executable).parent / "spool"

@@ -46,11 +46,11 @@ import gzip
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from .. import config, otlp
+from .. import config, otlp, otlp_wire
 from ..retry import Outcome
 from .base import Sink, TraceRow
 from .infinium import is_loopback, user_agent
@@ -84,6 +84,44 @@ class OtlpConfig:
         out = {v for _, v in self.headers if v}
         out |= {w for _, v in self.headers for w in v.split() if len(w) >= 8}
         return sorted(out, key=len, reverse=True)
+
+
+_FALSE = {"0", "false", "no", "off", "no_content", "event_only"}
+
+
+def capture_content(env: Mapping[str, str]) -> bool:
+    """``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: spool's default is **on**, as its
+    other sinks send previews (redacted, cut to the preview limits); ``false`` (or
+    ``NO_CONTENT``/``EVENT_ONLY``) keeps prompts, answers, commands and tool output out of spans.
+    An unknown value counts as on (it was set to something: the user wants content)."""
+    raw = (env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT") or "").strip().lower()
+    return raw not in _FALSE
+
+
+def parse_pairs(raw: str | None) -> list[tuple[str, str]]:
+    """``k=v,k2=v2`` (the OTel env format: keys and values URL-decoded, blanks trimmed).
+    Entries without ``=`` or with an empty key are skipped."""
+    out: list[tuple[str, str]] = []
+    for part in (raw or "").split(","):
+        key, sep, value = part.partition("=")
+        key = unquote(key.strip())
+        if sep and key:
+            out.append((key, unquote(value.strip())))
+    return out
+
+
+def options_from_env(env: Mapping[str, str], *, max_input_preview: int = 200,
+                     max_output_preview: int = 300, redact: bool = True) -> otlp.Options:
+    """The mapping's options: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, the content switch."""
+    attrs = parse_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES"))
+    service = (env.get("OTEL_SERVICE_NAME") or "").strip() or dict(attrs).get(
+        "service.name") or otlp.DEFAULT_SERVICE_NAME
+    return otlp.Options(service_name=service,
+                        resource_attributes=tuple((k, v) for k, v in attrs
+                                                  if k != "service.name"),
+                        capture_content=capture_content(env),
+                        max_input_preview=max_input_preview,
+                        max_output_preview=max_output_preview, redact=redact)
 
 
 def _pick(env: Mapping[str, str], *names: str) -> str | None:
@@ -130,13 +168,13 @@ def load_config(cfg: config.Config, env: Mapping[str, str]) -> OtlpConfig:
             problems.append(f"OTEL_EXPORTER_OTLP_TIMEOUT={raw_timeout!r} is not a positive "
                             "number of milliseconds")
             timeout_ms = DEFAULT_TIMEOUT_MS
-    headers = dict(otlp.parse_pairs(env.get("OTEL_EXPORTER_OTLP_HEADERS")))
-    headers.update(otlp.parse_pairs(env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")))
+    headers = dict(parse_pairs(env.get("OTEL_EXPORTER_OTLP_HEADERS")))
+    headers.update(parse_pairs(env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")))
     if headers and parts.scheme == "http" and not is_loopback(parts.hostname) \
             and not cfg.allow_insecure_http and not problems:
         problems.append(f"refusing to send OTLP headers over plain http:// to {parts.hostname}; "
                         "use https://, or set SPOOL_ALLOW_INSECURE_HTTP=true if you mean it")
-    opts = otlp.options_from_env(env, max_input_preview=cfg.max_input_preview,
+    opts = options_from_env(env, max_input_preview=cfg.max_input_preview,
                                  max_output_preview=cfg.max_output_preview, redact=cfg.redact)
     return OtlpConfig(endpoint=endpoint, protocol=protocol,
                       compression=None if compression == "none" else compression,
@@ -193,7 +231,7 @@ class OtlpSink(Sink):
         for r in live:
             groups.setdefault(self.config_for(r).options, []).append(r.body)
         req = otlp.export_request(list(groups.items()))
-        return otlp.encode(req, self.config_for(live[0]).protocol)
+        return otlp_wire.encode(req, self.config_for(live[0]).protocol)
 
     def send_batch(self, rows: Sequence[TraceRow], payload: bytes) -> Outcome:
         """Send one request made by :meth:`render_batch` for ``rows`` (one shared outcome).
@@ -240,7 +278,7 @@ def _outcome(response: httpx.Response, c: OtlpConfig) -> Outcome:
     status = response.status_code
     retry_after = response.headers.get("Retry-After")
     if 200 <= status < 300:
-        partial = otlp.partial_success(response.content, response.headers.get("Content-Type"))
+        partial = otlp_wire.partial_success(response.content, response.headers.get("Content-Type"))
         if partial:
             n, msg = partial
             return Outcome(status=status, kind="sent", error_class="PartialSuccess",
@@ -301,7 +339,7 @@ def doctor(cfg: config.Config, env: Mapping[str, str], online: bool = False,
         sink = OtlpSink(env=env, transport=transport)
         sink._configs[None] = c
         row = TraceRow(trace_id="doctor", kind="test", project=None, name="doctor", body={})
-        empty = otlp.encode(otlp.export_request([(c.options, [])]), c.protocol)  # no spans
+        empty = otlp_wire.encode(otlp.export_request([(c.options, [])]), c.protocol)  # no spans
         try:
             outcome = sink.send_batch([row], empty)
         finally:
