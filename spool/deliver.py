@@ -378,8 +378,8 @@ class Dispatcher:
                  stop: threading.Event | None) -> list[_Claimed]:
         """Rows of sinks with ``render_batch``/``send_batch`` (OTLP) sent many per request;
         returns the other rows (sent one by one).  A batch is rows of one sink with the same
-        ``batch_key``, at most ``MAX_BATCH_ROWS`` rows and ``MAX_BATCH_BYTES`` rendered (a
-        larger one is halved).  A row that cannot be read or rendered alone goes the
+        ``batch_key``, at most ``sink.max_batch_rows`` rows and ``sink.max_batch_bytes``
+        rendered (a larger one is halved).  A row that cannot be read or rendered alone goes the
         one-by-one way, so its problem stays its own."""
         rest: list[_Claimed] = []
         groups: dict[tuple, list[tuple[_Claimed, TraceRow]]] = {}

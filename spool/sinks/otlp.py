@@ -185,6 +185,8 @@ def load_config(cfg: config.Config, env: Mapping[str, str]) -> OtlpConfig:
 
 class OtlpSink(Sink):
     name = "otlp"
+    max_batch_rows = MAX_BATCH_ROWS  # the dispatcher's bounds of one export request
+    max_batch_bytes = MAX_BATCH_BYTES
 
     def __init__(self, *, env: Mapping[str, str] | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
