@@ -302,3 +302,27 @@ def test_spool_test_sends_one_span_and_doctor_checks_the_endpoint(rx, project, m
                                       "OTEL_EXPORTER_OTLP_ENDPOINT": "nope"})
     checks = [c for c in json.loads(r.stdout)["checks"] if c["name"] == "otlp"]
     assert checks[0]["status"] == "fail" and "not an http(s) URL" in checks[0]["detail"]
+
+
+@pytest.mark.parametrize("bound", ["rows", "bytes"])
+def test_batches_respect_the_sinks_bounds(engine, rx, project, bound):
+    from spool.sinks.otlp import OtlpSink
+
+    sink = OtlpSink()
+    if bound == "rows":
+        sink.max_batch_rows = 5
+    else:
+        sink.max_batch_bytes = 20_000  # ~3.6 kB per trace: a 12-row batch is halved twice
+    for i in range(12):
+        add(engine, f"r{i:02d}", project, n=i)
+    try:
+        res = deliver.deliver(engine, NOW, limit=50, sinks={"otlp": sink})
+    finally:
+        sink.close()
+    assert res.sent == 12
+    sizes = [len(r.spans()) // 4 for r in rx.requests]
+    assert sum(sizes) == 12 and len(rx.spans) == 48
+    if bound == "rows":
+        assert sizes == [5, 5, 2]
+    else:
+        assert len(sizes) > 1 and all(len(r.raw) <= 20_000 for r in rx.requests), sizes
