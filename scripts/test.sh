@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: makes a virtualenv, installs spool
-# with its test extras, the pinned Codex CLI and ccusage from npm, then runs pytest.
+# with its test extras, the pinned Codex CLI and ccusage from npm, and Arize Phoenix (in its
+# own virtualenv), then runs pytest.
 # Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,7 @@ fi
 "$VENV/bin/python" scripts/install_codex.py
 # ccusage (pinned), the peer the cost acceptance test and scripts/bench_usage.py compare with.
 "$VENV/bin/python" scripts/install_ccusage.py
+# A real Arize Phoenix for the OTLP end-to-end test: its own cached virtualenv
+# (~/.cache/spool-phoenix, ~850 MB, ~3 min the first time; a version check after).
+"$VENV/bin/python" scripts/install_phoenix.py >/dev/null
 exec "$VENV/bin/python" -m pytest "$@"

@@ -227,11 +227,11 @@ def test_paused_sink_holds_rows(engine, rx, project):
 
 def test_file_sink_and_unknown_sink(engine, spool_home):
     add_trace(engine, "f1", sink="file")
-    add_trace(engine, "o1", sink="otlp")
+    add_trace(engine, "o1", sink="nosuch")
     r = deliver(engine, 1000.0)
     assert (r.sent, r.held) == (1, 1)
     assert (spool_home / "traces" / "f1.json").exists()
-    assert "no sink named 'otlp'" in outbox(engine, "o1", "otlp")["held_reason"]
+    assert "no sink named 'nosuch'" in outbox(engine, "o1", "nosuch")["held_reason"]
 
 
 def test_expired_lease_is_reclaimed_and_the_late_ack_refused(engine, rx, project):

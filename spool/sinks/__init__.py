@@ -11,12 +11,14 @@ from .atif import AtifSink
 from .base import Sink, TraceRow
 from .file import FileSink
 from .infinium import InfiniumSink
+from .otlp import OtlpSink
 from .size import MAX_BODY, shrink
 
 SINKS: dict[str, type[Sink]] = {
     InfiniumSink.name: InfiniumSink,
     FileSink.name: FileSink,
     AtifSink.name: AtifSink,
+    OtlpSink.name: OtlpSink,
 }
 
 
