@@ -334,3 +334,70 @@ def sessions(conn: Connection, limit: int) -> list[dict]:
         " (SELECT count(*) FROM turns AS u WHERE u.session_id = s.session_id) AS turns,"
         " (SELECT count(*) FROM traces AS t WHERE t.session_id = s.session_id) AS traces"
         " FROM sessions AS s ORDER BY s.last_event_at DESC LIMIT :n"), {"n": limit}))
+
+
+# --- one `spool run` ------------------------------------------------------------------
+
+def last_event_id(conn: Connection) -> int:
+    """The newest raw event's id (0 if none): a `spool run` marks its start with it."""
+    return conn.execute(text("SELECT coalesce(max(id), 0) FROM raw_events")).scalar_one()
+
+
+def run_activity(conn: Connection, mark: int, cwd: str) -> dict:
+    """What the hook events after ``mark`` fired in ``cwd`` (or below it) became.
+
+    Keys: events, unparsed (after the mark, not yet ingested), sessions, turns
+    ([(session_id, turn_id)] with a Stop), open_turns (of those, not yet
+    traced), usages (PostModelRequest token_usage payloads), outbox
+    ([{trace_id, kind, sink, state}] of the traces made from them).
+    Reads only the rows after ``mark`` (primary-key range) and their traces.
+    """
+    import json
+
+    unparsed = conn.execute(text(
+        "SELECT count(*) FROM raw_events WHERE status = 'new' AND id > :m"), {"m": mark}).scalar_one()
+    rows = conn.execute(text(
+        "SELECT session_id, turn_id, event, payload FROM raw_events"
+        " WHERE id > :m AND status = 'ok' AND (cwd = :cwd OR substr(cwd, 1, length(:cwd) + 1) = :cwd || '/')"
+        " ORDER BY id"), {"m": mark, "cwd": cwd}).all()
+    sessions: list[str] = []
+    stopped: list[tuple[str, str]] = []
+    usages: list[dict] = []
+    for sid, tid, event, payload in rows:
+        if sid and sid not in sessions:
+            sessions.append(sid)
+        if event == "Stop" and tid and (sid, tid) not in stopped:
+            stopped.append((sid, tid))
+        elif event == "PostModelRequest":
+            try:
+                usage = json.loads(payload).get("token_usage")
+            except (ValueError, AttributeError):
+                usage = None
+            if isinstance(usage, dict):
+                usages.append(usage)
+    turn_rows = _in_query_pairs(conn, stopped)
+    open_turns = [k for k in stopped if turn_rows.get(k, (None, None))[0] != "traced"]
+    trace_ids = [t for _state, t in turn_rows.values() if t]
+    outbox: list[dict] = []
+    if sessions:
+        stmt = text(
+            "SELECT t.trace_id, t.kind, o.sink, o.state FROM traces AS t"
+            " JOIN outbox AS o ON o.trace_id = t.trace_id"
+            " WHERE t.trace_id IN :ids OR (t.kind = 'session' AND t.session_id IN :sids"
+            " AND t.event_count > 0 AND t.created_at >= (SELECT min(received_at) FROM raw_events"
+            " WHERE id > :m))").bindparams(bindparam("ids", expanding=True),
+                                           bindparam("sids", expanding=True))
+        outbox = _rows(conn.execute(stmt, {"ids": trace_ids or [""], "sids": sessions, "m": mark}))
+    return {"events": len(rows), "unparsed": unparsed, "sessions": sessions, "turns": stopped,
+            "open_turns": open_turns, "usages": usages, "outbox": outbox}
+
+
+def _in_query_pairs(conn: Connection, keys: list[tuple[str, str]]) -> dict:
+    """{(session_id, turn_id): (state, trace_id)} for these turns (uq index lookups)."""
+    out = {}
+    for sid, tid in keys:
+        row = conn.execute(text("SELECT state, trace_id FROM turns WHERE session_id = :s"
+                                " AND turn_id = :t"), {"s": sid, "t": tid}).first()
+        if row is not None:
+            out[(sid, tid)] = (row[0], row[1])
+    return out
