@@ -338,22 +338,19 @@ def sessions(conn: Connection, limit: int) -> list[dict]:
 
 # --- one `spool run` ------------------------------------------------------------------
 
-def last_event_id(conn: Connection) -> int:
-    """The newest raw event's id (0 if none): a `spool run` marks its start with it."""
-    return conn.execute(text("SELECT coalesce(max(id), 0) FROM raw_events")).scalar_one()
+def run_activity(conn: Connection, since: float, cwd: str) -> dict:
+    """What the hook events received since ``since`` in ``cwd`` (or below it) became.
 
-
-def run_activity(conn: Connection, mark: int, cwd: str) -> dict:
-    """What the hook events after ``mark`` fired in ``cwd`` (or below it) became.
-
-    Keys: events, unparsed (after the mark, not yet ingested), sessions, turns
+    Keys: events, unparsed (not yet ingested), sessions, turns
     ([(session_id, turn_id)] with a Stop), open_turns (of those, not yet
     traced), usages (PostModelRequest token_usage payloads), outbox
     ([{trace_id, kind, sink, state}] of the traces made from them).
-    Reads only the rows after ``mark`` (primary-key range) and their traces.
+    Reads only the rows received since then (ix_raw_events_received) and their traces.
     """
     import json
 
+    mark = conn.execute(text("SELECT coalesce(min(id), 1 << 62) FROM raw_events"
+                             " WHERE received_at >= :t"), {"t": since}).scalar_one() - 1
     unparsed = conn.execute(text(
         "SELECT count(*) FROM raw_events WHERE status = 'new' AND id > :m"), {"m": mark}).scalar_one()
     rows = conn.execute(text(

@@ -194,29 +194,28 @@ def test_codex_found_on_path_gets_overrides_first_and_its_exit_code_is_spools(tm
 # --- the summary --------------------------------------------------------------------------------
 
 
-def _insert(engine, payloads: list[dict], cwd: str) -> None:
+def _insert(engine, payloads: list[dict], cwd: str, at: float) -> None:
     from spool import ingest
-    import time
 
     with engine.begin() as conn:
         for p in payloads:
             raw = json.dumps(p).encode()
             conn.exec_driver_sql(
                 "INSERT INTO raw_events (received_at, source, cwd, payload, size) VALUES (?,?,?,?,?)",
-                (time.time(), "hook", cwd, raw, len(raw)))
+                (at, "hook", cwd, raw, len(raw)))
     ingest.parse_new(engine)
 
 
 def test_summary_counts_only_events_after_the_mark_in_codex_dir(engine, tmp_path):
     from conftest import codex_like_session
 
-    _insert(engine, codex_like_session("old", 1, cwd=str(tmp_path)), str(tmp_path))
+    _insert(engine, codex_like_session("old", 1, cwd=str(tmp_path)), str(tmp_path), 1000.0)
+    since = 1500.0
+    _insert(engine, codex_like_session("new", 2, cwd=str(tmp_path / "sub")), str(tmp_path / "sub"),
+            2000.0)
+    _insert(engine, codex_like_session("elsewhere", 1, cwd="/other"), "/other", 2000.0)
     with db.read(engine) as conn:
-        mark = queries.last_event_id(conn)
-    _insert(engine, codex_like_session("new", 2, cwd=str(tmp_path / "sub")), str(tmp_path / "sub"))
-    _insert(engine, codex_like_session("elsewhere", 1, cwd="/other"), "/other")
-    with db.read(engine) as conn:
-        act = queries.run_activity(conn, mark, str(tmp_path))
+        act = queries.run_activity(conn, since, str(tmp_path))
     assert act["sessions"] == ["new"]
     assert act["turns"] == [("new", "new-t0"), ("new", "new-t1")]
     assert not run_summary.settled(act)  # not traced yet
