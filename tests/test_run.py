@@ -222,3 +222,32 @@ def test_summary_counts_only_events_after_the_mark_in_codex_dir(engine, tmp_path
     line = run_summary.summary_line(act, exit_code=0, waited=1.0, timed_out=True)
     assert line.startswith("spool run: 1 session, 2 turns, 24 tokens (in 20, cached 2, out 4)")
     assert "no traces yet" in line and "still in progress" in line
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_signals_reach_codex_and_its_exit_code_is_spools(tmp_path, signame):
+    import signal
+    import time
+
+    log = tmp_path / "signals.log"
+    script = tmp_path / "codex"
+    script.write_text(f"""#!/bin/sh
+case "$1" in --version) echo "codex-cli 0.169.0"; exit 0;; esac
+for a in "$@"; do [ "$a" = features ] && exit 0; done
+trap 'echo got {signame} >> {log}; exit 42' {signame[3:]}
+echo started >> {log}
+while :; do sleep 0.05; done
+""")
+    script.chmod(0o755)
+    # a new session: no controlling terminal, so nothing but spool can deliver the signal
+    proc = subprocess.Popen([SPOOL, "run", "--no-summary", "--", str(script)], cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "started" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(getattr(signal, signame))
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 42, err
+    assert log.read_text().splitlines() == ["started", f"got {signame}"]
