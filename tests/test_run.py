@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from spool import codex, codex_run, db, queries, run_summary
+from spool import codex, codex_run, paths, run_summary
 
 SPOOL = str(Path(sys.executable).parent / "spool")
 
@@ -214,8 +214,11 @@ def test_summary_counts_only_events_after_the_mark_in_codex_dir(engine, tmp_path
     _insert(engine, codex_like_session("new", 2, cwd=str(tmp_path / "sub")), str(tmp_path / "sub"),
             2000.0)
     _insert(engine, codex_like_session("elsewhere", 1, cwd="/other"), "/other", 2000.0)
-    with db.read(engine) as conn:
-        act = queries.run_activity(conn, since, str(tmp_path))
+    con = run_summary.connect(paths.db_path())
+    try:
+        act = run_summary.activity(con, since, str(tmp_path))
+    finally:
+        con.close()
     assert act["sessions"] == ["new"]
     assert act["turns"] == [("new", "new-t0"), ("new", "new-t1")]
     assert not run_summary.settled(act)  # not traced yet

@@ -185,38 +185,29 @@ class _Forwarder:
             signal.signal(s, h)
 
 
-def _prewarm() -> None:
-    """Import the database layer while Codex runs (it costs ~0.3 s of start-up)."""
-    import threading
-
-    def load() -> None:
-        try:
-            from .. import db, queries  # noqa: F401
-        except Exception:  # pragma: no cover - the summary reports it later
-            pass
-
-    threading.Thread(target=load, daemon=True).start()
-
-
 def _summary(since: float, workdir: Path, wait: float, exit_code: int, run_id: str | None) -> str:
-    from .. import db, queries, run_summary
+    from .. import paths, run_summary
     from ..cli import wake_worker
 
     wake_worker()  # ingest/trace/deliver now (a no-op when a worker runs or autostart is off)
-    engine = db.open_db()
+    path = paths.db_path()
     start = time.monotonic()
+    con = None
     try:
         while True:
-            with db.read(engine) as conn:
-                activity = queries.run_activity(conn, since, str(workdir))
+            if con is None and path.exists():  # the worker creates it with the first events
+                con = run_summary.connect(path)
+            activity = (run_summary.activity(con, since, str(workdir)) if con is not None
+                        else run_summary.NOTHING)
             waited = time.monotonic() - start
-            done = run_summary.settled(activity)
+            done = con is not None and run_summary.settled(activity)
             if done or waited >= wait:
                 return run_summary.summary_line(activity, exit_code=exit_code, waited=waited,
                                                 timed_out=not done, run_id=run_id)
             time.sleep(min(0.2, max(0.0, wait - waited)))
     finally:
-        engine.dispose()
+        if con is not None:
+            con.close()
 
 
 @app.command(name="run", help=RUN_HELP,
@@ -262,8 +253,6 @@ def run(
     except OSError as exc:
         _fail(f"cannot start Codex {version} at {binary}: {exc}.")
         raise AssertionError  # unreachable
-    if not no_summary:
-        _prewarm()
     with _Forwarder(proc):
         while True:
             try:
