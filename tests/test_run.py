@@ -254,3 +254,50 @@ while :; do sleep 0.05; done
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 42, err
     assert log.read_text().splitlines() == ["started", f"got {signame}"]
+
+
+def test_codex_gets_the_terminal_and_a_typed_ctrl_c_reaches_it_once(tmp_path):
+    """Under a pseudo-terminal: Codex's stdin/stdout are the terminal; Ctrl-C typed there
+    reaches Codex directly (same foreground process group) and spool adds no second one."""
+    import pty
+    import select
+    import time
+
+    log = tmp_path / "tty.log"
+    script = tmp_path / "codex"
+    script.write_text(f"""#!/bin/sh
+case "$1" in --version) echo "codex-cli 0.169.0"; exit 0;; esac
+for a in "$@"; do [ "$a" = features ] && exit 0; done
+[ -t 0 ] && [ -t 1 ] && echo "stdio is a tty" >> {log}
+n=0
+trap 'n=$((n+1)); echo "INT $n" >> {log}' INT
+echo ready >> {log}
+i=0
+while [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
+exit 5
+""")
+    script.chmod(0o755)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a new session whose controlling terminal is the pty
+        os.chdir(tmp_path)
+        os.execv(SPOOL, [SPOOL, "run", "--no-summary", "--", str(script)])
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "ready" in log.read_text()):
+        assert time.monotonic() < deadline, "the stand-in Codex did not start"
+        time.sleep(0.02)
+    os.write(fd, b"\x03")  # Ctrl-C typed at the terminal
+    output = b""
+    while True:
+        r, _, _ = select.select([fd], [], [], 30)
+        if not r:
+            break
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 5, output
+    assert log.read_text().splitlines() == ["stdio is a tty", "ready", "INT 1"]
