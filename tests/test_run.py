@@ -256,9 +256,11 @@ while :; do sleep 0.05; done
     assert log.read_text().splitlines() == ["started", f"got {signame}"]
 
 
-def test_codex_gets_the_terminal_and_a_typed_ctrl_c_reaches_it_once(tmp_path):
+def test_codex_gets_the_terminal_and_a_typed_ctrl_c_reaches_it(tmp_path):
     """Under a pseudo-terminal: Codex's stdin/stdout are the terminal; Ctrl-C typed there
-    reaches Codex directly (same foreground process group) and spool adds no second one."""
+    reaches Codex (same foreground process group), spool survives it and exits with
+    Codex's code.  (Two SIGINTs this close would merge: see the next test for the rule
+    that keeps spool from sending a second one.)"""
     import pty
     import select
     import time
@@ -301,3 +303,28 @@ exit 5
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 5, output
     assert log.read_text().splitlines() == ["stdio is a tty", "ready", "INT 1"]
+
+
+def test_sigint_is_forwarded_only_when_the_terminal_did_not_deliver_it(tmp_path):
+    import pty
+
+    code = ("from spool.commands.run import _Forwarder; "
+            "print('delivers' if _Forwarder._terminal_delivers() else 'forward')")
+    pid, fd = pty.fork()
+    if pid == 0:  # foreground process group of a terminal: Ctrl-C reaches Codex directly
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    assert out.strip() == b"delivers"
+    # no controlling terminal (CI, a supervisor's kill): spool must forward it
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       start_new_session=True, stdin=subprocess.DEVNULL)
+    assert r.stdout.strip() == "forward", r.stderr
