@@ -40,8 +40,9 @@ def activity(con: sqlite3.Connection, since: float, cwd: str) -> dict:
                               (mark,)).fetchone()
     rows = con.execute(
         "SELECT session_id, turn_id, event, payload FROM raw_events WHERE id > ?"
-        " AND status = 'ok' AND (cwd = ? OR substr(cwd, 1, length(?) + 1) = ? || '/') ORDER BY id",
-        (mark, cwd, cwd, cwd)).fetchall()
+        " AND received_at >= ? AND status = 'ok'"
+        " AND (cwd = ? OR substr(cwd, 1, length(?) + 1) = ? || '/') ORDER BY id",
+        (mark, since, cwd, cwd, cwd)).fetchall()
     sessions: list[str] = []
     stopped: list[tuple[str, str]] = []
     usages: list[dict] = []
@@ -79,9 +80,26 @@ def activity(con: sqlite3.Connection, since: float, cwd: str) -> dict:
             "open_turns": open_turns, "usages": usages, "outbox": outbox}
 
 
+def overflow_waiting(home: Path) -> bool:
+    """Hook events kept in overflow files (the database was missing or locked) that the
+    worker has not ingested yet.  The same places as spool.ingest.overflow_files, without
+    importing the database layer."""
+    from . import paths
+
+    for i, directory in enumerate((home, paths.fallback_overflow_dir(home))):
+        if i and not paths.is_private_dir(directory):
+            continue
+        try:
+            if any(directory.glob(paths.OVERFLOW_PREFIX + "*.jsonl")):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def settled(activity: dict) -> bool:
     """Nothing of this run left to ingest, trace or deliver (a retrying row is not settled)."""
-    return (not activity["unparsed"] and not activity["open_turns"]
+    return (not activity["unparsed"] and not activity.get("overflow") and not activity["open_turns"]
             and not any(r["state"] in IN_PROGRESS for r in activity["outbox"]))
 
 
@@ -105,7 +123,7 @@ def summary_line(activity: dict, *, exit_code: int, waited: float, timed_out: bo
                  run_id: str | None = None) -> str:
     """``spool run: 1 session, 2 turns, 1,234 tokens (in 1,000, out 234); 2 traces -> file: 2 sent``."""
     head = "spool run" + (f" {run_id}" if run_id else "")
-    if not activity["events"] and not activity["unparsed"]:
+    if not activity["events"] and not activity["unparsed"] and not activity.get("overflow"):
         return (f"{head}: no hook events recorded{' yet' if timed_out else ''} (Codex exited {exit_code}); "
                 "run `spool doctor` if you expected some.")
     t = tokens(activity["usages"])
@@ -123,7 +141,7 @@ def summary_line(activity: dict, *, exit_code: int, waited: float, timed_out: bo
         parts.append(f"{_plural(len(traces), 'trace')} -> {sinks}")
     else:
         parts.append("no traces yet")
-    if activity["open_turns"] or activity["unparsed"]:
+    if activity["open_turns"] or activity["unparsed"] or activity.get("overflow"):
         parts.append(f"{_plural(len(activity['open_turns']), 'turn')} not traced yet")
     line = f"{head}: " + "; ".join(parts)
     if timed_out:

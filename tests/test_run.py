@@ -328,3 +328,12 @@ def test_sigint_is_forwarded_only_when_the_terminal_did_not_deliver_it(tmp_path)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        start_new_session=True, stdin=subprocess.DEVNULL)
     assert r.stdout.strip() == "forward", r.stderr
+
+
+def test_events_still_in_overflow_files_keep_the_run_unsettled(spool_home):
+    spool_home.mkdir(parents=True, exist_ok=True)
+    assert not run_summary.overflow_waiting(spool_home)
+    assert run_summary.settled(dict(run_summary.NOTHING, overflow=False))
+    (spool_home / "overflow-123.jsonl").write_text("{}\n")
+    assert run_summary.overflow_waiting(spool_home)
+    assert not run_summary.settled(dict(run_summary.NOTHING, overflow=True))

@@ -168,3 +168,23 @@ def test_in_an_inited_project_every_fired_event_is_stored_once(tmp_path):
         engine.dispose()
     assert events == expected_hook_counts(res, len(PROMPTS))
     assert sum(events.values()) > 0
+
+
+def test_sink_option_routes_this_run_only(tmp_path):
+    """--sink file: the run's trace goes to files although an agent id would pick Infinium."""
+    home = make_codex_home(tmp_path)
+    proj = make_project(tmp_path)
+    port = free_port()
+    secret, agent_id = "e2e-" + uuid.uuid4().hex, str(uuid.uuid4())
+    out_dir = tmp_path / "file-sink"
+    env = dict(run_env(secret, port, agent_id), SPOOL_FILE_SINK_DIR=str(out_dir))
+    res = run_session(proj, home, PROMPTS[:1], script=script()[:1], env=env, receiver_port=port,
+                      wait_worker=30,
+                      wrap=[spool_cli(), "run", "--sink", "file", "--wait", "20", "--"]).check()
+    assert res.received == []  # nothing went to the Infinium receiver
+    files = sorted(out_dir.rglob("*.json"))
+    assert len(files) == 1, files
+    body = json.loads(files[0].read_text())
+    assert body["input_summary"] == PROMPTS[0]
+    summary = [ln for ln in res.runs[0].stderr.splitlines() if ln.startswith("spool run")]
+    assert summary and summary[0].endswith("1 trace -> file: 1 sent"), summary

@@ -197,10 +197,11 @@ def _summary(since: float, workdir: Path, wait: float, exit_code: int, run_id: s
         while True:
             if con is None and path.exists():  # the worker creates it with the first events
                 con = run_summary.connect(path)
-            activity = (run_summary.activity(con, since, str(workdir)) if con is not None
-                        else run_summary.NOTHING)
+            activity = dict(run_summary.activity(con, since, str(workdir)) if con is not None
+                            else run_summary.NOTHING)
+            activity["overflow"] = run_summary.overflow_waiting(paths.spool_home())
             waited = time.monotonic() - start
-            done = con is not None and run_summary.settled(activity)
+            done = (con is not None or not activity["overflow"]) and run_summary.settled(activity)
             if done or waited >= wait:
                 return run_summary.summary_line(activity, exit_code=exit_code, waited=waited,
                                                 timed_out=not done, run_id=run_id)
