@@ -337,3 +337,18 @@ def test_events_still_in_overflow_files_keep_the_run_unsettled(spool_home):
     (spool_home / "overflow-123.jsonl").write_text("{}\n")
     assert run_summary.overflow_waiting(spool_home)
     assert not run_summary.settled(dict(run_summary.NOTHING, overflow=True))
+
+
+def test_run_id_and_routing_reach_codex_environment(tmp_path):
+    script = tmp_path / "codex"
+    script.write_text("""#!/bin/sh
+case "$1" in --version) echo "codex-cli 0.169.0"; exit 0;; esac
+for a in "$@"; do [ "$a" = features ] && exit 0; done
+echo "run=$SPOOL_RUN_ID sinks=$SPOOL_SINKS otlp=$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+""")
+    script.chmod(0o755)
+    r = spool_run(["--run-id", "ci-7", "--sink", "file", "--otlp-endpoint",
+                   "http://127.0.0.1:4318/v1/traces", "--no-summary", "--", str(script)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "run=ci-7 sinks=file,otlp otlp=http://127.0.0.1:4318/v1/traces\n"
+    assert r.stderr == ""  # --no-summary: not a word of spool's own
