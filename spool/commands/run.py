@@ -140,7 +140,7 @@ def _installed_keys(workdir: Path) -> list[str]:
 
 
 class _Forwarder:
-    """Forward SIGTERM, SIGHUP and SIGINT to Codex while it runs.
+    """Forward SIGTERM, SIGHUP, SIGINT and SIGQUIT to Codex while it runs.
 
     A Ctrl-C typed in the terminal already reaches Codex (same process group,
     in the foreground): SIGINT is forwarded only when that is not the case.
@@ -150,9 +150,16 @@ class _Forwarder:
                                 getattr(signal, "SIGHUP", None), getattr(signal, "SIGQUIT", None))
                     if s is not None)
 
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.pending: list[int] = []
         self.saved: dict = {}
+
+    def start(self, argv: list[str], env: dict) -> subprocess.Popen:
+        self.proc = subprocess.Popen(argv, env=env)
+        for signum in self.pending:  # arrived while Codex was starting
+            self.proc.send_signal(signum)
+        return self.proc
 
     @staticmethod
     def _terminal_delivers() -> bool:
@@ -169,6 +176,9 @@ class _Forwarder:
 
     def _handle(self, signum, _frame) -> None:
         if signum in (signal.SIGINT, getattr(signal, "SIGQUIT", -1)) and self._terminal_delivers():
+            return
+        if self.proc is None:
+            self.pending.append(signum)
             return
         try:
             self.proc.send_signal(signum)
@@ -244,27 +254,25 @@ def run(
     if otlp_endpoint and not sink:
         try:
             configured = config.load(workdir).effective_sinks()
-        except SpoolError as exc:
-            _fail(f"{exc.reason} {exc.instruction}")
+        except SpoolError as exc:  # spool's own check: exit 1, Codex not started
+            typer.echo(f"Error: {exc.reason} {exc.instruction}".rstrip(), err=True)
+            raise typer.Exit(1)
     env = codex_run.env_for_run(dict(os.environ), sinks=sink, otlp_endpoint=otlp_endpoint,
                                 run_id=run_id, configured=configured)
     started = time.time()  # this run's events: received since then, in Codex's directory
-    try:
-        proc = subprocess.Popen(argv, env=env)
-    except OSError as exc:
-        _fail(f"cannot start Codex {version} at {binary}: {exc}.")
-        raise AssertionError  # unreachable
-    with _Forwarder(proc):
-        while True:
-            try:
-                code = proc.wait()
-                break
-            except KeyboardInterrupt:  # pragma: no cover - handler installed, defensive
-                continue
+    with _Forwarder() as forwarder:  # installed first: a signal during the start is kept
+        try:
+            proc = forwarder.start(argv, env)
+        except OSError as exc:
+            _fail(f"cannot start Codex {version} at {binary}: {exc}.")
+            raise AssertionError  # unreachable
+        code = proc.wait()
     exit_code = code if code >= 0 else 128 - code
     if not no_summary:
         try:
             line = _summary(started, workdir, wait, exit_code, run_id)
+        except KeyboardInterrupt:  # Ctrl-C during the wait: no summary, Codex's code still
+            line = "spool run: summary skipped (interrupted); `spool history` shows the traces"
         except Exception as exc:  # the summary never changes Codex's exit code
             line = f"spool run: no summary ({type(exc).__name__}: {exc})"
         sys.stdout.flush()
