@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spool import aggregate, db, ingest, paths
-from spool.aggregate import EVENT_TRACES
+from spool.aggregate import EVENT_TRACES, connection, index, result, session, write
 
 from conftest import codex_like_session
 from test_aggregate_props import _insert as insert_raw
@@ -38,7 +38,7 @@ def between_plan_and_apply(monkeypatch):
     """Run ``action()`` once, right after the first plan made outside the write
     lock (the plan's read transaction still open, as in a real race)."""
     calls = []
-    real = aggregate._index_plan
+    real = index.plan_batch
 
     def install(action):
         def plan(con, *args):
@@ -47,7 +47,7 @@ def between_plan_and_apply(monkeypatch):
             if len(calls) == 1 and p is not None:
                 action()
             return p
-        monkeypatch.setattr(aggregate, "_index_plan", plan)
+        monkeypatch.setattr(index, "plan_batch", plan)
         return calls
     return install
 
@@ -66,13 +66,13 @@ def test_a_turn_traced_by_another_pass_meanwhile_makes_the_event_late(
     def other_pass_traces_the_turn():  # another worker's pass: index done, it traces the turn
         other = db.make_engine(paths.db_path())
         try:
-            cfgs = aggregate._Configs(ENV)
-            work = aggregate._Work("s", cfgs.get("/nonexistent"), None, 0)
-            ckpt = aggregate._Checkpointer(other)
-            with aggregate._connect(other) as con:
-                built = aggregate.read_session(con, work)
-                done = aggregate.AggregateResult()
-                aggregate._flush(con, [built], t + 1, done, aggregate._Sizer(), ckpt)
+            cfgs = result.Configs(ENV)
+            work = session.Work("s", cfgs.get("/nonexistent"), None, 0)
+            ckpt = connection.Checkpointer(other)
+            with connection.connect(other) as con:
+                built = session.read_session(con, work)
+                done = result.AggregateResult()
+                write.flush(con, [built], t + 1, done, write.Sizer(), ckpt)
             ckpt.close()
             assert done.turn_traces == 1
         finally:
