@@ -12,11 +12,11 @@ for long:
 * spool.aggregate.connection  the SQLite connection, transactions, WAL checkpoints
 * spool.aggregate.result      AggregateResult, config per cwd
 """
-from .index import CURSOR, WRITES, bump_writes
+from .index import BUMP_WRITES_SQL, CURSOR, WRITES, bump_writes
 from .passes import aggregate, run_pass, sweep
 from .result import AggregateResult
 from .session import KV_ROLLOUT
 from .write import EVENT_TRACES
 
-__all__ = ["AggregateResult", "CURSOR", "EVENT_TRACES", "KV_ROLLOUT", "WRITES", "aggregate",
+__all__ = ["AggregateResult", "BUMP_WRITES_SQL", "CURSOR", "EVENT_TRACES", "KV_ROLLOUT", "WRITES", "aggregate",
            "bump_writes", "run_pass", "sweep"]

@@ -21,8 +21,6 @@ import sqlite3
 import time
 from typing import NamedTuple
 
-import orjson
-
 from .connection import Checkpointer, chunks, in_query, tx
 from .result import AggregateResult, Configs
 
@@ -51,12 +49,16 @@ def marks(con: sqlite3.Connection) -> tuple[int, int]:
     return vals.get(CURSOR, 0), vals.get(WRITES, 0)
 
 
+# Run inside every transaction that changes sessions or turns, other than the
+# index's own (the writer here, retention in spool.maintenance): index plans
+# made before it are stale.  One parameter: the time.
+BUMP_WRITES_SQL = (
+    f"INSERT INTO cursors (name, value, updated_at) VALUES ('{WRITES}', 1, ?)"
+    " ON CONFLICT(name) DO UPDATE SET value = value + 1, updated_at = excluded.updated_at")
+
+
 def bump_writes(con: sqlite3.Connection, now: float) -> None:
-    """Inside a transaction that changes sessions or turns (other than the
-    index's own): index plans made before it are stale."""
-    con.execute("INSERT INTO cursors (name, value, updated_at) VALUES (?, 1, ?)"
-                " ON CONFLICT(name) DO UPDATE SET value = value + 1,"
-                " updated_at = excluded.updated_at", (WRITES, now))
+    con.execute(BUMP_WRITES_SQL, (now,))
 
 
 def index(con: sqlite3.Connection, now: float, cfgs: Configs, res: AggregateResult,
@@ -129,12 +131,13 @@ def plan_batch(con: sqlite3.Connection, now: float, cfgs: Configs,
     """Plan the next index batch (reads only); None when there is nothing to index."""
     planned_from = marks(con)
     pos = planned_from[0]
-    # status as a small int (0 new, 1 ok, 2 other): no string made per row; the
-    # raw cwd is read only for the rare rows that need it.
+    # status as a small int (0 new, 1 ok, 2 other): no string made per row.
+    # The session facts come from the columns ingest filled from the payload
+    # (spool.ingest.FACT_COLUMNS), and the hook's cwd.
     rows = con.execute(
         "SELECT id, received_at, CASE status WHEN 'ok' THEN 1 WHEN 'new' THEN 0 ELSE 2 END,"
-        " session_id, turn_id, event,"
-        " CASE WHEN event IN ('SessionStart', 'UserPromptSubmit') THEN payload END"
+        " session_id, turn_id, event, payload_cwd, cwd, payload_transcript_path, payload_model,"
+        " payload_permission_mode, payload_source"
         " FROM raw_events WHERE id > ? ORDER BY id LIMIT ?", (pos, batch)).fetchall()
     if not rows:
         return None
@@ -181,12 +184,6 @@ def plan_batch(con: sqlite3.Connection, now: float, cfgs: Configs,
     next_seq: dict[str, int] = dict(in_query(
         con, "SELECT session_id, max(seq) FROM turns WHERE session_id IN ({})"
         " GROUP BY session_id", known_sids))
-    # The payloads of the first rows of sessions that lack a cwd or a rollout
-    # path (probed below), at once.
-    probe_ids = [srows[0][0] for sid, srows in by_sid.items() if srows[0][6] is None and (
-        sid not in sessions or not sessions[sid]["cwd"] or not sessions[sid]["transcript_path"])]
-    probed_payloads = dict(in_query(con, "SELECT id, payload FROM raw_events WHERE id IN ({})",
-                                     probe_ids))
 
     def get_turn(sid: str, tid: str, at: float, rid: int) -> dict:
         t = turns.get((sid, tid))
@@ -231,35 +228,21 @@ def plan_batch(con: sqlite3.Connection, now: float, cfgs: Configs,
         late_n = s["late_event_count"]
         probed = False
         by_tid: dict[str, dict] = {}
-        for rid, received_at, _status, _sid, turn_id, event, payload in srows:
+        for (rid, received_at, _status, _sid, turn_id, event, cwd, hook_cwd, transcript, model,
+             permission_mode, source) in srows:
             if (event == "SessionStart" or event == "UserPromptSubmit"
                     or (not probed and (not s["cwd"] or not s["transcript_path"]))):
                 probed = True
-                if payload is None:
-                    payload = probed_payloads.get(rid)
-                try:
-                    p = orjson.loads(payload)
-                    if not isinstance(p, dict):
-                        p = {}
-                except (ValueError, TypeError, RecursionError):
-                    p = {}
-                cwd = p.get("cwd")
                 if not s["cwd"]:
-                    if not (isinstance(cwd, str) and cwd):  # the hook's cwd of the row
-                        r = con.execute("SELECT cwd FROM raw_events WHERE id = ?",
-                                        (rid,)).fetchone()
-                        cwd = r[0] if r else None
-                    s["cwd"] = cwd
-                tp = p.get("transcript_path")
-                if isinstance(tp, str) and tp:
-                    s["transcript_path"] = tp
-                for k in ("model", "permission_mode"):
-                    v = p.get(k)
-                    if isinstance(v, str) and v:
-                        s[k] = v
-                src = p.get("source")
-                if event == "SessionStart" and isinstance(src, str) and src and not s["source"]:
-                    s["source"] = src
+                    s["cwd"] = cwd or hook_cwd
+                if transcript:
+                    s["transcript_path"] = transcript
+                if model:
+                    s["model"] = model
+                if permission_mode:
+                    s["permission_mode"] = permission_mode
+                if event == "SessionStart" and source and not s["source"]:
+                    s["source"] = source
             # Rows come in id order, but not always in arrival order: an event the
             # hook had to put in overflow is ingested later than ones that came
             # after it.  Arrival stamps decide what is new activity.
