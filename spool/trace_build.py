@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .trace import (DESCRIPTION_CHARS, INPUT_SUMMARY_MAX, LIFECYCLE_EVENTS, OUTPUT_SUMMARY_MAX,
-                    Event, Limits, RolloutFacts, SessionFacts, Step, StepError, Trace, WS, add_usage,
+from .trace import (DESCRIPTION_CHARS, INPUT_SUMMARY_MAX, LIFECYCLE_EVENTS, OUTPUT_SUMMARY_MAX, WS,
+                    Event, Limits, RolloutFacts, SessionFacts, Step, StepError, Trace, add_usage,
                     clip, empty_usage, short_name, trace_id, usage_from_tokens)
 
 

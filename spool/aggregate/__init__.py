@@ -18,5 +18,5 @@ from .result import AggregateResult
 from .session import KV_ROLLOUT
 from .write import EVENT_TRACES
 
-__all__ = ["AggregateResult", "BUMP_WRITES_SQL", "CURSOR", "EVENT_TRACES", "KV_ROLLOUT", "WRITES", "aggregate",
-           "bump_writes", "run_pass", "sweep"]
+__all__ = ["AggregateResult", "BUMP_WRITES_SQL", "CURSOR", "EVENT_TRACES", "KV_ROLLOUT", "WRITES",
+           "aggregate", "bump_writes", "run_pass", "sweep"]
