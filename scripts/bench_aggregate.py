@@ -154,14 +154,15 @@ def digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def run_pass(home: Path, granularity: str, idle_runs: int) -> dict:
+def run_pass(home: Path, granularity: str, idle_runs: int, extra_env: str = "") -> dict:
     """Open (upgrade) the spool in ``home``, time one aggregate() over it, then idle passes."""
     import spool
     from spool import db
     from spool.aggregate import aggregate, sweep
 
     os.environ["SPOOL_HOME"] = str(home)
-    env = {"SPOOL_GRANULARITY": granularity, "SPOOL_SINKS": "file"}
+    env = {"SPOOL_GRANULARITY": granularity, "SPOOL_SINKS": "file",
+           **dict(kv.split("=", 1) for kv in extra_env.split(",") if kv)}
     started = time.perf_counter()
     engine = db.open_db(home=home)
     upgrade_s = time.perf_counter() - started
@@ -190,15 +191,15 @@ def run_pass(home: Path, granularity: str, idle_runs: int) -> dict:
             "digest": digest(home / "spool.db"), "load": os.getloadavg()[0]}
 
 
-def child(tree: Path, home: Path, granularity: str, idle_runs: int) -> dict:
+def child(tree: Path, home: Path, granularity: str, idle_runs: int, extra_env: str = "") -> dict:
     """run_pass in a fresh interpreter importing spool from ``tree``."""
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]);"
             " import bench_aggregate as b; from pathlib import Path;"
-            " print(json.dumps(b.run_pass(Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]))))")
+            " print(json.dumps(b.run_pass(Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6])))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOL_")}
     out = subprocess.run(
         [sys.executable, "-c", code, str(Path(__file__).resolve().parent), str(tree), str(home),
-         granularity, str(idle_runs)], env=env, check=True, capture_output=True, text=True,
+         granularity, str(idle_runs), extra_env], env=env, check=True, capture_output=True, text=True,
         cwd=tree)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -219,6 +220,9 @@ def main(argv=None) -> int:
     ap.add_argument("--granularity", default="both", choices=["turn", "session", "both"])
     ap.add_argument("--against", type=Path, help="another spool tree to run side by side")
     ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--against-env", default="",
+                    help="NAME=VALUE,... for the other tree's pass (e.g. SPOOL_AGGREGATE_PROCESSES=0:"
+                         " the previous landing without its builder processes)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args(argv)
     sessions = args.sessions or max(1, args.events // 100)
@@ -229,6 +233,8 @@ def main(argv=None) -> int:
         premade = work / "premade"
         t_fill = time.perf_counter()
         n, _last = make_db(premade, args.events, sessions)
+        if args.against_env:
+            print(f"the other tree's pass runs with {args.against_env}")
         print(f"premade {n:,} events in {sessions:,} sessions in "
               f"{time.perf_counter() - t_fill:.1f} s (granularity {args.granularity})")
         trees = [("new", HERE)] + ([("old", args.against.resolve())] if args.against else [])
@@ -239,7 +245,8 @@ def main(argv=None) -> int:
             for label, tree in order:
                 home = work / f"{label}-{i}"
                 shutil.copytree(premade, home)
-                r = child(tree, home, args.granularity, 0 if args.against else 7)
+                r = child(tree, home, args.granularity, 0 if args.against else 7,
+                          args.against_env if label == "old" else "")
                 shutil.rmtree(home, ignore_errors=True)
                 results[label].append(r)
                 show(label, r)

@@ -209,19 +209,28 @@ class Step:
             d["started_at"] = self.started_at
         if self.ended_at is not None:
             d["ended_at"] = self.ended_at
-        if self.duration_ms is not None:
-            d["duration_ms"] = self.duration_ms
-        for name in ("input_preview", "output_preview"):
-            if getattr(self, name) is not None:
-                d[name] = getattr(self, name)
-        if self.tool_name is not None:
-            d.update(tool_name=self.tool_name, tool_use_id=self.tool_use_id,
-                     command=self.command, exit_code=self.exit_code)
+        duration = self.duration_ms
+        if duration is not None:
+            d["duration_ms"] = duration
+        if self.input_preview is not None:
+            d["input_preview"] = self.input_preview
+        if self.output_preview is not None:
+            d["output_preview"] = self.output_preview
+        if self.tool_name is not None:  # a tool step always says these, None or not
+            d["tool_name"] = self.tool_name
+            d["tool_use_id"] = self.tool_use_id
+            d["command"] = self.command
+            d["exit_code"] = self.exit_code
             if self.exec_duration_ms is not None:
                 d["exec_duration_ms"] = self.exec_duration_ms
-        for name in ("status", "model", "usage", "agent_id"):
-            if getattr(self, name) is not None:
-                d[name] = getattr(self, name)
+        if self.status is not None:
+            d["status"] = self.status
+        if self.model is not None:
+            d["model"] = self.model
+        if self.usage is not None:
+            d["usage"] = self.usage
+        if self.agent_id is not None:
+            d["agent_id"] = self.agent_id
         if self.error is not None:
             d["error"] = self.error.to_dict()
         return d
