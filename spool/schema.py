@@ -33,7 +33,8 @@ metadata = MetaData()
 
 # Every hook invocation becomes one row, as received.  The hook fills only
 # received_at/source/cwd/payload/size/truncated; the worker's parse step
-# (spool.ingest) fills session_id/turn_id/event and sets status.
+# (spool.ingest) fills session_id/turn_id/event and the payload_* facts the
+# index needs (so it never parses a payload), and sets status.
 raw_events = Table(
     "raw_events",
     metadata,
@@ -50,6 +51,13 @@ raw_events = Table(
     Column("session_id", Text),
     Column("turn_id", Text),
     Column("event", Text),
+    # The payload's session facts (non-empty strings, else NULL; SessionStart's
+    # source only), read once by ingest for the index (spool.aggregate.index).
+    Column("payload_cwd", Text),
+    Column("payload_transcript_path", Text),
+    Column("payload_model", Text),
+    Column("payload_permission_mode", Text),
+    Column("payload_source", Text),
     # Aggregation bookkeeping: which traces consumed this event is derived from
     # watermarks (turns.traced_through_id, sessions.summarised_through_id; see
     # spool.aggregate.EVENT_TRACES), so tracing never rewrites an event's row.

@@ -5,8 +5,8 @@ import json
 
 from spool.render import to_infinium
 from spool.sinks.size import MAX_BODY, shrink
-from spool.trace import (CommandFacts, Event, Limits, RolloutFacts, SessionFacts, build_part,
-                         build_session_trace, build_turn_trace)
+from spool.trace import CommandFacts, Event, Limits, RolloutFacts, SessionFacts
+from spool.trace_build import build_part, build_session_trace, build_turn_trace
 
 S = SessionFacts("sess", cwd="/proj", project="/proj", source="startup", model="gpt-x",
                  permission_mode="default", codex_version="0.169.0", git_branch="main")

@@ -3,11 +3,8 @@
 Backfills both from the bodies of the traces already stored (spool.usage.backfill),
 so an existing spool reports its history right after the upgrade.
 
-MERGE NOTE: down_revision must be the id of the aggregate branch's 0003 revision
-(this branch was written before it existed, on top of 0002).
-
 Revision ID: 0004_model_requests
-Revises: 0002_drop_ix_outbox_trace
+Revises: 0003_raw_events_facts
 Create Date: 2026-11-29 09:40:00
 """
 from alembic import op
@@ -15,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = '0004_model_requests'
-down_revision = '0002_drop_ix_outbox_trace'
+down_revision = '0003_raw_events_facts'
 branch_labels = None
 depends_on = None
 
