@@ -43,7 +43,7 @@ def wake_worker() -> bool:
 
 def _register() -> None:
     # Imported for their side effect: each module adds its commands to `app`.
-    from .commands import base, setup, read, worker_cmd, serve, demo  # noqa: F401
+    from .commands import base, setup, read, worker_cmd, serve, demo, import_cmd  # noqa: F401
 
 
 def get_app() -> typer.Typer:

@@ -1,0 +1,382 @@
+"""Rollout lines -> the hook events Codex would have sent (pure; no I/O, no clock).
+
+``spool import`` feeds a Codex rollout file, line by line, to ``Converter``;
+what comes out is the list of hook payloads (SessionStart, UserPromptSubmit,
+Pre/PostModelRequest with the request's ``token_usage``, Pre/PostToolUse with
+``tool_use_id``/command/output, Stop with ``last_assistant_message``,
+SessionEnd) with the rollout's own timestamps as arrival times and the real
+session and turn ids.  Stored as ``raw_events`` (source ``import``), they go
+through the normal ingest -> aggregate -> deliver pipeline, so an imported
+session gets the same traces, with the same deterministic ids, as a hooked one.
+Exit codes and command durations are not put in the events: the aggregator
+reads them from the rollout through ``transcript_path``, as for hooks.
+
+Turns come out whole (``Block``), when the line that ends them is read
+(``task_complete`` / ``turn_aborted``), so the caller can skip a turn the hooks
+already captured.  ``finish`` gives what the end of the file decides: a last
+turn still open (only when the file has settled) and the SessionEnd.
+
+Every event has a dedup key (``import:<session>:<turn>:<n>``), stable across
+runs over the same file, stored in ``raw_events.dedup_key``: importing twice
+inserts nothing new.
+
+Lines are classified from their first bytes; only the ones that carry facts
+are parsed (one ``orjson.loads`` each): ``response_item`` and ``world_state``
+lines, most of a rollout's bytes, are skipped unparsed.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+SOURCE = "import"
+MARK = "spool_source"  # payload key that marks an imported event (value: SOURCE)
+
+# Top-level line types of Codex 0.1xx rollouts.  Read: the first five; known
+# and skipped: the rest; anything else is counted as unknown.
+_READ = {b"session_meta", b"turn_context", b"event_msg", b"token_usage_record"}
+_SKIP = {b"response_item", b"world_state", b"compacted", b"thread_rolled_back",
+         b"session_state", b"thread_name"}
+_TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"')
+_PTYPE = re.compile(rb'"payload"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
+_EVENT_MSGS = {b"task_started", b"task_complete", b"turn_aborted", b"item_completed",
+               b"token_count"}
+# item_completed item types that are tool calls, and the tool name hooks report.
+_TOOL_ITEMS = {"CommandExecution": "Bash", "FileChange": "apply_patch",
+               "McpToolCall": None, "WebSearch": "web_search", "DynamicToolCall": None}
+
+
+def parse_time(ts: Any) -> float | None:
+    if not isinstance(ts, str):
+        return None
+    try:
+        return datetime.fromisoformat(ts).timestamp()
+    except ValueError:
+        return None
+
+
+def permission_mode(ctx: dict) -> str:
+    """The hook's permission_mode, from a turn_context (approval policy + sandbox)."""
+    sandbox = ctx.get("sandbox_policy")
+    sandbox = sandbox.get("type") if isinstance(sandbox, dict) else sandbox
+    if ctx.get("approval_policy") == "never" and sandbox == "danger-full-access":
+        return "bypassPermissions"
+    return "default"
+
+
+def command_text(cmd: Any) -> str | None:
+    """["/bin/bash", "-lc", "echo hi"] -> "echo hi" (as the hook's tool_input.command)."""
+    if isinstance(cmd, list):
+        if len(cmd) == 3 and cmd[1] in ("-lc", "-c") and isinstance(cmd[2], str):
+            return cmd[2]
+        return " ".join(str(c) for c in cmd)
+    return cmd if isinstance(cmd, str) else None
+
+
+@dataclass
+class Event:
+    key: str
+    at: float
+    cwd: str | None
+    payload: dict
+
+    @property
+    def name(self) -> str:
+        return self.payload["hook_event_name"]
+
+
+@dataclass
+class Block:
+    """What is imported together: one turn's events, or a lifecycle event (turn_id None)."""
+
+    session_id: str
+    turn_id: str | None
+    events: list[Event]
+    usage: dict[str, int] = field(default_factory=dict)  # Codex token keys, summed
+    requests: int = 0
+    complete: bool = True
+
+
+@dataclass
+class _Turn:
+    turn_id: str
+    started_at: float
+    cwd: str | None
+    model: str | None = None
+    pmode: str | None = None
+    items: list = field(default_factory=list)  # ("prompt"|"model"|"tool"|"stop", ...)
+    records: int = 0  # token_usage_record lines seen (preferred over token_count)
+    last_at: float = 0.0
+
+
+class NotARollout(ValueError):
+    pass
+
+
+class Converter:
+    """Feed complete lines in file order; collect the blocks they complete."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.meta: dict | None = None
+        self.session_id: str | None = None
+        self.agent_id: str | None = None  # set for a subagent's rollout
+        self.cwd: str | None = None
+        self.turn: _Turn | None = None
+        self.started = False
+        self.last_at: float | None = None
+        self.last_total: Any = None
+        self.lines = 0
+        self.bad_lines = 0
+        self.unknown: Counter = Counter()
+        self.turns_done = 0
+        self._pending: list[Block] = []  # blocks a line closed in passing
+
+    # -- the common fields of a payload --
+    def _payload(self, name: str, turn: _Turn | None, **fields) -> dict:
+        p: dict[str, Any] = {"session_id": self.session_id}
+        if turn is not None:
+            p["turn_id"] = turn.turn_id
+        p["transcript_path"] = self.path
+        p["cwd"] = (turn.cwd if turn else None) or self.cwd
+        p["hook_event_name"] = name
+        if turn is not None:
+            if turn.model:
+                p["model"] = turn.model
+            if turn.pmode:
+                p["permission_mode"] = turn.pmode
+        if self.agent_id:
+            p["agent_id"] = self.agent_id
+        p.update(fields)
+        p[MARK] = SOURCE
+        return p
+
+    def feed(self, line: bytes) -> list[Block]:
+        self.lines += 1
+        head = line[:200]
+        m = _TYPE.search(head)
+        kind = m.group(1) if m else None
+        if self.meta is None:
+            if kind != b"session_meta":
+                raise NotARollout("the first line is not a Codex session_meta line")
+        elif kind in _SKIP:
+            return []
+        elif kind not in _READ:
+            self.unknown[(kind or b"?").decode("ascii", "replace")] += 1
+            return []
+        if kind == b"event_msg":
+            pm = _PTYPE.search(line[:300])
+            if pm and pm.group(1) not in _EVENT_MSGS:
+                return []
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if self.meta is None:
+                raise NotARollout("the first line is not JSON") from None
+            self.bad_lines += 1
+            return []
+        if not isinstance(obj, dict) or not isinstance(obj.get("payload"), dict):
+            if self.meta is None:
+                raise NotARollout("the first line is not a Codex session_meta line")
+            self.bad_lines += 1
+            return []
+        at = parse_time(obj.get("timestamp"))
+        if at is None:
+            at = self.last_at if self.last_at is not None else 0.0
+        self.last_at = at
+        p = obj["payload"]
+        if kind == b"session_meta":
+            out = self._meta(p, at)
+        elif kind == b"turn_context":
+            self._context(p, at)
+            out = []
+        elif kind == b"token_usage_record":
+            self._record(p, at)
+            out = []
+        else:
+            out = self._event_msg(p, at)
+        if self._pending:
+            out, self._pending = self._pending + out, []
+        return out
+
+    # -- line kinds --
+    def _meta(self, p: dict, at: float) -> list[Block]:
+        if self.meta is not None:
+            return []  # a resumed/forked file may repeat it: keep the first
+        sid = p.get("session_id") or p.get("id")
+        if not isinstance(sid, str) or not sid:
+            raise NotARollout("its session_meta line has no session id")
+        self.meta = p
+        self.session_id = sid
+        if isinstance(p.get("source"), dict) and "subagent" in p["source"]:
+            self.agent_id = p.get("id") if isinstance(p.get("id"), str) else None
+        self.cwd = p.get("cwd") if isinstance(p.get("cwd"), str) else None
+        return []
+
+    def _open(self, turn_id: Any, at: float) -> list[Block]:
+        out = []
+        if self.turn is not None and self.turn.turn_id != turn_id:
+            out = self._close(self.turn, complete=False)
+        if self.turn is None and isinstance(turn_id, str) and turn_id:
+            self.turn = _Turn(turn_id, at, self.cwd, last_at=at)
+        return out
+
+    def _context(self, p: dict, at: float) -> None:
+        tid = p.get("turn_id")
+        if self.turn is None or self.turn.turn_id != tid:
+            self._pending += self._open(tid, at)  # rare: a context without task_started
+        t = self.turn
+        if t is None:
+            return
+        if isinstance(p.get("model"), str):
+            t.model = p["model"]
+        if isinstance(p.get("cwd"), str):
+            t.cwd = p["cwd"]
+        t.pmode = permission_mode(p)
+
+    def _record(self, p: dict, at: float) -> None:
+        t = self.turn
+        usage = p.get("usage")
+        if t is None or not isinstance(usage, dict):
+            return
+        if t.records == 0:  # token_count lines so far were a fallback: drop them
+            t.items = [i for i in t.items if i[0] != "model"]
+        t.records += 1
+        t.items.append(("model", t.last_at, at, usage))
+        t.last_at = at
+
+    def _token_count(self, p: dict, at: float) -> None:
+        t = self.turn
+        info = p.get("info")
+        if t is None or t.records or not isinstance(info, dict):
+            return
+        total, last = info.get("total_token_usage"), info.get("last_token_usage")
+        if total is not None and total == self.last_total:
+            return  # a repeat (rate-limit refresh): nothing new was used
+        self.last_total = total
+        if isinstance(last, dict) and any(last.get(k) for k in ("input_tokens", "output_tokens",
+                                                                 "total_tokens")):
+            t.items.append(("model", t.last_at, at, last))
+            t.last_at = at
+
+    def _event_msg(self, p: dict, at: float) -> list[Block]:
+        ptype = p.get("type")
+        out: list[Block] = []
+        if ptype == "task_started":
+            out += self._open(p.get("turn_id"), at)
+        elif ptype == "token_count":
+            self._token_count(p, at)
+        elif ptype == "item_completed":
+            self._item(p, at)
+        elif ptype in ("task_complete", "turn_aborted"):
+            t = self.turn
+            if t is not None and p.get("turn_id") in (None, t.turn_id):
+                if ptype == "task_complete":
+                    t.items.append(("stop", at, p.get("last_agent_message")))
+                else:
+                    t.items.append(("interrupt", at))
+                out += self._close(t, complete=True)
+        return out
+
+    def _item(self, p: dict, at: float) -> None:
+        t = self.turn
+        item = p.get("item")
+        if t is None or not isinstance(item, dict):
+            return
+        itype = item.get("type")
+        if itype == "UserMessage":
+            texts = [c.get("text") for c in item.get("content") or ()
+                     if isinstance(c, dict) and isinstance(c.get("text"), str)]
+            t.items.append(("prompt", at, "\n".join(texts)))
+            t.last_at = at
+        elif itype in _TOOL_ITEMS and isinstance(item.get("id"), str):
+            start = p.get("started_at_ms")
+            end = p.get("completed_at_ms")
+            start = start / 1000.0 if isinstance(start, (int, float)) else t.last_at
+            end = end / 1000.0 if isinstance(end, (int, float)) else at
+            name = _TOOL_ITEMS[itype]
+            if name is None:
+                name = "__".join(str(item.get(k)) for k in ("server", "tool") if item.get(k)) \
+                    or itype
+            if itype == "CommandExecution":
+                tool_input: Any = {"command": command_text(item.get("command"))}
+                output = item.get("aggregated_output")
+            else:
+                tool_input = {k: v for k, v in item.items() if k not in ("type", "id", "result")}
+                output = item.get("result") or item.get("status")
+            t.items.append(("tool", start, end, item["id"], name, tool_input,
+                            output if isinstance(output, str) else
+                            (None if output is None else orjson.dumps(output).decode())))
+            t.last_at = end
+
+    # -- making the events --
+    def _start_block(self, turn: _Turn) -> list[Block]:
+        if self.started or self.agent_id:
+            return []
+        self.started = True
+        at = parse_time(self.meta.get("timestamp")) or turn.started_at
+        p = self._payload("SessionStart", None, model=turn.model, permission_mode=turn.pmode,
+                          source="startup")
+        return [Block(self.session_id, None,
+                      [Event(f"import:{self.session_id}::start", at, p["cwd"], p)])]
+
+    def _close(self, t: _Turn, complete: bool) -> list[Block]:
+        self.turn = None
+        out = self._start_block(t)
+        evs: list[Event] = []
+        usage: dict[str, int] = {}
+        requests = 0
+
+        def add(name: str, at: float, **fields) -> None:
+            p = self._payload(name, t, **fields)
+            evs.append(Event(f"import:{self.session_id}:{t.turn_id}:{len(evs)}", at, p["cwd"], p))
+
+        for item in t.items:
+            k = item[0]
+            if k == "prompt":
+                add("UserPromptSubmit", item[1], prompt=item[2])
+            elif k == "model":
+                _, pre, post, tokens = item
+                add("PreModelRequest", pre)
+                add("PostModelRequest", post, status="completed", error=None,
+                    token_usage=tokens)
+                requests += 1
+                for key, v in tokens.items():
+                    if isinstance(v, int) and not isinstance(v, bool):
+                        usage[key] = usage.get(key, 0) + v
+            elif k == "tool":
+                _, start, end, tid, name, tool_input, output = item
+                add("PreToolUse", start, tool_name=name, tool_input=tool_input, tool_use_id=tid)
+                add("PostToolUse", end, tool_name=name, tool_input=tool_input,
+                    tool_response=output, tool_use_id=tid)
+            elif k == "stop":
+                add("Stop", item[1], stop_hook_active=False, last_assistant_message=item[2])
+            elif k == "interrupt":
+                add("Interrupt", item[1])
+        if evs:
+            out.append(Block(self.session_id, t.turn_id, evs, usage, requests, complete))
+            self.turns_done += 1
+        return out
+
+    def finish(self, *, settled: bool) -> list[Block]:
+        """At the end of what could be read.  ``settled``: the file ended with a
+        complete line and has not been written to for a while (it will not grow):
+        an open last turn is imported as unfinished, and the session is ended."""
+        if self.meta is None:
+            return []
+        out, self._pending = self._pending, []
+        if self.turn is not None:
+            if not settled:
+                return out  # still being written: left for a later import
+            out += self._close(self.turn, complete=False)
+        if settled and self.started and not self.agent_id:
+            at = self.last_at or 0.0
+            p = self._payload("SessionEnd", None, reason="other")
+            out.append(Block(self.session_id, None, [
+                Event(f"import:{self.session_id}::end:{self.lines}", at, p["cwd"], p)]))
+        return out
