@@ -30,7 +30,6 @@ from typing import Callable, Iterable, Iterator, Mapping
 import orjson
 from sqlalchemy import Engine
 
-from . import db
 from .hook import INSERT_SQL
 from .importer import SOURCE, Block, Converter, NotARollout
 
@@ -96,72 +95,98 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
                 yield p
 
 
-def _lines(path: Path) -> Iterator[bytes]:
-    """Complete lines of ``path``; a last line without its newline is not yielded
-    (``_Reader.partial`` says so)."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        for line in fh:
-            yield line
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
 class _Store:
-    """The database side: what the hooks captured, and the buffered inserts."""
+    """The database side, on one connection for the whole run: what the hooks
+    captured and what was imported before (per session, one read), and the
+    buffered inserts (one ``BEGIN IMMEDIATE`` transaction per flush)."""
 
     def __init__(self, engine: Engine, dry_run: bool, now: float):
-        self.engine, self.dry_run, self.now = engine, dry_run, now
-        self.hooked: dict[str, set] = {}
+        self.dry_run, self.now = dry_run, now
+        self.raw = engine.raw_connection()
+        self.con = self.raw.driver_connection
+        self.con.isolation_level = None  # transactions are ours
+        # A flush writes megabytes of payloads: with SQLite's default 2 MiB cache
+        # the pages would spill into the WAL before the commit.
+        self.con.execute("PRAGMA cache_size = -65536")
+        # One checkpoint (and its fsync) at the end, not one per 4 MB written.
+        self.con.execute("PRAGMA wal_autocheckpoint = 0")
+        self.known: dict[str, tuple[set, set]] = {}
         self.rows: list[tuple] = []
 
-    def hooked_turns(self, sid: str) -> set:
-        """Turn ids of ``sid`` with non-imported events ('' in it: the hooks saw the session)."""
-        got = self.hooked.get(sid)
+    def close(self) -> None:
+        try:
+            if not self.dry_run:
+                self.con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            self.raw.close()
+
+    def forget(self) -> None:
+        """Drop the per-session facts (between files: bounded memory)."""
+        self.known.clear()
+
+    def session(self, sid: str) -> tuple[set, set]:
+        """(turn ids with non-imported events, with '' when the hooks saw the session;
+        dedup keys already imported for it)."""
+        got = self.known.get(sid)
         if got is None:
-            with db.read(self.engine) as conn:
-                got = {r[0] or "" for r in conn.exec_driver_sql(
+            con = self.con
+            con.execute("BEGIN")
+            try:
+                hooked = {r[0] or "" for r in con.execute(
                     "SELECT DISTINCT turn_id FROM raw_events WHERE session_id = ?"
                     " AND source != ? AND status = 'ok'", (sid, SOURCE))}
-            if got:
-                got.add("")
-            self.hooked[sid] = got
+                keys = {r[0] for r in con.execute(
+                    "SELECT dedup_key FROM raw_events WHERE dedup_key >= ? AND dedup_key < ?",
+                    (f"import:{sid}:", f"import:{sid};"))}
+            finally:
+                con.execute("COMMIT")
+            if hooked:
+                hooked.add("")
+            got = self.known[sid] = (hooked, keys)
         return got
 
-    def imported(self, key: str) -> bool:
-        with db.read(self.engine) as conn:
-            return conn.exec_driver_sql(
-                "SELECT 1 FROM raw_events WHERE dedup_key = ?", (key,)).first() is not None
-
     def add(self, block: Block) -> None:
+        self.session(block.session_id)[1].add(block.events[0].key)
         for ev in block.events:
             payload = orjson.dumps(ev.payload)
             self.rows.append((ev.at, SOURCE, ev.cwd, payload, len(payload), 0, ev.key))
         if len(self.rows) >= FLUSH_EVENTS:
             self.flush()
 
-    def flush(self) -> int:
+    def flush(self) -> None:
         rows, self.rows = self.rows, []
         if self.dry_run or not rows:
-            return 0
-        with db.write(self.engine) as conn:
-            cur = conn.exec_driver_sql(_INSERT, rows) if len(rows) > 1 else \
-                conn.exec_driver_sql(_INSERT, rows[0])
-            return cur.rowcount
+            return
+        self._write(lambda con: con.executemany(_INSERT, rows))
 
     def error(self, message: str) -> None:
-        if self.dry_run:
-            return
-        with db.write(self.engine) as conn:
-            conn.exec_driver_sql("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
-                                 (self.now, SOURCE, message))
+        if not self.dry_run:
+            self._write(lambda con: con.execute(
+                "INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
+                (self.now, SOURCE, message)))
+
+    def _write(self, fn) -> None:
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            fn(con)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
 
 
 def _take(block: Block, store: _Store, res: Summary) -> None:
-    hooked = store.hooked_turns(block.session_id)
+    hooked, imported = store.session(block.session_id)
     if (block.turn_id or "") in hooked:
         if block.turn_id is not None:
             res.hooked += 1
         return
-    if store.imported(block.events[0].key):
+    if block.events[0].key in imported:
         if block.turn_id is not None:
             res.already += 1
         return
@@ -184,18 +209,20 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
     conv = Converter(str(path.resolve()))
     partial = False
     done = 0
+    feed = conv.feed
     try:
-        for line in _lines(path):
-            done += len(line)
-            if not line.endswith(b"\n"):
-                partial = True  # Codex is still writing it: next time
-                break
-            if line.strip():
-                for block in conv.feed(line):
-                    _take(block, store, res)
-            if progress is not None and done >= 1 << 20:
-                progress(done)
-                done = 0
+        with _open(path) as fh:
+            for line in fh:  # buffered: one line at a time, never the whole file
+                done += len(line)
+                if line[-1:] != b"\n":
+                    partial = True  # Codex is still writing it: next time
+                    break
+                if len(line) > 1:
+                    for block in feed(line):
+                        _take(block, store, res)
+                if progress is not None and done >= 1 << 20:
+                    progress(done)
+                    done = 0
         settled = not partial and now - st.st_mtime >= settle
         for block in conv.finish(settled=settled):
             _take(block, store, res)
@@ -232,14 +259,17 @@ def run(engine: Engine, paths: Iterable[Path], *, now: float | None = None,
     now = time.time() if now is None else now
     store = _Store(engine, dry_run, now)
     res = Summary()
-    for path in discover(paths):
-        if since is not None:
-            try:
-                if path.stat().st_mtime < since:
-                    continue
-            except OSError:
-                pass  # reported by import_file
-        import_file(path, store, res, now=now, settle=settle, progress=progress)
-        store.flush()
-    store.flush()
+    try:
+        for path in discover(paths):
+            if since is not None:
+                try:
+                    if path.stat().st_mtime < since:
+                        continue
+                except OSError:
+                    pass  # reported by import_file
+            import_file(path, store, res, now=now, settle=settle, progress=progress)
+            store.flush()
+            store.forget()
+    finally:
+        store.close()
     return res

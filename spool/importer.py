@@ -47,6 +47,7 @@ _PTYPE = re.compile(rb'"payload"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
 _EVENT_MSGS = {b"task_started", b"task_complete", b"turn_aborted", b"item_completed",
                b"token_count"}
 # item_completed item types that are tool calls, and the tool name hooks report.
+_NOTHING: tuple = ()
 _TOOL_ITEMS = {"CommandExecution": "Bash", "FileChange": "apply_patch",
                "McpToolCall": None, "WebSearch": "web_search", "DynamicToolCall": None}
 
@@ -158,21 +159,20 @@ class Converter:
 
     def feed(self, line: bytes) -> list[Block]:
         self.lines += 1
-        head = line[:200]
-        m = _TYPE.search(head)
+        m = _TYPE.search(line, 0, 200)
         kind = m.group(1) if m else None
         if self.meta is None:
             if kind != b"session_meta":
                 raise NotARollout("the first line is not a Codex session_meta line")
         elif kind in _SKIP:
-            return []
+            return _NOTHING
         elif kind not in _READ:
             self.unknown[(kind or b"?").decode("ascii", "replace")] += 1
-            return []
+            return _NOTHING
         if kind == b"event_msg":
-            pm = _PTYPE.search(line[:300])
+            pm = _PTYPE.search(line, 0, 300)
             if pm and pm.group(1) not in _EVENT_MSGS:
-                return []
+                return _NOTHING
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
