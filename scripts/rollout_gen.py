@@ -102,8 +102,13 @@ def session_lines(rng: random.Random, session_id: str, t0: float, turns: int,
         turn_total: dict | None = None
         for r in range(requests):
             rid = f"{turn[:8]}-{r}"
+            summary = _text(rng, 200)
+            yield line("event_msg", {"type": "item_completed", "thread_id": session_id,
+                                     "turn_id": turn, "item": {
+                                         "type": "Reasoning", "id": "rs_" + rid,
+                                         "summary_text": [summary], "raw_content": []}})
             yield line("response_item", {"type": "reasoning", "id": "rs_" + rid, "summary": [
-                {"type": "summary_text", "text": _text(rng, 200)}],
+                {"type": "summary_text", "text": summary}],
                 "encrypted_content": _blob(rng, rng.randint(1000, 6000))})
             last = r == requests - 1
             u = _usage(rng, context)

@@ -47,6 +47,9 @@ _PTYPE = re.compile(rb'"payload"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
 _EVENT_MSGS = {b"task_started", b"task_complete", b"turn_aborted", b"item_completed",
                b"token_count"}
 # item_completed item types that are tool calls, and the tool name hooks report.
+_ITEM = re.compile(rb'"item"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
+_ITEMS_READ = {b"UserMessage", b"CommandExecution", b"FileChange", b"McpToolCall",
+               b"WebSearch", b"DynamicToolCall"}
 _NOTHING: tuple = ()
 _TOOL_ITEMS = {"CommandExecution": "Bash", "FileChange": "apply_patch",
                "McpToolCall": None, "WebSearch": "web_search", "DynamicToolCall": None}
@@ -171,8 +174,16 @@ class Converter:
             return _NOTHING
         if kind == b"event_msg":
             pm = _PTYPE.search(line, 0, 300)
-            if pm and pm.group(1) not in _EVENT_MSGS:
-                return _NOTHING
+            if pm:
+                ptype = pm.group(1)
+                if ptype not in _EVENT_MSGS:
+                    return _NOTHING
+                if ptype == b"token_count" and self.turn is not None and self.turn.records:
+                    return _NOTHING  # the turn's token_usage_record lines count
+                if ptype == b"item_completed":
+                    im = _ITEM.search(line, pm.end(), pm.end() + 400)
+                    if im and im.group(1) not in _ITEMS_READ:
+                        return _NOTHING
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
