@@ -38,6 +38,8 @@ def _one(kind: str, data: Path, home: Path) -> dict:
 
     from spool import backfill, db
 
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = ru0.ru_utime + ru0.ru_stime
     if kind == "floor":
         t = time.perf_counter()
         n = 0
@@ -55,8 +57,10 @@ def _one(kind: str, data: Path, home: Path) -> dict:
         elapsed = time.perf_counter() - t
         engine.dispose()
         out = {"events": res.events, "turns": res.turns, "files": res.files}
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     out["seconds"] = elapsed
-    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["cpu"] = ru.ru_utime + ru.ru_stime - cpu0
+    out["max_rss_mb"] = ru.ru_maxrss / 1024
     return out
 
 
@@ -108,6 +112,10 @@ def main() -> None:
         print(f"  import seconds {_spread(it)}; {size / 1e6 / statistics.median(it):.1f} MB/s;"
               f" peak RSS {statistics.median(r['max_rss_mb'] for r in imp):.0f} MB")
         print(f"  import/floor per pair: {_spread(ratios)}")
+        fc = [r["cpu"] for r in floor]
+        ic = [r["cpu"] for r in imp]
+        print(f"  CPU seconds (user+sys, incl. setup): floor {_spread(fc)}; import {_spread(ic)};"
+              f" ratio of medians {statistics.median(ic) / statistics.median(fc):.2f}")
     shutil.rmtree(base / "home", ignore_errors=True)
 
 
