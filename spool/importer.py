@@ -39,8 +39,9 @@ MARK = "spool_source"  # payload key that marks an imported event (value: SOURCE
 
 # Top-level line types of Codex 0.1xx rollouts.  Read: the first five; known
 # and skipped: the rest; anything else is counted as unknown.
-_READ = {b"session_meta", b"turn_context", b"event_msg", b"token_usage_record"}
-_SKIP = {b"response_item", b"world_state", b"compacted", b"thread_rolled_back",
+_READ = {b"session_meta", b"turn_context", b"event_msg", b"token_usage_record",
+         b"response_item"}
+_SKIP = {b"world_state", b"compacted", b"thread_rolled_back",
          b"session_state", b"thread_name"}
 _TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"')
 _PTYPE = re.compile(rb'"payload"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
@@ -48,8 +49,8 @@ _EVENT_MSGS = {b"task_started", b"task_complete", b"turn_aborted", b"item_comple
                b"token_count"}
 # item_completed item types that are tool calls, and the tool name hooks report.
 _ITEM = re.compile(rb'"item"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
-_ITEMS_READ = {b"UserMessage", b"CommandExecution", b"FileChange", b"McpToolCall",
-               b"WebSearch", b"DynamicToolCall"}
+_ITEMS_READ = {b"UserMessage", b"CommandExecution", b"CollabAgentToolCall", b"FileChange",
+               b"McpToolCall", b"WebSearch", b"DynamicToolCall"}
 _NOTHING: tuple = ()
 _TOOL_ITEMS = {"CommandExecution": "Bash", "FileChange": "apply_patch",
                "McpToolCall": None, "WebSearch": "web_search", "DynamicToolCall": None}
@@ -115,6 +116,7 @@ class _Turn:
     pmode: str | None = None
     items: list = field(default_factory=list)  # ("prompt"|"model"|"tool"|"stop", ...)
     records: int = 0  # token_usage_record lines seen (preferred over token_count)
+    args: dict = field(default_factory=dict)  # call id -> the model's arguments
     last_at: float = 0.0
 
 
@@ -167,6 +169,10 @@ class Converter:
         if self.meta is None:
             if kind != b"session_meta":
                 raise NotARollout("the first line is not a Codex session_meta line")
+        elif kind == b"response_item":
+            pm = _PTYPE.search(line, 0, 300)
+            if not pm or pm.group(1) != b"function_call" or self.turn is None:
+                return _NOTHING  # only a call's arguments are needed (what the hooks show)
         elif kind in _SKIP:
             return _NOTHING
         elif kind not in _READ:
@@ -201,6 +207,14 @@ class Converter:
             at = self.last_at if self.last_at is not None else 0.0
         self.last_at = at
         p = obj["payload"]
+        if kind == b"response_item":
+            cid, args = p.get("call_id"), p.get("arguments")
+            if isinstance(cid, str) and isinstance(args, str):
+                try:
+                    self.turn.args[cid] = orjson.loads(args)
+                except orjson.JSONDecodeError:
+                    pass
+            return _NOTHING
         if kind == b"session_meta":
             out = self._meta(p, at)
         elif kind == b"turn_context":
@@ -305,6 +319,8 @@ class Converter:
                      if isinstance(c, dict) and isinstance(c.get("text"), str)]
             t.items.append(("prompt", at, "\n".join(texts)))
             t.last_at = at
+        elif itype == "CollabAgentToolCall" and isinstance(item.get("id"), str):
+            self._collab(p, item, at)
         elif itype in _TOOL_ITEMS and isinstance(item.get("id"), str):
             start = p.get("started_at_ms")
             end = p.get("completed_at_ms")
@@ -318,12 +334,37 @@ class Converter:
                 tool_input: Any = {"command": command_text(item.get("command"))}
                 output = item.get("aggregated_output")
             else:
-                tool_input = {k: v for k, v in item.items() if k not in ("type", "id", "result")}
+                tool_input = t.args.get(item["id"]) or {
+                    k: v for k, v in item.items() if k not in ("type", "id", "result")}
                 output = item.get("result") or item.get("status")
             t.items.append(("tool", start, end, item["id"], name, tool_input,
                             output if isinstance(output, str) else
                             (None if output is None else orjson.dumps(output).decode())))
             t.last_at = end
+
+    def _collab(self, p: dict, item: dict, at: float) -> None:
+        """A multi-agent tool call (spawn_agent / wait) as the hooks name and show it."""
+        t = self.turn
+        start, end = p.get("started_at_ms"), p.get("completed_at_ms")
+        start = start / 1000.0 if isinstance(start, (int, float)) else t.last_at
+        end = end / 1000.0 if isinstance(end, (int, float)) else at
+        targets = item.get("receiver_thread_ids") or []
+        args = t.args.get(item["id"])
+        if item.get("tool") == "spawn_agent":
+            name, tool_input = "spawn_agent", {"message": item.get("prompt")}
+            agents = item.get("receiver_agents") or [{}]
+            output = {"agent_id": (targets or [None])[0],
+                      "nickname": agents[0].get("agent_nickname") if agents else None}
+        else:
+            name = "multi_agent_v1" + ("wait_agent" if item.get("tool") == "wait"
+                                       else str(item.get("tool")))
+            tool_input = {"targets": targets}
+            output = {"status": item.get("agents_states"), "timed_out": False}
+        if isinstance(args, dict):
+            tool_input = args
+        t.items.append(("tool", start, end, item["id"], name, tool_input,
+                        orjson.dumps(output).decode()))
+        t.last_at = end
 
     # -- making the events --
     def _start_block(self, turn: _Turn) -> list[Block]:
@@ -347,6 +388,8 @@ class Converter:
             p = self._payload(name, t, **fields)
             evs.append(Event(f"import:{self.session_id}:{t.turn_id}:{len(evs)}", at, p["cwd"], p))
 
+        if self.agent_id:  # a subagent's turn: the hooks report it in the parent session
+            add("SubagentStart", t.started_at, agent_type="default")
         for item in t.items:
             k = item[0]
             if k == "prompt":
@@ -365,6 +408,9 @@ class Converter:
                 add("PreToolUse", start, tool_name=name, tool_input=tool_input, tool_use_id=tid)
                 add("PostToolUse", end, tool_name=name, tool_input=tool_input,
                     tool_response=output, tool_use_id=tid)
+            elif k == "stop" and self.agent_id:
+                add("SubagentStop", item[1], stop_hook_active=False, agent_type="default",
+                    last_assistant_message=item[2])
             elif k == "stop":
                 add("Stop", item[1], stop_hook_active=False, last_assistant_message=item[2])
             elif k == "interrupt":

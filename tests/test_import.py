@@ -255,3 +255,55 @@ def test_cli_dry_run_json_and_since(tmp_path, engine, monkeypatch):
     assert r.exit_code == 2 and "is not a date" in r.output
     r = runner.invoke(app, ["import", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "no such file" in r.output
+
+
+SUBAGENT_DIR = Path(__file__).parent / "fixtures" / "codex-0.169.0" / "subagent"
+
+
+def test_subagent_session_imported_like_the_hooks_saw_it(tmp_path):
+    """Parent and child rollouts -> the parent session's turns, with the child's turn (its
+    own model requests and command) under the parent session id, as the hooks report it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    config.write_file(project, {"granularity": "both"})
+    sessions = tmp_path / "codex" / "sessions"
+    sessions.mkdir(parents=True)
+    copies = {}
+    for src in sorted((SUBAGENT_DIR / "rollouts").glob("*.jsonl")):
+        dst = sessions / src.name
+        dst.write_text(src.read_text().replace("/home/dev/project", str(project)))
+        os.utime(dst, (OLD, OLD))
+        copies[src.name] = str(dst.resolve())
+    now = time.time() + 60
+    hooked = db.open_db()
+    for p in sorted((SUBAGENT_DIR / "payloads").glob("*.json")):
+        obj = json.loads(p.read_bytes())
+        obj["cwd"] = str(project)
+        for k in ("transcript_path", "agent_transcript_path"):
+            if obj.get(k):
+                obj[k] = copies[Path(obj[k]).name]
+        r = run_hook(json.dumps(obj).encode(), cwd=project)
+        assert r.returncode == 0, r
+    _pipeline(hooked, now)
+    imported = db.open_db(tmp_path / "other-home")
+    res = backfill.run(imported, [sessions])
+    assert (res.files, len(res.sessions), res.turns) == (2, 1, 2)
+    _pipeline(imported, now)
+
+    want = {b["turn_id"]: b for b in _traces(hooked, "turn")}
+    got = {b["turn_id"]: b for b in _traces(imported, "turn")}
+    assert set(got) == set(want) and len(got) == 2
+    for tid in got:
+        g, w = _comparable(got[tid]), _comparable(want[tid])
+        for body in (g, w):  # the multi-agent tools' outputs are re-rendered, not verbatim
+            for s in body["steps"]:
+                if s["tool_name"] and s["tool_name"] != "Bash":
+                    s["output_preview"] = None
+        for a, b in zip(g["steps"], w["steps"]):
+            assert a == b, tid
+        assert g == w, tid
+    parent = [b for b in got.values() if b["input_summary"].startswith("Have a helper")][0]
+    assert [s["tool_name"] for s in parent["steps"] if s["action"] == "tool_use"] == \
+        ["spawn_agent", "multi_agent_v1wait_agent", "Bash"]
+    total = sum(b["usage"]["total"] for b in got.values())
+    assert total == sum(b["usage"]["total"] for b in want.values()) and total > 0
