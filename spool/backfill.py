@@ -60,6 +60,7 @@ class Summary:
     already: int = 0  # turns already imported before
     hooked: int = 0  # turns skipped: the hooks captured them
     waiting: int = 0  # files still being written: their open turn is left for later
+    paused: int = 0  # blocks of paused projects (not recorded, as by the hook)
     skipped_files: list = field(default_factory=list)  # (path, reason)
     unknown_lines: Counter = field(default_factory=Counter)
     bad_lines: int = 0
@@ -69,6 +70,7 @@ class Summary:
         return {"files": self.files, "bytes": self.bytes, "sessions": len(self.sessions),
                 "turns": self.turns, "events": self.events, "already_imported": self.already,
                 "captured_by_hooks": self.hooked, "still_being_written": self.waiting,
+                "paused": self.paused,
                 "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
                 "unknown_lines": dict(self.unknown_lines), "bad_lines": self.bad_lines,
                 "tokens": dict(self.tokens)}
@@ -164,6 +166,7 @@ class _Store:
         self.con = self.raw.driver_connection
         self.con.isolation_level = None  # transactions are ours
         self.writer = None if dry_run else _Writer(engine)
+        self.paused = [r[0] for r in self.con.execute("SELECT project FROM pauses")]
         self.known: dict[str, tuple[set, set]] = {}
         self.rows: list[tuple] = []
 
@@ -219,6 +222,10 @@ class _Store:
 
 
 def _take(block: Block, store: _Store, res: Summary) -> None:
+    cwd = block.events[0].cwd or ""
+    if any(cwd == p or cwd.startswith(p.rstrip("/") + "/") for p in store.paused):
+        res.paused += 1  # as the hook: a paused project records nothing
+        return
     hooked, imported = store.session(block.session_id)
     if (block.turn_id or "") in hooked:
         if block.turn_id is not None:

@@ -37,8 +37,8 @@ import orjson
 SOURCE = "import"
 MARK = "spool_source"  # payload key that marks an imported event (value: SOURCE)
 
-# Top-level line types of Codex 0.1xx rollouts.  Read: the first five; known
-# and skipped: the rest; anything else is counted as unknown.
+# Top-level line types of Codex 0.1xx rollouts: read (response_item only for a
+# function_call's arguments), known and skipped, anything else counted as unknown.
 _READ = {b"session_meta", b"turn_context", b"event_msg", b"token_usage_record",
          b"response_item"}
 _SKIP = {b"world_state", b"compacted", b"thread_rolled_back",

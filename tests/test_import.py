@@ -251,6 +251,13 @@ def test_cli_dry_run_json_and_since(tmp_path, engine, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "imported 2 turn(s) of 1 session(s)" in r.stdout
     assert _counts(engine)[0] == 18
+    (tmp_path / "codex" / "sessions" / "notes.jsonl").write_text("[1, 2]\n")
+    r = runner.invoke(app, ["import"])
+    assert r.exit_code == 0 and "1 file(s) skipped" in r.output
+    r = runner.invoke(app, ["errors", "--json"])
+    errs = [e for e in json.loads(r.stdout) if e["kind"] == "import"]
+    assert len(errs) == 1 and "notes.jsonl" in errs[0]["message"]
+    assert "not a Codex rollout" in errs[0]["message"]
     r = runner.invoke(app, ["import", "--since", "yesterday"])
     assert r.exit_code == 2 and "is not a date" in r.output
     r = runner.invoke(app, ["import", str(tmp_path / "nope")])
@@ -307,3 +314,20 @@ def test_subagent_session_imported_like_the_hooks_saw_it(tmp_path):
         ["spawn_agent", "multi_agent_v1wait_agent", "Bash"]
     total = sum(b["usage"]["total"] for b in got.values())
     assert total == sum(b["usage"]["total"] for b in want.values()) and total > 0
+
+
+def test_a_paused_project_is_not_imported(tmp_path, engine):
+    from spool import queries
+
+    project, rollout = _project_and_rollout(tmp_path)
+    with db.write(engine) as conn:
+        queries.pause(conn, str(project), time.time())
+    res = backfill.run(engine, [rollout])
+    assert (res.turns, res.events, res.paused) == (0, 0, 4)
+    assert _counts(engine) == (0, 0, 0)
+
+
+def test_no_codex_home_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "none"))
+    r = CliRunner().invoke(get_app(), ["import"])
+    assert r.exit_code == 0 and "No Codex sessions found" in r.output

@@ -37,6 +37,8 @@ def _print_summary(s: dict, dry_run: bool) -> None:
         skipped.append(f"{s['already_imported']} turn(s) already imported")
     if s["captured_by_hooks"]:
         skipped.append(f"{s['captured_by_hooks']} turn(s) captured by the hooks")
+    if s["paused"]:
+        skipped.append(f"{s['paused']} turn(s) or session events of paused projects")
     if s["still_being_written"]:
         skipped.append(f"{s['still_being_written']} file(s) still being written"
                        " (their open turn is left for a later import)")
@@ -80,6 +82,10 @@ def import_(
     if missing:
         typer.echo(f"Error: no such file or directory: {', '.join(missing)}.", err=True)
         raise typer.Exit(2)
+    if not paths and not any(p.exists() for p in roots):
+        typer.echo(f"No Codex sessions found in {' or '.join(str(p) for p in roots)}:"
+                   " set CODEX_HOME or name the rollout files or directories to import.")
+        return
     engine = db.open_db()
     try:
         if not dry_run:
