@@ -2,9 +2,9 @@
 
 Finds rollout files, streams each one line by line (never a whole file in
 memory) through the pure ``spool.importer.Converter``, and stores the events
-it makes as ``raw_events`` rows (source ``import``) with ``INSERT OR IGNORE`` on
-their dedup key, so the normal ingest -> aggregate -> deliver pipeline builds
-their traces exactly once:
+it makes as ``raw_events`` rows (source ``import``, stored already parsed:
+status ``ok`` with their ids) with ``INSERT OR IGNORE`` on their dedup key, so
+the normal aggregate -> deliver pipeline builds their traces exactly once:
 
 * a turn the hooks already captured (any non-imported event with its session
   and turn id) is skipped whole, and so are the SessionStart/SessionEnd of a
@@ -13,6 +13,7 @@ their traces exactly once:
 * a file still being written (its last line cut short, or modified less than
   ``settle`` seconds ago) keeps its open last turn and its SessionEnd for a
   later import, so its session is not finalised while it may grow;
+* a project that is paused records nothing (as the hook's insert);
 * a file that is not a rollout, unreadable, or with unknown line types is
   skipped or partly skipped, counted in the summary and logged in the
   ``errors`` table (source ``import``) for ``spool errors``.  Never a crash.
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import queue
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,12 +34,15 @@ from sqlalchemy import Engine
 from .hook import INSERT_SQL
 from .importer import SOURCE, Block, Converter, NotARollout
 
-# The hook's pause-aware insert, plus the dedup key (as overflow records use).
+# The hook's pause-aware insert, plus the dedup key (as overflow records use), and
+# the row already parsed: the importer made the payload, so it knows its ids (ingest's
+# parse step has nothing to add, and the aggregator takes the row as it is).
 _INSERT = INSERT_SQL.replace(
     "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated) "
     "SELECT ?1, ?2, ?3, ?4, ?5, ?6",
     "INSERT OR IGNORE INTO raw_events (received_at, source, cwd, payload, size, truncated, "
-    "dedup_key) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7",
+    "dedup_key, status, session_id, turn_id, event) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ok', ?8, ?9, ?10",
 )
 assert _INSERT != INSERT_SQL
 SETTLE_SECONDS = 600.0  # a rollout written to more recently may still grow
@@ -103,79 +105,29 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-class _Writer(threading.Thread):
-    """Writes the batches on its own connection while the caller reads on: one
-    ``BEGIN IMMEDIATE`` transaction per batch, a bounded queue (memory stays
-    flat), one WAL checkpoint at the end instead of one per 4 MB."""
-
-    def __init__(self, engine: Engine):
-        super().__init__(name="spool-import-writer", daemon=True)
-        self.engine = engine
-        self.jobs: queue.Queue = queue.Queue(maxsize=3)
-        self.failure: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        raw = self.engine.raw_connection()
-        con = raw.driver_connection
-        try:
-            con.isolation_level = None  # transactions are ours
-            # A batch is megabytes of payloads: with SQLite's default 2 MiB cache
-            # its pages would spill into the WAL before the commit.
-            con.execute("PRAGMA cache_size = -65536")
-            con.execute("PRAGMA wal_autocheckpoint = 0")
-            while (job := self.jobs.get()) is not None:
-                if self.failure is not None:
-                    continue  # drain: the caller raises it
-                try:
-                    con.execute("BEGIN IMMEDIATE")
-                    try:
-                        con.executemany(*job)
-                    except BaseException:
-                        con.execute("ROLLBACK")
-                        raise
-                    con.execute("COMMIT")
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                    self.failure = exc
-            con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            self.failure = self.failure or exc
-        finally:
-            raw.close()
-
-    def put(self, sql: str, rows: list) -> None:
-        if self.failure is not None:
-            raise self.failure
-        self.jobs.put((sql, rows))
-
-    def close(self) -> None:
-        self.jobs.put(None)
-        self.join()
-        if self.failure is not None:
-            raise self.failure
-
-
 class _Store:
-    """The database side: what the hooks captured and what was imported before
-    (per session, one read on one connection), and the batched inserts (on the
-    writer thread)."""
+    """The database side, on one connection for the whole run: what the hooks
+    captured and what was imported before (per session, one read), and the
+    buffered inserts (one ``BEGIN IMMEDIATE`` transaction per batch).
+
+    SQLite's own WAL auto-checkpoint stays on for this connection, so the WAL is
+    checkpointed here, batch by batch, and a hook's commit never finds a WAL of
+    a whole import to checkpoint."""
 
     def __init__(self, engine: Engine, dry_run: bool, now: float):
         self.dry_run, self.now = dry_run, now
         self.raw = engine.raw_connection()
         self.con = self.raw.driver_connection
         self.con.isolation_level = None  # transactions are ours
-        self.writer = None if dry_run else _Writer(engine)
+        # A batch is megabytes of payloads: with SQLite's default 2 MiB cache its
+        # pages would spill into the WAL before the commit.
+        self.con.execute("PRAGMA cache_size = -65536")
         self.paused = [r[0] for r in self.con.execute("SELECT project FROM pauses")]
         self.known: dict[str, tuple[set, set]] = {}
         self.rows: list[tuple] = []
 
     def close(self) -> None:
-        try:
-            if self.writer is not None:
-                self.writer.close()
-        finally:
-            self.raw.close()
+        self.raw.close()
 
     def forget(self) -> None:
         """Drop the per-session facts (between files: bounded memory)."""
@@ -206,19 +158,30 @@ class _Store:
         self.session(block.session_id)[1].add(block.events[0].key)
         for ev in block.events:
             payload = orjson.dumps(ev.payload)
-            self.rows.append((ev.at, SOURCE, ev.cwd, payload, len(payload), 0, ev.key))
+            self.rows.append((ev.at, SOURCE, ev.cwd, payload, len(payload), 0, ev.key,
+                              block.session_id, block.turn_id, ev.payload["hook_event_name"]))
         if len(self.rows) >= FLUSH_EVENTS:
             self.flush()
 
     def flush(self) -> None:
         rows, self.rows = self.rows, []
-        if self.writer is not None and rows:
-            self.writer.put(_INSERT, rows)
+        if not self.dry_run and rows:
+            self._write(_INSERT, rows)
 
     def error(self, message: str) -> None:
-        if self.writer is not None:
-            self.writer.put("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
-                            [(self.now, SOURCE, message)])
+        if not self.dry_run:
+            self._write("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
+                        [(self.now, SOURCE, message)])
+
+    def _write(self, sql: str, rows: list) -> None:
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(sql, rows)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
 
 
 def _take(block: Block, store: _Store, res: Summary) -> None:

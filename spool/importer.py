@@ -43,8 +43,9 @@ _READ = {b"session_meta", b"turn_context", b"event_msg", b"token_usage_record",
          b"response_item"}
 _SKIP = {b"world_state", b"compacted", b"thread_rolled_back",
          b"session_state", b"thread_name"}
-_TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"')
-_PTYPE = re.compile(rb'"payload"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
+# The line's type and, when the payload starts with one, the payload's type.
+_HEAD = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"'
+                   rb'(?:\s*,\s*"payload"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)")?')
 _EVENT_MSGS = {b"task_started", b"task_complete", b"turn_aborted", b"item_completed",
                b"token_count"}
 # item_completed item types that are tool calls, and the tool name hooks report.
@@ -164,32 +165,29 @@ class Converter:
 
     def feed(self, line: bytes) -> list[Block]:
         self.lines += 1
-        m = _TYPE.search(line, 0, 200)
-        kind = m.group(1) if m else None
+        m = _HEAD.search(line, 0, 300)
+        kind, ptype = m.group(1, 2) if m else (None, None)
         if self.meta is None:
             if kind != b"session_meta":
                 raise NotARollout("the first line is not a Codex session_meta line")
         elif kind == b"response_item":
-            pm = _PTYPE.search(line, 0, 300)
-            if not pm or pm.group(1) != b"function_call" or self.turn is None:
+            if ptype != b"function_call" or self.turn is None:
                 return _NOTHING  # only a call's arguments are needed (what the hooks show)
-        elif kind in _SKIP:
-            return _NOTHING
-        elif kind not in _READ:
-            self.unknown[(kind or b"?").decode("ascii", "replace")] += 1
-            return _NOTHING
-        if kind == b"event_msg":
-            pm = _PTYPE.search(line, 0, 300)
-            if pm:
-                ptype = pm.group(1)
+        elif kind == b"event_msg":
+            if ptype is not None:
                 if ptype not in _EVENT_MSGS:
                     return _NOTHING
                 if ptype == b"token_count" and self.turn is not None and self.turn.records:
                     return _NOTHING  # the turn's token_usage_record lines count
                 if ptype == b"item_completed":
-                    im = _ITEM.search(line, pm.end(), pm.end() + 400)
+                    im = _ITEM.search(line, m.end(), m.end() + 400)
                     if im and im.group(1) not in _ITEMS_READ:
                         return _NOTHING
+        elif kind in _SKIP:
+            return _NOTHING
+        elif kind not in _READ:
+            self.unknown[(kind or b"?").decode("ascii", "replace")] += 1
+            return _NOTHING
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:

@@ -111,8 +111,7 @@ def import_(
         else:
             res = backfill.run(engine, files, since=since_ts, dry_run=dry_run, settle=settle)
         if not dry_run and res.events:
-            ingest.ingest_all(engine)
-            wake_worker()
+            wake_worker()  # the rows are stored parsed: the worker traces and delivers them
     finally:
         engine.dispose()
     summary = res.to_dict()
