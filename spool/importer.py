@@ -4,9 +4,10 @@
 what comes out is the list of hook payloads (SessionStart, UserPromptSubmit,
 Pre/PostModelRequest with the request's ``token_usage``, Pre/PostToolUse with
 ``tool_use_id``/command/output, Stop with ``last_assistant_message``,
-SessionEnd) with the rollout's own timestamps as arrival times and the real
-session and turn ids.  Stored as ``raw_events`` (source ``import``), they go
-through the normal ingest -> aggregate -> deliver pipeline, so an imported
+SessionEnd; a subagent's rollout as SubagentStart ... SubagentStop in the parent
+session, as the hooks report it) with the rollout's own timestamps as arrival
+times and the real session and turn ids.  Stored as ``raw_events`` (source
+``import``), they go through the normal aggregate -> deliver pipeline, so an imported
 session gets the same traces, with the same deterministic ids, as a hooked one.
 Exit codes and command durations are not put in the events: the aggregator
 reads them from the rollout through ``transcript_path``, as for hooks.
@@ -21,8 +22,14 @@ runs over the same file, stored in ``raw_events.dedup_key``: importing twice
 inserts nothing new.
 
 Lines are classified from their first bytes; only the ones that carry facts
-are parsed (one ``orjson.loads`` each): ``response_item`` and ``world_state``
-lines, most of a rollout's bytes, are skipped unparsed.
+are parsed (one ``orjson.loads`` each): ``response_item`` lines (but a
+function_call's), ``world_state`` lines, reasoning items, repeated token counts
+- most of a rollout's bytes - are skipped unparsed.
+
+Not reconstructed: compactions (PreCompact/PostCompact), permission requests,
+and where a resumed session's SessionEnd/SessionStart pairs fell (one
+SessionStart and one SessionEnd per file), so a session summary's lifecycle
+steps can differ from the hooked one; its turns do not.
 """
 from __future__ import annotations
 
@@ -251,7 +258,7 @@ class Converter:
 
     def _context(self, p: dict, at: float) -> None:
         tid = p.get("turn_id")
-        if self.turn is None or self.turn.turn_id != tid:
+        if isinstance(tid, str) and tid and (self.turn is None or self.turn.turn_id != tid):
             self._pending += self._open(tid, at)  # rare: a context without task_started
         t = self.turn
         if t is None:
