@@ -389,9 +389,16 @@ class Converter:
         usage: dict[str, int] = {}
         requests = 0
 
+        base = self._payload("", t)  # the fields every event of the turn carries
+        cwd = base["cwd"]
+        prefix = f"import:{self.session_id}:{t.turn_id}:"
+
         def add(name: str, at: float, **fields) -> None:
-            p = self._payload(name, t, **fields)
-            evs.append(Event(f"import:{self.session_id}:{t.turn_id}:{len(evs)}", at, p["cwd"], p))
+            p = base.copy()
+            p["hook_event_name"] = name
+            if fields:
+                p.update(fields)
+            evs.append(Event(prefix + str(len(evs)), at, cwd, p))
 
         if self.agent_id:  # a subagent's turn: the hooks report it in the parent session
             add("SubagentStart", t.started_at, agent_type="default")
