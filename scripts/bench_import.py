@@ -69,7 +69,9 @@ def _one(kind: str, data: Path, home: Path) -> dict:
 def _run(kind: str, data: Path, home: Path) -> dict:
     shutil.rmtree(home, ignore_errors=True)
     r = subprocess.run([sys.executable, __file__, "--one", kind, str(data), str(home)],
-                       capture_output=True, text=True, check=True)
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{kind} run failed ({r.returncode}):\n{r.stderr[-3000:]}")
     return json.loads(r.stdout)
 
 

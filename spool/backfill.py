@@ -121,7 +121,7 @@ class _Store:
         self.con.isolation_level = None  # transactions are ours
         # A batch is megabytes of payloads: with SQLite's default 2 MiB cache its
         # pages would spill into the WAL before the commit.
-        self.con.execute("PRAGMA cache_size = -65536")
+        self.con.execute("PRAGMA cache_size = -16384")
         self.paused = [r[0] for r in self.con.execute("SELECT project FROM pauses")]
         self.known: dict[str, tuple[set, set]] = {}
         self.rows: list[tuple] = []
