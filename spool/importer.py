@@ -98,10 +98,6 @@ class Event:
     cwd: str | None
     payload: dict
 
-    @property
-    def name(self) -> str:
-        return self.payload["hook_event_name"]
-
 
 @dataclass
 class Block:
@@ -111,8 +107,6 @@ class Block:
     turn_id: str | None
     events: list[Event]
     usage: dict[str, int] = field(default_factory=dict)  # Codex token keys, summed
-    requests: int = 0
-    complete: bool = True
 
 
 @dataclass
@@ -148,7 +142,6 @@ class Converter:
         self.lines = 0
         self.bad_lines = 0
         self.unknown: Counter = Counter()
-        self.turns_done = 0
         self._pending: list[Block] = []  # blocks a line closed in passing
 
     # -- the common fields of a payload --
@@ -251,7 +244,7 @@ class Converter:
     def _open(self, turn_id: Any, at: float) -> list[Block]:
         out = []
         if self.turn is not None and self.turn.turn_id != turn_id:
-            out = self._close(self.turn, complete=False)
+            out = self._close(self.turn)
         if self.turn is None and isinstance(turn_id, str) and turn_id:
             self.turn = _Turn(turn_id, at, self.cwd, last_at=at)
         return out
@@ -310,7 +303,7 @@ class Converter:
                     t.items.append(("stop", at, p.get("last_agent_message")))
                 else:
                     t.items.append(("interrupt", at))
-                out += self._close(t, complete=True)
+                out += self._close(t)
         return out
 
     def _item(self, p: dict, at: float) -> None:
@@ -382,12 +375,11 @@ class Converter:
         return [Block(self.session_id, None,
                       [Event(f"import:{self.session_id}::start", at, p["cwd"], p)])]
 
-    def _close(self, t: _Turn, complete: bool) -> list[Block]:
+    def _close(self, t: _Turn) -> list[Block]:
         self.turn = None
         out = self._start_block(t)
         evs: list[Event] = []
         usage: dict[str, int] = {}
-        requests = 0
 
         base = self._payload("", t)  # the fields every event of the turn carries
         cwd = base["cwd"]
@@ -411,7 +403,6 @@ class Converter:
                 add("PreModelRequest", pre)
                 add("PostModelRequest", post, status="completed", error=None,
                     token_usage=tokens)
-                requests += 1
                 for key, v in tokens.items():
                     if isinstance(v, int) and not isinstance(v, bool):
                         usage[key] = usage.get(key, 0) + v
@@ -428,8 +419,7 @@ class Converter:
             elif k == "interrupt":
                 add("Interrupt", item[1])
         if evs:
-            out.append(Block(self.session_id, t.turn_id, evs, usage, requests, complete))
-            self.turns_done += 1
+            out.append(Block(self.session_id, t.turn_id, evs, usage))
         return out
 
     def finish(self, *, settled: bool) -> list[Block]:
@@ -442,7 +432,7 @@ class Converter:
         if self.turn is not None:
             if not settled:
                 return out  # still being written: left for a later import
-            out += self._close(self.turn, complete=False)
+            out += self._close(self.turn)
         if settled and self.started and not self.agent_id:
             at = self.last_at or 0.0
             p = self._payload("SessionEnd", None, reason="other")
