@@ -41,6 +41,8 @@ from typing import Any
 
 import orjson
 
+from .rollout_tools import TOOL_ITEMS, tool_call
+
 SOURCE = "import"
 MARK = "spool_source"  # payload key that marks an imported event (value: SOURCE)
 
@@ -55,13 +57,11 @@ _HEAD = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"'
                    rb'(?:\s*,\s*"payload"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)")?')
 _EVENT_MSGS = {b"task_started", b"task_complete", b"turn_aborted", b"item_completed",
                b"token_count"}
-# item_completed item types that are tool calls, and the tool name hooks report.
+# item_completed item types that are read (the prompt, tool calls).
 _ITEM = re.compile(rb'"item"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
 _ITEMS_READ = {b"UserMessage", b"CommandExecution", b"CollabAgentToolCall", b"FileChange",
                b"McpToolCall", b"WebSearch", b"DynamicToolCall"}
 _NOTHING: tuple = ()
-_TOOL_ITEMS = {"CommandExecution": "Bash", "FileChange": "apply_patch",
-               "McpToolCall": None, "WebSearch": "web_search", "DynamicToolCall": None}
 
 
 def parse_time(ts: Any) -> float | None:
@@ -80,15 +80,6 @@ def permission_mode(ctx: dict) -> str:
     if ctx.get("approval_policy") == "never" and sandbox == "danger-full-access":
         return "bypassPermissions"
     return "default"
-
-
-def command_text(cmd: Any) -> str | None:
-    """["/bin/bash", "-lc", "echo hi"] -> "echo hi" (as the hook's tool_input.command)."""
-    if isinstance(cmd, list):
-        if len(cmd) == 3 and cmd[1] in ("-lc", "-c") and isinstance(cmd[2], str):
-            return cmd[2]
-        return " ".join(str(c) for c in cmd)
-    return cmd if isinstance(cmd, str) else None
 
 
 @dataclass
@@ -317,52 +308,13 @@ class Converter:
                      if isinstance(c, dict) and isinstance(c.get("text"), str)]
             t.items.append(("prompt", at, "\n".join(texts)))
             t.last_at = at
-        elif itype == "CollabAgentToolCall" and isinstance(item.get("id"), str):
-            self._collab(p, item, at)
-        elif itype in _TOOL_ITEMS and isinstance(item.get("id"), str):
-            start = p.get("started_at_ms")
-            end = p.get("completed_at_ms")
+        elif itype in TOOL_ITEMS and isinstance(item.get("id"), str):
+            start, end = p.get("started_at_ms"), p.get("completed_at_ms")
             start = start / 1000.0 if isinstance(start, (int, float)) else t.last_at
             end = end / 1000.0 if isinstance(end, (int, float)) else at
-            name = _TOOL_ITEMS[itype]
-            if name is None:
-                name = "__".join(str(item.get(k)) for k in ("server", "tool") if item.get(k)) \
-                    or itype
-            if itype == "CommandExecution":
-                tool_input: Any = {"command": command_text(item.get("command"))}
-                output = item.get("aggregated_output")
-            else:
-                tool_input = t.args.get(item["id"]) or {
-                    k: v for k, v in item.items() if k not in ("type", "id", "result")}
-                output = item.get("result") or item.get("status")
-            t.items.append(("tool", start, end, item["id"], name, tool_input,
-                            output if isinstance(output, str) else
-                            (None if output is None else orjson.dumps(output).decode())))
+            name, tool_input, output = tool_call(item, t.args.get(item["id"]))
+            t.items.append(("tool", start, end, item["id"], name, tool_input, output))
             t.last_at = end
-
-    def _collab(self, p: dict, item: dict, at: float) -> None:
-        """A multi-agent tool call (spawn_agent / wait) as the hooks name and show it."""
-        t = self.turn
-        start, end = p.get("started_at_ms"), p.get("completed_at_ms")
-        start = start / 1000.0 if isinstance(start, (int, float)) else t.last_at
-        end = end / 1000.0 if isinstance(end, (int, float)) else at
-        targets = item.get("receiver_thread_ids") or []
-        args = t.args.get(item["id"])
-        if item.get("tool") == "spawn_agent":
-            name, tool_input = "spawn_agent", {"message": item.get("prompt")}
-            agents = item.get("receiver_agents") or [{}]
-            output = {"agent_id": (targets or [None])[0],
-                      "nickname": agents[0].get("agent_nickname") if agents else None}
-        else:
-            name = "multi_agent_v1" + ("wait_agent" if item.get("tool") == "wait"
-                                       else str(item.get("tool")))
-            tool_input = {"targets": targets}
-            output = {"status": item.get("agents_states"), "timed_out": False}
-        if isinstance(args, dict):
-            tool_input = args
-        t.items.append(("tool", start, end, item["id"], name, tool_input,
-                        orjson.dumps(output).decode()))
-        t.last_at = end
 
     # -- making the events --
     def _start_block(self, turn: _Turn) -> list[Block]:
