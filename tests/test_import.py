@@ -331,3 +331,36 @@ def test_no_codex_home_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("CODEX_HOME", str(tmp_path / "none"))
     r = CliRunner().invoke(get_app(), ["import"])
     assert r.exit_code == 0 and "No Codex sessions found" in r.output
+
+
+def _convert(lines: list[bytes], settled: bool = True) -> list:
+    from spool.importer import Converter
+
+    conv = Converter("/x/rollout.jsonl")
+    blocks = []
+    for ln in lines:
+        blocks += conv.feed(ln)
+    return blocks + conv.finish(settled=settled)
+
+
+def test_without_token_usage_records_the_token_count_lines_give_each_request(tmp_path):
+    lines = fixture_rollout().read_bytes().splitlines(keepends=True)
+    with_records = _convert(lines)
+    older = _convert([ln for ln in lines if b'"type":"token_usage_record"' not in ln])
+    usage = lambda blocks: [b.usage for b in blocks if b.turn_id]  # noqa: E731
+    posts = lambda blocks: [e.payload["token_usage"] for b in blocks for e in b.events  # noqa: E731
+                            if e.payload["hook_event_name"] == "PostModelRequest"]
+    assert usage(older) == usage(with_records) and len(posts(older)) == 4
+    assert posts(older) == posts(with_records)
+
+
+def test_an_aborted_turn_ends_with_an_interrupt_and_no_stop():
+    lines = fixture_rollout().read_bytes().splitlines(keepends=True)
+    i = next(n for n, ln in enumerate(lines) if b'"type":"task_complete"' in ln)
+    aborted = (b'{"timestamp":"2026-11-21T22:27:16.239Z","type":"event_msg","payload":'
+               b'{"type":"turn_aborted","turn_id":"%s","reason":"interrupted"}}\n' % TURN1.encode())
+    blocks = _convert(lines[:i] + [aborted] + lines[i + 1:])
+    first = [b for b in blocks if b.turn_id == TURN1][0]
+    names = [e.payload["hook_event_name"] for e in first.events]
+    assert names[-1] == "Interrupt" and "Stop" not in names
+    assert [b.turn_id for b in blocks if b.turn_id] == [TURN1, TURN2]
