@@ -15,6 +15,7 @@ from conftest import CANARY_SECRET
 from otlp_receiver import OtlpReceiver
 from spool import config, db, deliver, otlp, otlp_wire, queries
 from spool.deliver import Dispatcher
+from spool import outbox as outbox_mod
 from spool.retry import RetryConfig
 from test_deliver_support import add_trace, attempts, outbox
 
@@ -145,7 +146,7 @@ def test_json_to_a_protobuf_only_receiver_is_held(engine, project, monkeypatch):
         assert [r.status for r in strict.requests] == [415]
         # the fix: protobuf, then `spool retry` (release_held)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        assert deliver.release_held(engine, NOW + 1) == 1
+        assert outbox_mod.release_held(engine, NOW + 1) == 1
         deliver.deliver(engine, NOW + 1, limit=10)
         assert outbox(engine, "t1", "otlp")["state"] == "sent"
         assert len(strict.spans) == 4
@@ -165,7 +166,7 @@ def test_many_rows_go_in_one_request_and_a_resend_is_byte_identical(engine, rx, 
     assert {s.trace_id for s in spans} == {otlp.otel_trace_id(t) for t in ids}
     first = rx.requests[0].raw
     # resend everything: the same bytes, nothing new stored
-    deliver.requeue(engine, NOW + 1, states=("sent",))
+    outbox_mod.requeue(engine, NOW + 1, states=("sent",))
     deliver.deliver(engine, NOW + 1, limit=50)
     assert len(rx.requests) == 2 and rx.requests[1].raw == first
     assert len(rx.spans) == 120
