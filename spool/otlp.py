@@ -46,7 +46,8 @@ import json
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence  # (typing's are slower in isinstance)
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
@@ -102,6 +103,8 @@ _MAX_NS = MAX_INT
 
 def _ns(t: Any) -> int:
     """Epoch seconds as nanoseconds; anything not a usable time is 0 (then the trace's)."""
+    if t.__class__ is float and 0 < t < _MAX_NS / 1e9:  # the usual case, first
+        return int(round(t * 1e9))
     if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
         return 0
     return int(round(float(t) * 1e9)) if t < _MAX_NS / 1e9 else _MAX_NS
@@ -109,6 +112,8 @@ def _ns(t: Any) -> int:
 
 def _int(v: Any) -> int:
     """A count: finite numbers (not booleans) as int64, anything else 0."""
+    if v.__class__ is int and -_MAX_NS <= v <= _MAX_NS:  # the usual case, first
+        return v
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return 0
     if isinstance(v, float) and not math.isfinite(v):
