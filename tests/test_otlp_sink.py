@@ -327,3 +327,30 @@ def test_batches_respect_the_sinks_bounds(engine, rx, project, bound):
         assert sizes == [5, 5, 2]
     else:
         assert len(sizes) > 1 and all(len(r.raw) <= 20_000 for r in rx.requests), sizes
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_a_full_batches_pass_tops_up_a_batching_sinks_claim(engine, rx, project, tmp_path, full):
+    from spool.sinks.file import FileSink
+    from spool.sinks.otlp import OtlpSink
+
+    sink = OtlpSink()
+    sink.max_batch_rows = 10
+    for i in range(2):  # due first: the plain claim takes them before any OTLP row
+        add_trace(engine, f"f{i}", sink="file", project=project, body=body(f"f{i}"),
+                  now=NOW - 10)
+    for i in range(12):
+        add(engine, f"o{i:02d}", project, n=i)
+    sinks = {"otlp": sink, "file": FileSink(tmp_path / "out")}
+    try:
+        with Dispatcher(engine, sinks=sinks) as d:
+            res = d.run_once(NOW, limit=4, full_batches=full)
+            # topped up to one full request (10) beside the 2 file rows; never beyond
+            assert (res.claimed, res.sent) == ((12, 12) if full else (4, 4))
+            assert [len(r.spans()) // 4 for r in rx.requests] == ([10] if full else [2])
+            assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+                "f0.json", "f1.json"]
+            res = d.run_once(NOW + 1, limit=4, full_batches=full)
+            assert res.claimed == (2 if full else 4)
+    finally:
+        sink.close()
