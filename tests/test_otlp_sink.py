@@ -354,3 +354,18 @@ def test_a_full_batches_pass_tops_up_a_batching_sinks_claim(engine, rx, project,
             assert res.claimed == (2 if full else 4)
     finally:
         sink.close()
+
+
+def test_a_partial_success_of_a_batch_sends_every_row_and_records_one_error(engine, rx,
+                                                                            project):
+    for i in range(3):
+        add(engine, f"p{i}", project, n=i)
+    rx.script("partial")
+    res = deliver.deliver(engine, NOW, limit=10)
+    assert res.sent == 3 and len(rx.requests) == 1
+    for i in range(3):
+        assert outbox(engine, f"p{i}", "otlp")["state"] == "sent"
+        assert [a["error_class"] for a in attempts(engine, f"p{i}")] == ["PartialSuccess"]
+    with db.read(engine) as conn:
+        errs = [e for e in queries.errors(conn, 10) if "span too old" in e["message"]]
+    assert len(errs) == 1 and errs[0]["message"].startswith("sent 3 traces with a warning")
