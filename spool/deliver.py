@@ -14,13 +14,20 @@ One pass (:func:`deliver` / :meth:`Dispatcher.run_once`):
    ``ix_outbox_due`` (rows not finished), so its cost does not grow with the
    number of sent rows.
 2. Outside any transaction, each row is rendered and sent by its sink
-   (spool/sinks).  Before each send the remaining leases are renewed when
-   less than half the lease is left, so a long batch is never stolen mid-way.
-3. Each result is acknowledged in its own short transaction, conditionally on
+   (spool/sinks); rows of a batching sink (OTLP) go many per request, as
+   spool.batches groups them (a batch that cannot be rendered is sent one by
+   one, so each row's problem stays its own).  With ``full_batches`` (the
+   worker) a batching sink among the claimed rows gets more of its due rows,
+   up to one full request.  Before each send the remaining leases are renewed
+   when less than half the lease is left, so a long pass is never stolen mid-way.
+3. Each request's result is acknowledged in its own short transaction (every
+   row of a batch with its own decision: its attempts, its age; a delivered
+   batch in one statement), conditionally on
    the lease (``WHERE id=? AND lease_owner=? AND state='in_flight'``): a worker
    whose lease expired and was taken over cannot overwrite the new owner's work.
    Every attempt becomes a ``delivery_attempts`` row (when, duration, HTTP
-   status, error class, message, response id, outcome).
+   status, error class, message, response id, outcome); a delivery with a
+   warning (OTLP ``partial_success``) is also a line in ``errors``.
 
 States: pending -> in_flight -> sent | failed (waits for ``next_attempt_at``) |
 dead (gave up: a non-retryable answer, or the retry limits of spool.retry) |

@@ -15,6 +15,10 @@ The dispatcher calls ``render`` then ``send`` for each claimed row, outside any
 database transaction.  An exception escaping either is treated as a retryable
 failure (``SpoolError``: held with its message) so a buggy sink cannot lose rows.
 
+A sink may also take many rows per request: ``render_batch(rows)``,
+``send_batch(rows, payload)``, ``batch_key(row)`` and the bounds
+``max_batch_rows``/``max_batch_bytes`` (see spool.batches; the OTLP sink).
+
 Every sink gets the same :class:`TraceRow` (the neutral trace of spool/trace.py
 in ``body``) and keeps its body under 1 MiB with :func:`spool.sinks.size.shrink`.
 Adding a sink (OTLP, ATIF): subclass :class:`Sink` (its ``__init__`` takes
