@@ -215,6 +215,9 @@ class Dispatcher:
         t0 = time.perf_counter()
         try:
             outcome = sink.send_batch(unit.traces, payload)
+        except SpoolError as exc:
+            outcome = Outcome(kind="held", error_class="SpoolError", message=str(exc),
+                              attempted=False)
         except Exception as exc:  # noqa: BLE001 - a sink bug must not lose the rows
             outcome = Outcome(kind="retry", error_class=f"SinkError:{type(exc).__name__}",
                               message=str(exc)[:MAX_MESSAGE])
