@@ -1,4 +1,4 @@
-"""What a command works on: the project, the database, the traces named.
+"""What a command works on: the project, the database, the traces named, the sinks.
 
 Only the standard library at module level (imported by `spool --help`);
 SQLAlchemy loads when the database is opened.
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
-from ..errors import SpoolError
+from ..errors import SpoolError, UsageError
 
 
 def project_dir(project: Optional[Path], walk_up: bool) -> Path:
@@ -37,14 +37,14 @@ def project_here(cwd: Path | None = None) -> Path:
 
 
 def parse_limit(value: str, flag: str = "--limit") -> int:
-    """An integer >= 1, or a SpoolError saying so."""
+    """An integer >= 1, or a UsageError (exit 2) saying so."""
     try:
         n = int(str(value).strip())
     except ValueError:
-        raise SpoolError(f"{flag} {value!r} is not a whole number.",
+        raise UsageError(f"{flag} {value!r} is not a whole number.",
                          f"Pass {flag} 1 or more, e.g. {flag} 20.") from None
     if n < 1:
-        raise SpoolError(f"{flag} must be at least 1 (got {n}).",
+        raise UsageError(f"{flag} must be at least 1 (got {n}).",
                          f"Pass {flag} 1 or more, e.g. {flag} 20.")
     return n
 
@@ -85,3 +85,34 @@ def resolve_ids(conn, ids: List[str]) -> list[str]:
             raise SpoolError(f"{given!r} matches several traces ({', '.join(found)}).",
                              "Give more characters of the id.")
     return out
+
+
+def sink_target(s, row) -> str:
+    """Where ``s`` sends ``row``: the URL, the directory, or the sink's name."""
+    if hasattr(s, "config_for"):  # Infinium
+        cfg = s.config_for(row)
+        base = cfg.base_url.rstrip("/")
+        return f"{base}/agents/{cfg.agent_id or '<agent id>'}/trace"
+    if hasattr(s, "directory_for"):  # file
+        return str(s.directory_for(row))
+    return str(getattr(s, "endpoint", None) or getattr(s, "url", None) or s.name)
+
+
+def configured_sinks(project: Path) -> tuple[list[str], dict]:
+    """(the sink names this project's config sends to, every known sink by name).
+
+    An unknown configured name is a SpoolError naming it and the known ones."""
+    from .. import config
+    from ..sinks import default_sinks
+
+    cfg = config.load(project)
+    known = default_sinks()
+    names = list(cfg.effective_sinks())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        where = "SPOOL_SINKS" if os.environ.get("SPOOL_SINKS") else f"sinks in {cfg.source}"
+        for s in known.values():
+            s.close()
+        raise SpoolError(f"unknown sink {unknown[0]!r} in {where}.",
+                         f"Known sinks: {', '.join(sorted(known))}.")
+    return names, known

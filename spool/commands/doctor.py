@@ -12,7 +12,7 @@ import typer
 from ..app import app, friendly
 from ..errors import SpoolError
 from ..lockfile import worker_state
-from .context import project_dir
+from .context import configured_sinks, project_dir
 
 
 # --- doctor ---------------------------------------------------------------------------
@@ -139,6 +139,13 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
         add(Check("worker", "warn", "not running (the hooks start it on the next Codex event)",
                   "Run `spool worker` to start it now."))
 
+    try:
+        names, known = configured_sinks(project)
+        for s in known.values():
+            s.close()
+        add(Check("sinks", "ok", ", ".join(names)))
+    except SpoolError as exc:
+        add(Check("sinks", "fail", exc.reason, exc.instruction))
     try:
         cfg = config.load(project)
         if "infinium" in cfg.effective_sinks():

@@ -35,7 +35,7 @@ from typing import Optional
 import typer
 
 from ..app import app, friendly
-from ..errors import SpoolError
+from ..errors import SpoolError, UsageError
 from .context import project_dir
 from .output import report
 
@@ -104,6 +104,12 @@ def init(
     from .. import codex as cx
     from .. import config, credentials, db
 
+    # 0. A malformed option value is a usage error (exit 2), before anything else.
+    if granularity is not None and granularity not in config.GRANULARITIES:
+        raise UsageError(f"--granularity {granularity!r} is not one of "
+                         f"{', '.join(config.GRANULARITIES)}.", "Pass turn, session or both.")
+    if base_url is not None:
+        base_url = config.check_base_url(base_url, "--base-url", usage=True)
     interactive = not no_interactive
     project = project_dir(project_opt, walk_up=False)
     home = cx.codex_home(codex_home_opt)
@@ -119,9 +125,6 @@ def init(
     existing_hooks = cx.read_hooks(hooks_file)
     cx.read_toml(home)
     old_cfg = config.read_file(project)
-    if granularity is not None and granularity not in config.GRANULARITIES:
-        raise SpoolError(f"--granularity {granularity!r} is not one of "
-                         f"{', '.join(config.GRANULARITIES)}.", "Pass turn, session or both.")
 
     # 3. Project config.
     agent = agent_id or os.environ.get("INFINIUM_AGENT_ID") or old_cfg.get("agent_id")
