@@ -142,3 +142,171 @@ def test_spool_test_refuses_while_the_project_is_paused(tmp_path, spool_home):
     line = one_line_error(run_spool("test", "--sink", "file", cwd=tmp_path), 1)
     assert "paused" in line and "spool resume" in line
     assert not (spool_home / "traces").exists()
+
+
+# --- 1: tables at 80 columns; history filters and --follow -----------------------------------
+
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from test_queries import add_attempt, add_error, add_session, add_trace  # noqa: E402
+
+SID = "019abcde-1111-7222-8333-444455556666"
+LONG_NAME = "please refactor the delivery module so that it fits on one screen"
+
+
+def _fits(out: str, width: int = 80) -> None:
+    assert out.strip(), out
+    assert max(len(ln) for ln in out.splitlines()) <= width, out
+
+
+def test_history_fits_80_columns_with_name_and_whole_state(engine, tmp_path):
+    now = time.time()
+    add_trace(engine, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", created_at=now, name=LONG_NAME,
+              session_id=SID, outbox=(("infinium", "in_flight"),))
+    add_trace(engine, "aaaa1111-sent", created_at=now - 5, outbox=(("file", "sent"),))
+    res = run_spool("history", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    _fits(res.stdout)
+    assert "0f1e2d3c-4b5" in res.stdout and "in_flight" in res.stdout and "…" not in res.stdout
+    assert "please refactor" in res.stdout and "screen" in res.stdout  # folded, not dropped
+    assert "019abcde" in res.stdout
+
+
+def test_errors_fits_80_columns_with_the_message(engine, tmp_path):
+    now = time.time()
+    (ob,) = add_trace(engine, "bbbb2222-failed", created_at=now, outbox=(("infinium", "failed"),))
+    add_attempt(engine, ob, "bbbb2222-failed", at=now, outcome="retry", status=503,
+                message="upstream busy, try again in a minute please")
+    res = run_spool("errors", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    _fits(res.stdout)
+    assert "HTTP 503" in res.stdout and "minute" in res.stdout and "please" in res.stdout
+    assert "retrying" in res.stdout
+
+
+def test_sessions_fits_80_columns_with_full_id_project_state_events(engine, tmp_path):
+    add_session(engine, SID, last=time.time(), project="/home/dev/a-rather-long-project-name",
+                turns=3, events=1234)
+    res = run_spool("sessions", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    _fits(res.stdout)
+    for piece in (SID, "a-rather-long-project-name", "open", "1234"):
+        assert piece in res.stdout, piece
+
+
+def test_history_filters(engine, tmp_path):
+    now = time.time()
+    add_trace(engine, "t-old", created_at=now - 3 * 86400, project="/p/one", session_id="s-1")
+    add_trace(engine, "t-one", created_at=now - 60, project="/p/one/sub", session_id="s-1",
+              outbox=(("infinium", "failed"),))
+    add_trace(engine, "t-two", created_at=now - 30, project="/p/two", session_id="s-2")
+
+    def ids(*args):
+        res = run_spool("history", "--json", *args, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        return [r["trace_id"] for r in json.loads(res.stdout)]
+
+    assert ids() == ["t-two", "t-one", "t-old"]
+    assert ids("--session", "s-1") == ["t-one", "t-old"]
+    assert ids("--project", "/p/one") == ["t-one", "t-old"]
+    assert ids("--state", "failed") == ["t-one"]
+    assert ids("--since", "1h") == ["t-two", "t-one"]
+    assert ids("--since", "2h", "--project", "/p/two") == ["t-two"]
+    one_line_error(run_spool("history", "--state", "lost", cwd=tmp_path), 2)
+    one_line_error(run_spool("history", "--since", "yesterdayish", cwd=tmp_path), 2)
+
+
+def test_history_follow_prints_new_traces_until_interrupted(engine, tmp_path):
+    add_trace(engine, "t-before", created_at=time.time() - 10)
+    proc = subprocess.Popen([SPOOL, "history", "--follow", "--session", "s-f"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "80"})
+    try:
+        deadline = time.time() + 30
+        # Wait until it follows (its stderr says so), then add traces.
+        assert "Following" in proc.stderr.readline()
+        add_trace(engine, "t-other", created_at=time.time(), session_id="s-x")
+        add_trace(engine, "t-new-1", created_at=time.time(), session_id="s-f", name="first")
+        seen = ""
+        while "t-new-1" not in seen and time.time() < deadline:
+            seen += proc.stdout.readline()
+        assert "t-new-1" in seen and "first" in seen and "t-other" not in seen
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# --- 9: one row per failure, with what became of it --------------------------------------------
+
+def test_errors_lists_each_delivery_failure_once_with_its_outcome(engine, tmp_path):
+    now = time.time()
+    (ob,) = add_trace(engine, "cccc3333-later", created_at=now - 30)  # sent in the end
+    add_attempt(engine, ob, "cccc3333-later", at=now - 20, outcome="retry", status=500,
+                message="boom")
+    (dead,) = add_trace(engine, "dddd4444-dead", created_at=now - 10,
+                        outbox=(("infinium", "dead"),))
+    add_attempt(engine, dead, "dddd4444-dead", at=now - 5, outcome="dead", status=401,
+                message="bad secret")
+    add_error(engine, at=now - 5, source="deliver:infinium", message="dead dddd4444-dead: 401")
+    res = run_spool("errors", "--json", cwd=tmp_path)
+    rows = json.loads(res.stdout)
+    assert [(r["trace_id"], r["result"]) for r in rows] == [("dddd4444-dead", "dead"),
+                                                            ("cccc3333-later", "later sent")]
+    table = run_spool("errors", cwd=tmp_path).stdout
+    assert "later sent" in table and "deliver:" not in table
+
+
+# --- 11: attempts are requests made, not reset by retry ----------------------------------------
+
+def test_show_counts_requests_made_even_after_retry(engine, tmp_path):
+    now = time.time()
+    (ob,) = add_trace(engine, "eeee5555-x", created_at=now - 30, attempts=2)
+    for i, (out, st) in enumerate((("retry", 500), ("retry", 503), ("sent", 200))):
+        add_attempt(engine, ob, "eeee5555-x", at=now - 20 + i, outcome=out, status=st)
+    add_attempt(engine, ob, "eeee5555-x", at=now - 25, outcome="held")  # no request made
+    res = run_spool("show", "eeee5555", cwd=tmp_path)
+    assert "infinium: sent after 3 attempt(s)" in res.stdout, res.stdout
+    (row,) = json.loads(run_spool("history", "--json", cwd=tmp_path).stdout)
+    assert row["attempts"] == 3
+
+
+# --- 13: show has model, exit codes, answer, cwd/branch, tokens; a session id works ----------
+
+def _turn_body(tid: str) -> dict:
+    return {"trace_id": tid, "kind": "turn", "name": "say hello", "started_at": 1.7e9,
+            "ended_at": 1.7e9 + 2, "duration_ms": 2000.0, "output_summary": "Hello there!",
+            "usage": {"input": 1200, "output": 34, "total": 1234},
+            "environment": {"model": "gpt-5.1-codex", "cwd": "/home/dev/proj",
+                            "git_branch": "main"},
+            "steps": [{"kind": "user_prompt", "name": "say hello", "started_at": 1.7e9,
+                       "ended_at": 1.7e9, "duration_ms": 0.0},
+                      {"kind": "tool_call", "tool_name": "shell", "command": "echo hello",
+                       "exit_code": 0, "started_at": 1.7e9, "ended_at": 1.7e9 + 0.2,
+                       "duration_ms": 200.0}]}
+
+
+def test_show_tells_model_exit_codes_answer_cwd_branch_tokens(engine, tmp_path):
+    add_trace(engine, "ffff6666-t1", created_at=time.time(), session_id=SID,
+              body=_turn_body("ffff6666-t1"))
+    out = run_spool("show", "ffff6666", cwd=tmp_path).stdout
+    for piece in ("model gpt-5.1-codex", "in /home/dev/proj (branch main)", "exit 0",
+                  "Hello there!", "in 1,200", "200ms"):
+        assert piece in out, (piece, out)
+    assert "0ms" not in out.replace("200ms", "")
+
+
+def test_show_accepts_a_session_id_prefix(engine, tmp_path):
+    add_session(engine, SID, last=time.time())
+    add_trace(engine, "ffff7777-t1", created_at=time.time() - 5, session_id=SID,
+              body=_turn_body("ffff7777-t1"))
+    add_trace(engine, "ffff7777-t2", created_at=time.time(), session_id=SID,
+              body=_turn_body("ffff7777-t2"))
+    res = run_spool("show", SID[:10], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.index("trace ffff7777-t1") < res.stdout.index("trace ffff7777-t2")
+    line = one_line_error(run_spool("show", "zzzz", cwd=tmp_path), 1)
+    assert "no trace or session" in line

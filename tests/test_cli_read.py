@@ -291,13 +291,13 @@ def test_show_renders_a_timeline_and_json_prints_the_body(runner, engine):
     out = res.stdout
     for piece in ("trace bbbb-failed", "say hello", "model_request", "1.50s", "in 1,200",
                   "shell: echo hi", "ToolError: exit status 2", "3 step(s)",
-                  "infinium: failed after 3 attempt(s): HTTP 503: busy"):
+                  "infinium: failed after 1 attempt(s): HTTP 503: busy"):
         assert piece in out, piece
     res = invoke(runner, "show", "--json", "bbbb-failed")
     body = json.loads(res.stdout)
     assert body["trace_id"] == "bbbb-failed" and len(body["steps"]) == 3
     res = invoke(runner, "show", "nope")
-    assert res.exit_code == 1 and "no trace with id 'nope'" in res.stderr
+    assert res.exit_code == 1 and "no trace or session with id 'nope'" in res.stderr
 
 
 # --- cleanup / test ---------------------------------------------------------------------------

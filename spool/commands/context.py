@@ -49,6 +49,25 @@ def parse_limit(value: str, flag: str = "--limit") -> int:
     return n
 
 
+def parse_since(value: str) -> float:
+    """``--since``: an age (30m, 2h, 7d, 1w) or a date/time (2026-11-29, 2026-11-29T10:00,
+    local time) as epoch seconds; a UsageError (exit 2) otherwise."""
+    import re
+    import time
+    from datetime import datetime
+
+    v = str(value).strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", v)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
+        return time.time() - float(m.group(1)) * unit
+    try:
+        return datetime.fromisoformat(v).timestamp()
+    except ValueError:
+        raise UsageError(f"--since {value!r} is neither an age nor a date.",
+                         "Pass e.g. --since 2h, --since 7d or --since 2026-11-29.") from None
+
+
 def open_engine():
     from .. import db
 
