@@ -310,3 +310,45 @@ def test_show_accepts_a_session_id_prefix(engine, tmp_path):
     assert res.stdout.index("trace ffff7777-t1") < res.stdout.index("trace ffff7777-t2")
     line = one_line_error(run_spool("show", "zzzz", cwd=tmp_path), 1)
     assert "no trace or session" in line
+
+
+# --- 7 / 8: init without a keyring; doctor remembers --codex-home/--codex-bin -------------------
+
+@pytest.fixture
+def stub_codex(tmp_path) -> Path:
+    p = tmp_path / "bin" / "codex"
+    p.parent.mkdir()
+    p.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'codex-cli 0.169.0'; exit 0; fi\n"
+                 "echo 'stand-in codex: no app-server here' >&2; exit 2\n")
+    p.chmod(0o755)
+    return p
+
+
+NO_KEYRING = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+              "INFINIUM_AGENT_SECRET": None}
+
+
+def test_interactive_init_without_keyring_fails_before_asking_or_writing(tmp_path, stub_codex):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    res = run_spool("init", "--agent-id", "agent-1", "--codex-home", str(tmp_path / "ch"),
+                    "--codex-bin", str(stub_codex), cwd=proj, env=NO_KEYRING,
+                    input="typed-secret-value\n")
+    line = one_line_error(res, 1)
+    assert "keyring" in line and "INFINIUM_AGENT_SECRET" in line
+    assert "secret" not in res.stdout.lower()  # never asked
+    assert not (proj / ".spool").exists() and not (proj / ".codex").exists()
+
+
+def test_doctor_remembers_codex_home_and_bin_from_init(tmp_path, stub_codex):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    home = tmp_path / "ch"
+    res = run_spool("init", "--no-interactive", "--no-trust-project", "--codex-home", str(home),
+                    "--codex-bin", str(stub_codex), cwd=proj)
+    assert res.returncode == 0, res.stderr
+    cfg = (proj / ".spool" / "config.json").read_text()
+    assert str(stub_codex) in cfg and str(home) in cfg
+    out = run_spool("doctor", cwd=proj, env={"PATH": "/usr/bin:/bin", "CODEX_HOME": None}).stdout
+    assert f"[ok  ] codex: Codex 0.169.0 at {stub_codex}" in out, out
+    assert f"[ok  ] feature flag: [features] hooks = true in {home}" in out, out

@@ -49,6 +49,25 @@ def parse_limit(value: str, flag: str = "--limit") -> int:
     return n
 
 
+def remembered_codex(project: Path, codex_home: Optional[Path],
+                     codex_bin: Optional[str]) -> tuple[Optional[Path], Optional[str]]:
+    """``--codex-home`` / ``--codex-bin`` as given, else what `spool init` stored for
+    this project in .spool/config.json (``codex.codex_home`` / ``codex.codex_bin``)."""
+    from .. import config
+
+    try:
+        meta = config.read_file(project).get("codex") or {}
+    except SpoolError:
+        meta = {}
+    if not isinstance(meta, dict):
+        meta = {}
+    if codex_home is None and meta.get("codex_home"):
+        codex_home = Path(meta["codex_home"])
+    if codex_bin is None and meta.get("codex_bin"):
+        codex_bin = str(meta["codex_bin"])
+    return codex_home, codex_bin
+
+
 def parse_since(value: str) -> float:
     """``--since``: an age (30m, 2h, 7d, 1w) or a date/time (2026-11-29, 2026-11-29T10:00,
     local time) as epoch seconds; a UsageError (exit 2) otherwise."""

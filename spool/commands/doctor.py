@@ -12,7 +12,7 @@ import typer
 from ..app import app, friendly
 from ..errors import SpoolError
 from ..lockfile import worker_state
-from .context import configured_sinks, project_dir
+from .context import configured_sinks, project_dir, remembered_codex
 
 
 # --- doctor ---------------------------------------------------------------------------
@@ -204,8 +204,12 @@ def _online_check(project: Path) -> Check:
 def doctor(
     online: bool = typer.Option(False, "--online", help="Also check that the sink answers."),
     as_json: bool = typer.Option(False, "--json", help='Print {"ok": bool, "checks": [...]}.'),
-    codex_home_opt: Optional[Path] = typer.Option(None, "--codex-home", metavar="DIR"),
-    codex_bin: Optional[str] = typer.Option(None, "--codex-bin", metavar="PATH"),
+    codex_home_opt: Optional[Path] = typer.Option(
+        None, "--codex-home", metavar="DIR", help="Codex home (default: what `spool init` "
+        "was given, else CODEX_HOME or ~/.codex)."),
+    codex_bin: Optional[str] = typer.Option(
+        None, "--codex-bin", metavar="PATH", help="The codex binary (default: what `spool "
+        "init` was given, else codex on PATH)."),
     project_opt: Optional[Path] = typer.Option(None, "--project", metavar="DIR"),
 ) -> None:
     """Check that Codex will really run spool's hooks here, and that traces can go out.
@@ -216,6 +220,7 @@ def doctor(
     from .. import codex as cx
 
     project = project_dir(project_opt, walk_up=True)
+    codex_home_opt, codex_bin = remembered_codex(project, codex_home_opt, codex_bin)
     checks = run_checks(project, cx.codex_home(codex_home_opt), codex_bin, online)
     ok = not any(c.status == "fail" for c in checks)
     if as_json:

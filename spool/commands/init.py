@@ -131,6 +131,9 @@ def init(
     if not agent and interactive:
         agent = typer.prompt("Infinium agent id (empty: keep traces in local files)",
                              default="", show_default=False).strip() or None
+    env_secret = os.environ.get(credentials.ENV_SECRET)
+    if agent and not env_secret and (agent_secret or interactive):
+        credentials.require_keyring()  # before the prompt and before any write
     new_cfg = dict(old_cfg)
     if agent:
         new_cfg["agent_id"] = agent
@@ -141,6 +144,11 @@ def init(
     if existing_hooks is None and "hooks_json_created" not in codex_meta:
         codex_meta["hooks_json_created"] = True
     codex_meta.setdefault("hooks_json_created", False)
+    # Remembered for `spool doctor` / `spool uninstall` (paths only, never a secret).
+    if codex_home_opt is not None:
+        codex_meta["codex_home"] = str(home)
+    if codex_bin is not None:
+        codex_meta["codex_bin"] = str(binary)
     new_cfg["codex"] = codex_meta
     if new_cfg != old_cfg:
         config.write_file(project, new_cfg)
@@ -193,7 +201,6 @@ def init(
     # 7. Secret.
     secret_error: SpoolError | None = None
     secret = agent_secret
-    env_secret = os.environ.get(credentials.ENV_SECRET)
     if agent and not secret and not env_secret and interactive:
         if _stored_secret(agent, new_cfg) is None:
             secret = typer.prompt("Infinium agent secret (input hidden; empty: skip)",

@@ -8,7 +8,7 @@ import typer
 
 from ..app import app, friendly
 from ..errors import SpoolError
-from .context import project_dir
+from .context import project_dir, remembered_codex
 from .output import report
 
 
@@ -44,6 +44,7 @@ def uninstall(
     from .. import config, credentials, db, paths, queries
 
     project = project_dir(project_opt, walk_up=True)
+    codex_home_opt, _bin = remembered_codex(project, codex_home_opt, None)
     home = cx.codex_home(codex_home_opt)
     cfg_data = config.read_file(project)
     cx.read_hooks(cx.hooks_path(project))  # malformed -> error before any change
