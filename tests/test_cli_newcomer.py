@@ -352,3 +352,22 @@ def test_doctor_remembers_codex_home_and_bin_from_init(tmp_path, stub_codex):
     out = run_spool("doctor", cwd=proj, env={"PATH": "/usr/bin:/bin", "CODEX_HOME": None}).stdout
     assert f"[ok  ] codex: Codex 0.169.0 at {stub_codex}" in out, out
     assert f"[ok  ] feature flag: [features] hooks = true in {home}" in out, out
+
+
+# --- 14: the demo says where its home was and what to do next ------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep", [False, True])
+def test_demo_says_where_its_home_was_and_suggests_a_next_command(tmp_path, keep):
+    res = run_spool("demo", *(["--keep"] if keep else []), cwd=tmp_path, timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    last = res.stdout.strip().splitlines()[-1]
+    home = Path(res.stdout.split("spool demo: home ", 1)[1].split("\n", 1)[0])
+    if keep:
+        assert f"SPOOL_HOME={home} spool show" in last and home.is_dir()
+        import shutil
+
+        shutil.rmtree(home.parent, ignore_errors=True)
+    else:
+        assert f"removed the demo's temporary home {home}" in last and "spool init" in last
+        assert not home.exists()
