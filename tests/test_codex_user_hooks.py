@@ -63,6 +63,16 @@ def test_init_user_hooks_run_in_an_untrusted_project_with_no_codex_files(tmp_pat
     r2 = spool("init", "--no-interactive", "--no-trust-project", cwd=proj, home=home)
     assert r2.returncode == 0 and "Nothing to change" in r2.stdout, r2.stdout + r2.stderr
 
+    # uninstall keeps the hooks every project shares unless told --user.
+    u = spool("uninstall", "-y", cwd=proj, home=home)
+    assert "kept spool's user-level hooks" in u.stdout, u.stdout + u.stderr
+    assert cx.spool_positions(json.loads((home / "hooks.json").read_text()))
+    u = spool("uninstall", "-y", "--user", cwd=proj, home=home)
+    assert u.returncode == 0, u.stdout + u.stderr
+    assert not cx.spool_positions(json.loads((home / "hooks.json").read_text()))
+    assert "hooks.state" not in (home / "config.toml").read_text() or \
+        str(home / "hooks.json") not in (home / "config.toml").read_text()
+
 
 def test_doctor_finds_a_committed_hooks_json_with_another_machines_interpreter(tmp_path):
     binary = codex_binary()

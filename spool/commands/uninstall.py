@@ -34,8 +34,14 @@ def uninstall(
     yes: bool = typer.Option(False, "-y", "--yes", help="Answer yes to every question."),
     codex_home_opt: Optional[Path] = typer.Option(None, "--codex-home", metavar="DIR"),
     project_opt: Optional[Path] = typer.Option(None, "--project", metavar="DIR"),
+    user: bool = typer.Option(False, "--user", help="Also remove spool's user-level hooks "
+                              "($CODEX_HOME/hooks.json, from `spool init --user`): every "
+                              "project stops recording."),
 ) -> None:
     """Remove spool from a project (hooks, their trust, config, keyring secret).
+
+    Hooks installed with `spool init --user` serve every project and stay
+    unless --user is given.
 
     Other tools' hooks stay exactly as they are.  Undelivered traces are deleted
     only after confirmation (-y: yes).  The project's Codex trust is left alone.
@@ -48,6 +54,7 @@ def uninstall(
     home = cx.codex_home(codex_home_opt)
     cfg_data = config.read_file(project)
     cx.read_hooks(cx.hooks_path(project))  # malformed -> error before any change
+    cx.read_hooks(cx.user_hooks_path(home))
     if not yes and not typer.confirm(f"Remove spool from {project}?", default=True):
         raise typer.Exit(1)
     done: list[str] = []
@@ -59,6 +66,15 @@ def uninstall(
     elif removal.removed:
         done.append(f"removed spool's {removal.removed} hooks from {removal.path}")
     n = cx.remove_trust_entries(home, removal.removed_keys, removal.moved_keys)
+    user_file = cx.user_hooks_path(home)
+    if user:
+        urem = cx.uninstall_hooks(project, delete_if_empty=False, path=user_file)
+        if urem.removed:
+            done.append(f"removed spool's {urem.removed} hooks from {urem.path}")
+        n += cx.remove_trust_entries(home, urem.removed_keys, urem.moved_keys)
+    elif cx.spool_positions(cx.read_hooks(user_file)):
+        done.append(f"kept spool's user-level hooks in {user_file} (they serve every "
+                    "project; `spool uninstall --user` removes them)")
     if n:
         done.append(f"removed spool's {n} hook trust entries from {cx.config_toml(home)}")
 
