@@ -371,3 +371,21 @@ def test_demo_says_where_its_home_was_and_suggests_a_next_command(tmp_path, keep
     else:
         assert f"removed the demo's temporary home {home}" in last and "spool init" in last
         assert not home.exists()
+
+
+def test_readme_lists_every_command_and_visible_flag():
+    import click
+    import typer.main
+
+    from spool.cli import get_app
+
+    readme = (ROOT / "README.md").read_text()
+    group = typer.main.get_command(get_app())
+    for name, cmd in group.commands.items():
+        assert f"`spool {name}" in readme or f"`spool {name}`" in readme, name
+        section = readme.split(f"`spool {name}", 1)[1].split("\n", 1)[0]
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.hidden:
+                longest = max(p.opts + p.secondary_opts, key=len)
+                assert longest in section, (name, longest)
+    assert "`spool --version`" in readme
