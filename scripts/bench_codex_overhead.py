@@ -2,9 +2,12 @@
 
 The overhead users feel: the same scripted turn (3 tool calls, one failing, then
 a final message: 4 model requests, 18 hook events) against the fake model server
-(tests/fake_model.py), in two scratch projects sharing nothing but the Codex
-binary - one after `spool init --no-interactive`, one without any hook.  Runs
-alternate between the two so machine noise hits both alike.  The worker is not
+(tests/fake_model.py), in three scratch projects sharing nothing but the Codex
+binary - one without any hook ("no hooks"), one after `spool init
+--no-interactive` ("installed hooks"), and one never inited where Codex is run
+as `spool run --wait 0 -- codex exec ...` ("spool run": the hooks as -c
+overrides, plus spool's own start, the run mark and the summary line).  Runs
+alternate between them so machine noise hits all alike.  The worker is not
 started (SPOOL_NO_AUTOSTART=1): this measures the hooks on Codex's critical path.
 
     .venv/bin/python scripts/bench_codex_overhead.py [--runs 7] [--no-unshare]
@@ -41,11 +44,13 @@ def main() -> int:
     binary = ce.codex_binary()
     script = [default_script()[0]]
     setups = {}
-    for name in ("without hooks", "with spool"):
+    spool_cli = str(Path(sys.executable).parent / "spool")
+    wraps = {"spool run": [spool_cli, "run", "--wait", "0", "--"]}
+    for name in ("no hooks", "installed hooks", "spool run"):
         d = root / name.replace(" ", "-")
         home = ce.make_codex_home(d)
         proj = ce.make_project(d)
-        if name == "with spool":
+        if name == "installed hooks":
             r = CliRunner().invoke(get_app(), ["init", "--no-interactive", "--project", str(proj),
                                                "--codex-home", str(home), "--codex-bin",
                                                str(binary)])
@@ -59,7 +64,7 @@ def main() -> int:
     for i in range(args.runs + 1):  # the first round warms caches and is dropped
         for name, (home, proj) in setups.items():
             res = ce.run_session(proj, home, ["run the commands"], script=script,
-                                 isolate=isolate).check()
+                                 isolate=isolate, wrap=wraps.get(name)).check()
             if i:
                 times[name].append(res.runs[0].seconds)
     from sqlalchemy import text
@@ -71,16 +76,18 @@ def main() -> int:
     with db.read(engine) as conn:
         events = conn.execute(text("SELECT count(*) FROM raw_events")).scalar_one()
     engine.dispose()
-    per_turn = events / (args.runs + 1)
+    per_turn = events / (args.runs + 1) / 2  # two of the three setups record events
 
     print(f"codex exec, one turn (4 model requests, 3 tool calls), {args.runs} runs each, "
           f"network: {'unshare -n (loopback only)' if ce.unshare_prefix() and not args.no_unshare else 'loopback'}")
     for name, ts in times.items():
-        print(f"  {name:14s} median {statistics.median(ts):.3f} s  mean {statistics.mean(ts):.3f} s"
+        print(f"  {name:15s} median {statistics.median(ts):.3f} s  mean {statistics.mean(ts):.3f} s"
               f"  min {min(ts):.3f} s  max {max(ts):.3f} s")
-    base, spool = (statistics.median(times[k]) for k in ("without hooks", "with spool"))
-    print(f"  overhead: {spool - base:+.3f} s per turn (x{spool / base:.2f}); "
-          f"{per_turn:.0f} hook events per turn -> {(spool - base) / per_turn * 1000:+.1f} ms per event")
+    base = statistics.median(times["no hooks"])
+    for name in ("installed hooks", "spool run"):
+        t = statistics.median(times[name])
+        print(f"  {name}: {t - base:+.3f} s per turn (x{t / base:.2f}); {per_turn:.0f} hook "
+              f"events per turn -> {(t - base) / per_turn * 1000:+.1f} ms per event")
     return 0
 
 

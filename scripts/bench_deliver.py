@@ -2,7 +2,10 @@
 """Delivery benchmark: traces/s to a loopback receiver, and the claim cost with 1,000,000
 already-sent outbox rows vs an empty outbox.
 
-    .venv/bin/python scripts/bench_deliver.py [--traces 2000] [--sent 1000000]
+    .venv/bin/python scripts/bench_deliver.py [--traces 2000] [--sent 1000000] [--sinks]
+
+First the Infinium sink and the OTLP sink side by side (interleaved rounds, real turn
+bodies, each receiver in its own process; target: OTLP >= 10x Infinium thanks to batching).
 
 Runs in a throw-away SPOOL_HOME.  Floors: 300 traces/s; the claim with 1M sent rows should
 cost about what it costs on an empty outbox (ratio ~1: the partial index ix_outbox_due).
@@ -58,7 +61,7 @@ def bench_throughput(n: int) -> float:
 
     base = _setup_home()
     engine = db.open_db()
-    server = subprocess.Popen([sys.executable, "-m", "spool.receiver"], stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-m", "spool.demo.receiver"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parent.parent)
     try:
@@ -91,7 +94,7 @@ def bench_throughput(n: int) -> float:
 
 def _claim_cost(engine, due: int, reps: int) -> float:
     """Median seconds of one claim transaction (hold-paused + claim 50), rolled back."""
-    from spool.deliver import _CLAIM, _HOLD_PAUSED
+    from spool import outbox
 
     times = []
     now = 2e9
@@ -99,9 +102,8 @@ def _claim_cost(engine, due: int, reps: int) -> float:
         for _ in range(reps):
             t0 = time.perf_counter()
             tx = conn.begin()
-            conn.execute(_HOLD_PAUSED, {"now": now})
-            rows = conn.execute(_CLAIM, {"owner": "bench", "lease_until": now + 45, "now": now,
-                                         "limit": 50}).all()
+            _held, rows = outbox.claim(conn, owner="bench", now=now, lease_until=now + 45,
+                                       limit=50)
             tx.rollback()
             times.append(time.perf_counter() - t0)
             assert len(rows) == min(due, 50), (len(rows), due)
@@ -140,12 +142,117 @@ def bench_claim(sent_rows: int, reps: int) -> tuple[float, float]:
     return empty, full
 
 
+# --- Infinium vs OTLP, side by side (issue 14) -------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+OTLP_TARGET = 10.0  # OTLP traces/s >= 10x Infinium's (batching)
+
+
+def _real_body() -> dict:
+    """A real turn body (the recorded Codex session replayed; tests/fixtures/otlp)."""
+    return json.loads((ROOT / "tests" / "fixtures" / "otlp" / "bodies.json").read_text())["turn"][0]
+
+
+def _sink_run(sink: str, url: str, n: int, batch: int) -> float:
+    """traces/s of one Dispatcher delivering ``n`` fresh rows of ``sink`` to ``url``."""
+    from sqlalchemy import text
+
+    from spool import config, credentials, db
+    from spool.deliver import Dispatcher
+
+    base = _setup_home()
+    engine = db.open_db()
+    project = base / "proj"
+    project.mkdir()
+    config.write_file(project, {"agent_id": "bench-agent", "base_url": url, "sinks": [sink]})
+    credentials.approve_base_url(engine, project, url)
+    os.environ["INFINIUM_AGENT_SECRET"] = "bench-secret-123"
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = url
+    body = _real_body()
+    now = time.time()
+    rows = []
+    for i in range(n):
+        b = dict(body, trace_id=f"{sink}-{time.time_ns()}-{i:06d}")
+        rows.append({"t": b["trace_id"], "p": str(project), "n": now, "b": json.dumps(b),
+                     "s": sink})
+    with db.write(engine) as conn:
+        conn.execute(text("INSERT INTO traces (trace_id, kind, project, name, created_at, body) "
+                          "VALUES (:t, 'turn', :p, 'bench', :n, :b)"), rows)
+        conn.execute(text("INSERT INTO outbox (trace_id, sink, created_at, next_attempt_at) "
+                          "VALUES (:t, :s, :n, :n)"), rows)
+    t0 = time.perf_counter()
+    with Dispatcher(engine) as d:
+        sent = 0
+        while sent < n:
+            r = d.run_once(limit=batch)
+            sent += r.sent
+            if r.claimed == 0 or r.sent == 0:
+                raise SystemExit(f"{sink}: stuck after {sent} sent ({r})")
+    elapsed = time.perf_counter() - t0
+    engine.dispose()
+    return n / elapsed
+
+
+def bench_sinks(n: int, rounds: int, batch: int) -> None:
+    """Interleaved rounds (the order alternates), each sink to its own receiver process."""
+    import subprocess
+
+    import httpx
+
+    servers = {
+        "infinium": subprocess.Popen([sys.executable, "-m", "spool.receiver"], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True),
+        "otlp": subprocess.Popen([sys.executable, str(ROOT / "tests" / "otlp_receiver.py")],
+                                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True),
+    }
+    try:
+        urls = {k: p.stdout.readline().strip() for k, p in servers.items()}
+        for k in ("infinium", "otlp"):  # warm-up (imports, pools), not timed
+            _sink_run(k, urls[k], 20, batch)
+        tps: dict[str, list[float]] = {"infinium": [], "otlp": []}
+        ratios = []
+        for r in range(rounds):
+            order = ("infinium", "otlp") if r % 2 == 0 else ("otlp", "infinium")
+            got = {k: _sink_run(k, urls[k], n, batch) for k in order}
+            for k, v in got.items():
+                tps[k].append(v)
+            ratios.append(got["otlp"] / got["infinium"])
+            print(f"  round {r + 1}: infinium {got['infinium']:,.0f}/s  otlp {got['otlp']:,.0f}/s"
+                  f"  ratio {ratios[-1]:.1f}x")
+        spans = httpx.get(f"{urls['otlp']}/_stats").json()["spans"]
+        assert spans == (rounds * n + 20) * 4, spans  # every trace's 4 spans arrived, once
+        accepted = httpx.get(f"{urls['infinium']}/_stats").json()["accepted_keys"]
+        assert accepted == rounds * n + 20, accepted
+    finally:
+        for p in servers.values():
+            p.stdin.close()
+            p.wait(10)
+    med = {k: statistics.median(v) for k, v in tps.items()}
+    print(f"sinks side by side ({rounds} interleaved rounds of {n} real turn traces, one worker,"
+          f" claim limit {batch}):")
+    for k in ("infinium", "otlp"):
+        print(f"  {k:9s} median {med[k]:,.0f} traces/s  (min {min(tps[k]):,.0f}, "
+              f"max {max(tps[k]):,.0f})")
+    ratio = statistics.median(ratios)
+    print(f"  otlp / infinium: median {ratio:.1f}x (min {min(ratios):.1f}, max {max(ratios):.1f})"
+          f"  target >= {OTLP_TARGET:.0f}x: {'met' if ratio >= OTLP_TARGET else 'NOT met'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sinks", action="store_true",
+                    help="only the Infinium vs OTLP side-by-side run")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=50,
+                    help="claim limit per pass (the worker's DELIVER_BATCH is 50)")
     ap.add_argument("--traces", type=int, default=2000)
     ap.add_argument("--sent", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=200)
     args = ap.parse_args()
+    bench_sinks(args.traces, args.rounds, args.batch)
+    if args.sinks:
+        return
     tps = bench_throughput(args.traces)
     print(f"delivery: {tps:,.0f} traces/s to a loopback receiver ({args.traces} traces, "
           f"one worker, pooled client)  ratio to the {FLOOR_TPS:.0f}/s floor: "

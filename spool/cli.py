@@ -1,4 +1,5 @@
-"""The `spool` console script (``spool = "spool.cli:main"``).
+"""The Typer side of the `spool` console script (``spool = "spool.entry:main"``, which
+answers `spool usage` without Typer and hands everything else to ``main`` here).
 
 The Typer app lives in spool/app.py; the commands live in spool/commands/*.py,
 one module per topic, each registering on that app when imported.  Heavy

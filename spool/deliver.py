@@ -1,4 +1,6 @@
-"""The outbox dispatcher: at-least-once delivery with leases, backoff and held rows.
+"""The dispatcher: at-least-once delivery with leases, backoff and held rows.
+
+The statements it runs live in spool/outbox.py (states, claim, ack, release).
 
 One pass (:func:`deliver` / :meth:`Dispatcher.run_once`):
 
@@ -23,7 +25,7 @@ One pass (:func:`deliver` / :meth:`Dispatcher.run_once`):
 States: pending -> in_flight -> sent | failed (waits for ``next_attempt_at``) |
 dead (gave up: a non-retryable answer, or the retry limits of spool.retry) |
 held (cannot be sent now: no credentials, auth rejected, sink paused, insecure
-URL; only the attempt that discovered it counts).  ``release_held`` (called by
+URL; only the attempt that discovered it counts).  ``outbox.release_held`` (called by
 ``spool update-credentials`` / ``spool retry``) turns held rows back into
 pending and tells running dispatchers to drop cached credentials.
 
@@ -36,7 +38,7 @@ credentials read once) and calls ``dispatcher.run_once(stop=stop_event)``
 about every second; ``dispatcher.close()`` on shutdown.  Nothing here sleeps:
 a backoff is only a later ``next_attempt_at``; ``stop.set()`` makes a pass
 release its unsent claimed rows and return after the current send (at most one
-request timeout); ``release_leases(engine, owner, now)`` frees whatever a
+request timeout); ``outbox.release_leases(engine, owner, now)`` frees whatever a
 stopping worker still holds.
 """
 from __future__ import annotations
@@ -48,107 +50,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine
 
-from . import db
+from . import outbox, problems
 from .errors import SpoolError
+from .outbox import Claimed, OutboxState
 from .retry import Decision, Outcome, RetryConfig, classify, decide
-from .sinks.base import Sink, TraceRow, default_sinks
+from .sinks import Sink, TraceRow, default_sinks
 
-GENERATION_KEY = "deliver.generation"
 MAX_MESSAGE = 1000
-
-_HOLD_PAUSED = text("""
-UPDATE outbox
-SET state = 'held', lease_owner = NULL, lease_until = NULL, updated_at = :now,
-    held_reason = COALESCE((SELECT s.held_reason FROM sink_state s WHERE s.sink = outbox.sink),
-                           'sink ' || outbox.sink || ' is paused')
-WHERE state IN ('pending', 'failed', 'in_flight') AND next_attempt_at <= :now
-  AND (state <> 'in_flight' OR lease_until < :now)
-  AND sink IN (SELECT sink FROM sink_state WHERE paused = 1)
-""")
-
-# Projects paused with `spool pause`: their due rows wait, held, until `spool resume`
-# (traces made from events recorded before the pause included).  Only run when
-# the pauses table is not empty; reads only unfinished rows (ix_outbox_due).
-_ANY_PAUSE = text("SELECT 1 FROM pauses LIMIT 1")
-_HOLD_PAUSED_PROJECTS = text("""
-UPDATE outbox
-SET state = 'held', held_reason = 'project paused', lease_owner = NULL, lease_until = NULL,
-    updated_at = :now
-WHERE id IN (
-    SELECT o.id FROM outbox AS o INDEXED BY ix_outbox_due
-    JOIN traces AS t ON t.trace_id = o.trace_id
-    WHERE o.state IN ('pending', 'failed', 'in_flight') AND o.next_attempt_at <= :now
-      AND (o.state <> 'in_flight' OR o.lease_until < :now)
-      AND EXISTS (SELECT 1 FROM pauses AS p WHERE t.project = p.project
-                  OR substr(t.project, 1, length(p.project) + 1) = p.project || '/'))
-""")
-
-_CLAIM = text("""
-UPDATE outbox
-SET state = 'in_flight', lease_owner = :owner, lease_until = :lease_until,
-    next_attempt_at = :lease_until, updated_at = :now
-WHERE id IN (
-    SELECT id FROM outbox INDEXED BY ix_outbox_due
-    WHERE state IN ('pending', 'failed', 'in_flight') AND next_attempt_at <= :now
-      AND (state <> 'in_flight' OR lease_until < :now)
-    ORDER BY next_attempt_at
-    LIMIT :limit)
-RETURNING id, trace_id, sink, attempts, first_attempt_at, created_at
-""")
-
-_TRACES = text("""
-SELECT trace_id, kind, session_id, turn_id, revision, project, name, created_at, body
-FROM traces WHERE trace_id IN :ids
-""").bindparams(bindparam("ids", expanding=True))
-
-_RENEW = text("""
-UPDATE outbox SET lease_until = :lease_until, next_attempt_at = :lease_until, updated_at = :now
-WHERE id IN :ids AND lease_owner = :owner AND state = 'in_flight'
-RETURNING id
-""").bindparams(bindparam("ids", expanding=True))
-
-_RELEASE = text("""
-UPDATE outbox
-SET state = CASE WHEN attempts > 0 THEN 'failed' ELSE 'pending' END,
-    lease_owner = NULL, lease_until = NULL, next_attempt_at = :due, updated_at = :now
-WHERE id IN :ids AND lease_owner = :owner AND state = 'in_flight'
-""").bindparams(bindparam("ids", expanding=True))
-
-_ACK = text("""
-UPDATE outbox
-SET state = :state, attempts = attempts + :inc,
-    first_attempt_at = CASE WHEN :inc > 0 THEN COALESCE(first_attempt_at, :started)
-                            ELSE first_attempt_at END,
-    next_attempt_at = :next, lease_owner = NULL, lease_until = NULL,
-    last_status = COALESCE(:status, last_status), last_error = :error, held_reason = :held,
-    sent_at = :sent_at, response_id = COALESCE(:rid, response_id), updated_at = :now
-WHERE id = :id AND lease_owner = :owner AND state = 'in_flight'
-""")
-
-# Recorded only while the outbox row exists (`spool uninstall` may have deleted
-# a row mid-delivery: its attempt has nothing left to belong to).
-_ATTEMPT = text("""
-INSERT INTO delivery_attempts (outbox_id, trace_id, sink, attempt, started_at, duration_ms,
-                               http_status, outcome, error_class, message, response_id)
-SELECT :id, :trace_id, :sink,
-       (SELECT COUNT(*) FROM delivery_attempts WHERE outbox_id = :id) + 1,
-       :started, :duration, :status, :outcome, :error_class, :message, :rid
-WHERE EXISTS (SELECT 1 FROM outbox WHERE id = :id)
-""")
-
-# Attempts counted against SPOOL_MAX_ATTEMPTS since the row's first attempt:
-# the ones the server answered, and sink failures (not plain "no response").
-_COUNTED = text("""
-SELECT COUNT(*) FROM delivery_attempts
-WHERE outbox_id = :id AND started_at >= :since AND outcome = 'retry'
-  AND (http_status IS NOT NULL OR error_class LIKE 'SinkError%')
-""")
-
-_ERROR = text("INSERT INTO errors (at, source, message) VALUES (:at, :source, :message)")
 
 
 @dataclass
@@ -165,34 +77,6 @@ class DeliverResult:
     @property
     def done(self) -> int:
         return self.sent + self.failed + self.dead + self.held
-
-
-@dataclass
-class _Claimed:
-    id: int
-    trace_id: str
-    sink: str
-    attempts: int
-    first_attempt_at: float | None
-    created_at: float
-
-
-class _Tx:
-    """``with _Tx(conn) as conn:`` one transaction (BEGIN IMMEDIATE via spool.db's hook)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.tx = None
-
-    def __enter__(self) -> Connection:
-        self.tx = self.conn.begin()
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.tx.commit()
-        else:
-            self.tx.rollback()
 
 
 def default_owner() -> str:
@@ -227,7 +111,7 @@ class Dispatcher:
         its run: no reconnect, and no WAL checkpoint on every close)."""
         if self._conn is None or self._conn.closed:
             self._conn = self.engine.connect()
-        return _Tx(self._conn)
+        return outbox.transaction(self._conn)
 
     def __enter__(self) -> "Dispatcher":
         return self
@@ -260,17 +144,10 @@ class Dispatcher:
         lease_until = start + lease
         with self._write() as conn:
             self._check_generation(conn)
-            held = conn.execute(_HOLD_PAUSED, {"now": start}).rowcount
-            if conn.execute(_ANY_PAUSE).first():
-                held += conn.execute(_HOLD_PAUSED_PROJECTS, {"now": start}).rowcount
-            rows = [_Claimed(*r) for r in conn.execute(_CLAIM, {
-                "owner": self.owner, "lease_until": lease_until, "now": start,
-                "limit": int(limit)}).all()]
-            traces = {}
-            if rows:
-                for t in conn.execute(_TRACES, {"ids": sorted({r.trace_id for r in rows})}):
-                    traces[t.trace_id] = dict(t._mapping)
-        result.held += max(held, 0)
+            held, rows = outbox.claim(conn, owner=self.owner, now=start,
+                                      lease_until=lease_until, limit=limit)
+            traces = outbox.traces_of(conn, (r.trace_id for r in rows))
+        result.held += held
         result.claimed = len(rows)
         rows.sort(key=lambda r: r.id)
         reported: set[tuple[str, str]] = set()
@@ -294,7 +171,7 @@ class Dispatcher:
             self._one(row, traces.get(row.trace_id), result, current, reported)
         return result
 
-    def _one(self, row: _Claimed, trace: dict | None, result: DeliverResult,
+    def _one(self, row: Claimed, trace: dict | None, result: DeliverResult,
              current: Callable[[], float], reported: set) -> None:
         started = current()
         t0 = time.perf_counter()
@@ -309,8 +186,8 @@ class Dispatcher:
         with self._write() as conn:
             counted = 0
             if counts:
-                counted = 1 + (int(conn.execute(_COUNTED, {"id": row.id, "since": first})
-                                   .scalar() or 0) if row.first_attempt_at is not None else 0)
+                counted = 1 + (outbox.counted_attempts(conn, row.id, first)
+                               if row.first_attempt_at is not None else 0)
             decision = decide(outcome, attempts=attempts, first_attempt_at=first, now=finished,
                               cfg=self.retry, rand=self.rand, http_attempts=counted)
             acked = self._ack(conn, row, outcome, decision, started, duration_ms, finished,
@@ -318,10 +195,11 @@ class Dispatcher:
         if not acked:
             result.lost += 1
             return
-        setattr(result, decision.state, getattr(result, decision.state) + 1)
-        result.outcomes.append((row.trace_id, row.sink, decision.state))
+        state = decision.state.value
+        setattr(result, state, getattr(result, state) + 1)
+        result.outcomes.append((row.trace_id, row.sink, state))
 
-    def _attempt(self, row: _Claimed, trace: dict | None) -> Outcome:
+    def _attempt(self, row: Claimed, trace: dict | None) -> Outcome:
         sink = self.sinks.get(row.sink)
         if sink is None:
             return Outcome(kind="held", error_class="UnknownSink", attempted=False,
@@ -347,54 +225,46 @@ class Dispatcher:
                            message=str(exc)[:MAX_MESSAGE])
 
     # -- database steps ------------------------------------------------------
-    def _ack(self, conn: Connection, row: _Claimed, outcome: Outcome, decision: Decision, started: float,
+    def _ack(self, conn: Connection, row: Claimed, outcome: Outcome, decision: Decision, started: float,
              duration_ms: float, now: float, reported: set) -> bool:
         message = (outcome.message or "")[:MAX_MESSAGE] or None
         reason = (decision.reason or "")[:MAX_MESSAGE] or None
         state = decision.state
-        params = {
-            "id": row.id, "owner": self.owner, "state": state,
-            "inc": 1 if outcome.attempted else 0, "started": started,
-            "next": decision.next_attempt_at if state == "failed" else now,
-            "status": outcome.status, "error": None if state == "sent" else reason,
-            "held": reason if state == "held" else None,
-            "sent_at": now if state == "sent" else None,
-            "rid": outcome.response_id, "now": now,
-        }
-        acked = conn.execute(_ACK, params).rowcount == 1
+        acked = outbox.ack(
+            conn, row, owner=self.owner, state=state, attempted=outcome.attempted,
+            started=started,
+            next_attempt_at=decision.next_attempt_at if state == OutboxState.FAILED else now,
+            status=outcome.status, error=None if state == OutboxState.SENT else reason,
+            held_reason=reason if state == OutboxState.HELD else None,
+            response_id=outcome.response_id, now=now)
         if acked or outcome.attempted:
-            conn.execute(_ATTEMPT, {
-                "id": row.id, "trace_id": row.trace_id, "sink": row.sink,
-                "started": started, "duration": duration_ms, "status": outcome.status,
-                "outcome": decision.outcome, "error_class": outcome.error_class,
-                "message": message if acked else f"(lease lost, not recorded) {message}",
-                "rid": outcome.response_id,
-            })
-        if acked and state in ("dead", "held"):
-            key = (row.sink, outcome.error_class or state)
-            if state == "dead" or outcome.attempted or key not in reported:
+            outbox.record_attempt(
+                conn, row, started=started, duration_ms=duration_ms, status=outcome.status,
+                outcome=decision.outcome, error_class=outcome.error_class,
+                message=message if acked else f"(lease lost, not recorded) {message}",
+                response_id=outcome.response_id)
+        if acked and state in (OutboxState.DEAD, OutboxState.HELD):
+            key = (row.sink, outcome.error_class or state.value)
+            if state == OutboxState.DEAD or outcome.attempted or key not in reported:
                 reported.add(key)
-                conn.execute(_ERROR, {"at": now, "source": f"deliver:{row.sink}",
-                                      "message": f"{state} {row.trace_id}: {reason}"})
+                problems.record(conn, f"deliver:{row.sink}",
+                                f"{state.value} {row.trace_id}: {reason}", now)
         return acked
 
     def _renew(self, ids: list[int], lease_until: float, now: float) -> set[int]:
         if not ids:
             return set()
         with self._write() as conn:
-            return {r[0] for r in conn.execute(_RENEW, {
-                "ids": ids, "lease_until": lease_until, "owner": self.owner, "now": now})}
+            return outbox.renew(conn, ids, owner=self.owner, lease_until=lease_until, now=now)
 
     def _release(self, ids: list[int], due: float, now: float) -> int:
         if not ids:
             return 0
         with self._write() as conn:
-            return conn.execute(_RELEASE, {"ids": ids, "owner": self.owner, "due": due,
-                                           "now": now}).rowcount
+            return outbox.release(conn, ids, owner=self.owner, due=due, now=now)
 
     def _check_generation(self, conn: Connection) -> None:
-        gen = conn.execute(text("SELECT value FROM kv WHERE key = :k"),
-                           {"k": GENERATION_KEY}).scalar() or "0"
+        gen = outbox.generation(conn)
         if self._generation is not None and gen != self._generation:
             for sink in self.sinks.values():
                 sink.reset()
@@ -411,81 +281,3 @@ def deliver(engine: Engine, now: float | None = None, *, owner: str | None = Non
         return dispatcher.run_once(now, limit=limit, stop=stop)
     finally:
         dispatcher.close()
-
-
-def _bump_generation(conn) -> None:
-    conn.execute(text(
-        "INSERT INTO kv (key, value) VALUES (:k, '1') ON CONFLICT(key) DO UPDATE "
-        "SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"), {"k": GENERATION_KEY})
-
-
-def _filters(sink: str | None, trace_ids: Iterable[str] | None, params: dict) -> str:
-    sql = ""
-    if sink is not None:
-        sql += " AND sink = :sink"
-        params["sink"] = sink
-    if trace_ids is not None:
-        ids = list(trace_ids)
-        sql += " AND trace_id IN (SELECT value FROM json_each(:ids))"
-        import json
-
-        params["ids"] = json.dumps(ids)
-    return sql
-
-
-def release_held(engine: Engine, now: float, *, sink: str | None = None,
-                 trace_ids: Iterable[str] | None = None) -> int:
-    """Held rows -> pending, due at ``now``; running dispatchers drop cached credentials.
-    Returns the number of rows released."""
-    params: dict = {"now": now}
-    where = _filters(sink, trace_ids, params)
-    with db.write(engine) as conn:
-        n = conn.execute(text(
-            "UPDATE outbox SET state = 'pending', held_reason = NULL, next_attempt_at = :now, "
-            "updated_at = :now WHERE state = 'held'" + where), params).rowcount
-        _bump_generation(conn)
-    return n
-
-
-def requeue(engine: Engine, now: float, *, trace_ids: Iterable[str] | None = None,
-            states: Iterable[str] = ("failed", "dead", "held"),
-            dry_run: bool = False) -> list[dict]:
-    """Rows in ``states`` (optionally only these traces) made pending and due at ``now``,
-    with a fresh attempt budget.  Returns what was (or, with ``dry_run``, would be)
-    requeued: outbox_id, trace_id, sink, state, attempts, last_error, held_reason.
-    ``dry_run`` changes nothing."""
-    states = tuple(states)
-    bad = [s for s in states if s not in ("pending", "failed", "dead", "held", "sent")]
-    if bad or not states:
-        raise SpoolError(f"cannot requeue rows in state {', '.join(bad) or '(none)'}.",
-                         "Choose among failed, dead, held (and sent to resend).")
-    import json
-
-    params: dict = {"now": now, "states": json.dumps(states)}
-    where = " WHERE state IN (SELECT value FROM json_each(:states))" + _filters(
-        None, trace_ids, params)
-    select = text("SELECT id AS outbox_id, trace_id, sink, state, attempts, last_error, "
-                  "held_reason FROM outbox" + where + " ORDER BY id")
-    if dry_run:
-        with db.read(engine) as conn:
-            return [dict(r._mapping) for r in conn.execute(select, params)]
-    with db.write(engine) as conn:
-        found = [dict(r._mapping) for r in conn.execute(select, params)]
-        if found:
-            conn.execute(text(
-                "UPDATE outbox SET state = 'pending', attempts = 0, first_attempt_at = NULL, "
-                "held_reason = NULL, next_attempt_at = :now, lease_owner = NULL, "
-                "lease_until = NULL, updated_at = :now" + where), params)
-        _bump_generation(conn)
-    return found
-
-
-def release_leases(engine: Engine, owner: str, now: float) -> int:
-    """Rows still leased by ``owner`` (a stopping worker) made due again at ``now``:
-    'failed' if tried before, else 'pending'.  Returns how many."""
-    with db.write(engine) as conn:
-        return conn.execute(text(
-            "UPDATE outbox SET state = CASE WHEN attempts > 0 THEN 'failed' ELSE 'pending' END, "
-            "lease_owner = NULL, lease_until = NULL, next_attempt_at = :now, updated_at = :now "
-            "WHERE state = 'in_flight' AND lease_owner = :owner"),
-            {"now": now, "owner": owner}).rowcount

@@ -9,8 +9,10 @@ The hook stores bytes as received.  Here the worker:
   point followed by a re-run ingests each event exactly once.
 * ``parse_new``: parses rows with ``status='new'``: a JSON object with a
   string ``session_id`` and ``hook_event_name`` becomes ``status='ok'`` with
-  those columns filled; anything else moves to ``quarantine`` with its bytes
-  and the reason.  A payload the hook truncated is kept as a flagged event when
+  those columns filled, and the session facts the index needs
+  (``FACT_COLUMNS``: cwd, transcript path, model, permission mode, source), so
+  no later step parses the payload to index it; anything else moves to
+  ``quarantine`` with its bytes and the reason.  A payload the hook truncated is kept as a flagged event when
   its ids can still be read from the first bytes.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from sqlalchemy import Engine, text
 
 from . import db, paths
@@ -127,8 +130,31 @@ def _salvage(payload: bytes) -> dict | None:
     return None
 
 
+# raw_events column <- payload key: the session facts the index reads
+# (spool.aggregate.index); ``source`` only from SessionStart.
+FACT_COLUMNS = (("payload_cwd", "cwd"), ("payload_transcript_path", "transcript_path"),
+                ("payload_model", "model"), ("payload_permission_mode", "permission_mode"),
+                ("payload_source", "source"))
+
+
+def _facts(obj: dict) -> dict:
+    """The FACT_COLUMNS of a payload: non-empty strings, else None."""
+    facts = {}
+    for column, key in FACT_COLUMNS:
+        value = obj.get(key)
+        if key == "source" and obj.get("hook_event_name") != "SessionStart":
+            value = None
+        facts[column] = value if isinstance(value, str) and value else None
+    return facts
+
+
 def classify(payload: bytes, truncated: bool) -> tuple[dict | None, str | None]:
-    """(fields, None) for a usable event, or (None, reason) for quarantine."""
+    """(fields, None) for a usable event, or (None, reason) for quarantine.
+
+    The fields: session_id, hook_event_name, turn_id, and the FACT_COLUMNS
+    (None where the payload has none: a truncated one, or one only the
+    lenient stdlib parser reads, e.g. with NaN or a lone surrogate, which the
+    trace builders' orjson reads as an empty payload too)."""
     if truncated:
         ids = _salvage(payload)
         if ids:
@@ -137,13 +163,18 @@ def classify(payload: bytes, truncated: bool) -> tuple[dict | None, str | None]:
     if not payload.strip():
         return None, "empty input"
     try:
-        obj = json.loads(payload)
-    except UnicodeDecodeError as exc:
-        return None, f"not UTF-8: {exc}"
-    except ValueError as exc:
-        return None, f"not JSON: {exc}"
-    except RecursionError:
-        return None, "JSON nested too deeply"
+        obj = orjson.loads(payload)
+        facts = _facts(obj) if isinstance(obj, dict) else {}
+    except orjson.JSONDecodeError:
+        facts = {}
+        try:
+            obj = json.loads(payload)
+        except UnicodeDecodeError as exc:
+            return None, f"not UTF-8: {exc}"
+        except ValueError as exc:
+            return None, f"not JSON: {exc}"
+        except RecursionError:
+            return None, "JSON nested too deeply"
     if not isinstance(obj, dict):
         return None, f"not a JSON object (got {type(obj).__name__})"
     missing = [k for k in ("session_id", "hook_event_name")
@@ -159,7 +190,7 @@ def classify(payload: bytes, truncated: bool) -> tuple[dict | None, str | None]:
     for key, value in fields.items():
         if value is not None and not _is_text(value):
             return None, f"{key} is not valid Unicode text (a lone surrogate)"
-    return fields, None
+    return {**fields, **facts}, None
 
 
 def _is_text(value: str) -> bool:
@@ -175,6 +206,11 @@ def clean_text(value):
     if isinstance(value, str) and not _is_text(value):
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return value
+
+
+_PARSED_UPDATE = (
+    "UPDATE raw_events SET status = 'ok', session_id = ?, turn_id = ?, event = ?, "
+    + ", ".join(f"{column} = ?" for column, _key in FACT_COLUMNS) + " WHERE id = ?")
 
 
 def parse_new(engine: Engine, now: float | None = None, limit: int = 2000) -> tuple[int, int]:
@@ -193,10 +229,10 @@ def parse_new(engine: Engine, now: float | None = None, limit: int = 2000) -> tu
                 try:
                     with conn.begin_nested():  # a row SQLite refuses must not block the others
                         conn.exec_driver_sql(
-                            "UPDATE raw_events SET status = 'ok', session_id = ?, turn_id = ?,"
-                            " event = ? WHERE id = ?",
+                            _PARSED_UPDATE,
                             (fields["session_id"], fields.get("turn_id"),
-                             fields["hook_event_name"], rid))
+                             fields["hook_event_name"],
+                             *(fields.get(column) for column, _key in FACT_COLUMNS), rid))
                     ok += 1
                     continue
                 except Exception as exc:  # noqa: BLE001 - kept in quarantine with the reason

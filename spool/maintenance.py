@@ -50,7 +50,8 @@ from typing import Mapping
 
 from sqlalchemy import Engine, text
 
-from . import db
+from . import db, outbox, problems
+from .aggregate import BUMP_WRITES_SQL
 from .errors import SpoolError
 from .files import write_atomic
 
@@ -71,27 +72,20 @@ _AGGREGATED = (
     " AND r.status = 'ok' AND r.id > s.last_event_id)"
 )
 
-_DELIVERED_BEFORE_CUTOFF = (
-    "NOT EXISTS (SELECT 1 FROM traces AS t JOIN outbox AS o ON o.trace_id = t.trace_id"
-    " WHERE t.session_id = s.session_id"
-    " AND (o.state != 'sent' OR o.sent_at IS NULL OR o.sent_at >= :cutoff))"
-)
-
 _CANDIDATES = text(
     "SELECT s.session_id FROM sessions AS s"
     " WHERE s.session_id IN ("
     "   SELECT session_id FROM raw_events WHERE received_at < :cutoff AND session_id IS NOT NULL"
     "   UNION SELECT session_id FROM traces WHERE created_at < :cutoff AND session_id IS NOT NULL)"
     " AND s.state = 'final' AND s.last_event_at < :cutoff"
-    f" AND {_DELIVERED_BEFORE_CUTOFF}"
+    f" AND {outbox.SESSION_SENT_BEFORE}"
     f" AND {_AGGREGATED}"
     " LIMIT :batch"
 )
 
 _SESSIONLESS = text(
     "SELECT t.trace_id FROM traces AS t WHERE t.created_at < :cutoff AND t.session_id IS NULL"
-    " AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.trace_id = t.trace_id"
-    "   AND (o.state != 'sent' OR o.sent_at IS NULL OR o.sent_at >= :cutoff))"
+    f" AND {outbox.TRACE_SENT_BEFORE}"
     " LIMIT :batch"
 )
 
@@ -121,16 +115,9 @@ def _in(name: str, values: list) -> tuple[str, dict]:
 
 
 def _delete_traces(conn, trace_ids: list[str], counts: dict) -> None:
-    if not trace_ids:
-        return
-    ids, params = _in("t", trace_ids)
-    counts["attempts"] += conn.execute(text(
-        "DELETE FROM delivery_attempts WHERE outbox_id IN"
-        f" (SELECT id FROM outbox WHERE trace_id IN {ids})"), params).rowcount
-    counts["outbox"] += conn.execute(text(
-        f"DELETE FROM outbox WHERE trace_id IN {ids}"), params).rowcount
-    counts["traces"] += conn.execute(text(
-        f"DELETE FROM traces WHERE trace_id IN {ids}"), params).rowcount
+    if trace_ids:
+        for key, n in outbox.delete_traces(conn, trace_ids).items():
+            counts[key] += n
 
 
 def retention(engine: Engine, now: float, older_than_s: float, *, batch: int = BATCH) -> dict:
@@ -163,6 +150,7 @@ def retention(engine: Engine, now: float, older_than_s: float, *, batch: int = B
                 params).rowcount
             counts["turns"] += conn.execute(text(
                 f"DELETE FROM turns WHERE session_id IN {ids}"), params).rowcount
+            conn.exec_driver_sql(BUMP_WRITES_SQL, (now,))  # index plans made before are stale
             forget = [sid for sid in sessions if sid not in set(summarised)]
             if forget:
                 fids, fparams = _in("f", forget)
@@ -198,9 +186,7 @@ def quarantine_retention(engine: Engine, now: float, older_than_s: float,
 
 
 def errors_retention(engine: Engine, now: float, older_than_s: float) -> int:
-    with db.write(engine) as conn:
-        return conn.execute(text("DELETE FROM errors WHERE at < :cutoff"),
-                            {"cutoff": now - older_than_s}).rowcount
+    return problems.prune(engine, now - older_than_s)
 
 
 def checkpoint(engine: Engine) -> tuple[int, int, int]:

@@ -15,11 +15,17 @@ Times are Unix epoch seconds (floats), as stored.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from sqlalchemy import Connection, bindparam, text
 
-RETRY_STATES = ("failed", "dead", "held")
+from . import outbox
+from .outbox import under
+# The outbox statements the read commands use live in spool.outbox (their one owner).
+from .outbox import (PAUSED_REASON, RETRY_STATES, count_delivered, hold_paused,  # noqa: F401
+                     next_attempt_at, retry_candidates)
+from .outbox import by_state as outbox_by_state  # noqa: F401
+from .outbox import requeue_candidates as requeue  # noqa: F401
 # What became of a failed delivery, by its outbox row's state now (`spool errors`).
 RESULT_OF_STATE = {"sent": "later sent", "dead": "dead", "held": "held", "failed": "retrying",
                    "pending": "retrying", "in_flight": "retrying"}
@@ -27,7 +33,6 @@ RESULT_OF_STATE = {"sent": "later sent", "dead": "dead", "held": "held", "failed
 # sending (no credentials, paused...).  `retry` resets outbox.attempts; this is not reset.
 _REQUESTS = ("(SELECT count(*) FROM delivery_attempts AS da WHERE da.outbox_id = o.id"
              " AND NOT (da.outcome = 'held' AND da.http_status IS NULL))")
-PAUSED_REASON = "project paused"
 # The highest code point: "prefix" <= id < "prefix" + MAX_CHAR selects ids
 # starting with prefix through the primary-key index.
 _MAX_CHAR = "\U0010ffff"
@@ -50,31 +55,11 @@ def counts(conn: Connection) -> dict:
     }
 
 
-def outbox_by_state(conn: Connection) -> dict[str, int]:
-    """{state: rows} for every outbox state (zeros included)."""
-    from .schema import OUTBOX_STATES
-
-    out = {s: 0 for s in OUTBOX_STATES}
-    for state, n in conn.execute(text("SELECT state, count(*) FROM outbox GROUP BY state")):
-        out[state] = n
-    return out
-
-
-def next_attempt_at(conn: Connection) -> float | None:
-    """When the worker will next try a pending or failed row (None: nothing due)."""
-    # One MIN per state keeps each on an index (ix_outbox_state then ix_outbox_due).
-    values = [conn.execute(text(
-        "SELECT min(next_attempt_at) FROM outbox WHERE state = :s"), {"s": s}).scalar()
-        for s in ("pending", "failed")]
-    values = [v for v in values if v is not None]
-    return min(values) if values else None
-
-
 def paused_at(conn: Connection, project: str) -> float | None:
     """When ``project`` (or a directory above it) was paused, else None."""
     return conn.execute(text(
-        "SELECT min(paused_at) FROM pauses WHERE :p = project "
-        "OR substr(:p, 1, length(project) + 1) = project || '/'"), {"p": project}).scalar()
+        f"SELECT min(paused_at) FROM pauses WHERE {under(':p', 'project')}"),
+        {"p": project}).scalar()
 
 
 # --- history -------------------------------------------------------------------
@@ -145,16 +130,6 @@ def traces_after(conn: Connection, rowid: int, *, session: str | None = None,
         " ORDER BY t.rowid, o.sink"), {"n": limit, "after": rowid, **params}))
 
 
-_DELIVERED = (
-    "SELECT trace_id FROM outbox GROUP BY trace_id HAVING sum(state != 'sent') = 0"
-)
-
-
-def count_delivered(conn: Connection) -> int:
-    """Traces whose every outbox row is 'sent' (what ``history --clear`` forgets)."""
-    return conn.execute(text(f"SELECT count(*) FROM ({_DELIVERED})")).scalar_one()
-
-
 def clear_delivered(conn: Connection) -> dict:
     """Forget delivered history: traces whose *every* outbox row is 'sent'.
 
@@ -162,21 +137,7 @@ def clear_delivered(conn: Connection) -> dict:
     not yet sent (or with no outbox row at all) is never touched.  Run inside
     ``db.write``.  Returns {"traces": n, "outbox": n, "attempts": n}.
     """
-    conn.exec_driver_sql("DROP TABLE IF EXISTS temp.spool_forget")
-    conn.exec_driver_sql(f"CREATE TEMP TABLE spool_forget AS {_DELIVERED}")
-    try:
-        attempts = conn.exec_driver_sql(
-            "DELETE FROM delivery_attempts WHERE outbox_id IN (SELECT id FROM outbox"
-            " WHERE trace_id IN (SELECT trace_id FROM temp.spool_forget))").rowcount
-        outbox = conn.exec_driver_sql(
-            "DELETE FROM outbox WHERE trace_id IN (SELECT trace_id FROM temp.spool_forget)"
-        ).rowcount
-        traces = conn.exec_driver_sql(
-            "DELETE FROM traces WHERE trace_id IN (SELECT trace_id FROM temp.spool_forget)"
-        ).rowcount
-    finally:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS temp.spool_forget")
-    return {"traces": traces, "outbox": outbox, "attempts": attempts}
+    return outbox.delete_traces(conn, select=outbox.DELIVERED)
 
 
 # --- errors ----------------------------------------------------------------------
@@ -276,45 +237,6 @@ def get_trace(conn: Connection, trace_id: str) -> dict | None:
 
 # --- retry ------------------------------------------------------------------------
 
-def retry_candidates(conn: Connection, trace_ids: Sequence[str] | None = None,
-                     states: Sequence[str] = RETRY_STATES) -> list[dict]:
-    """Outbox rows ``spool retry`` would requeue (oldest first).
-
-    Rows held because their project is paused stay held (``spool resume``
-    releases them).  Keys: outbox_id, trace_id, sink, state, attempts,
-    last_status, last_error, held_reason, next_attempt_at.
-    """
-    sql = ("SELECT o.id AS outbox_id, o.trace_id, o.sink, o.state, o.attempts, o.last_status,"
-           " o.last_error, o.held_reason, o.next_attempt_at"
-           " FROM outbox AS o INDEXED BY ix_outbox_state WHERE o.state IN :states"
-           " AND NOT (o.state = 'held' AND coalesce(o.held_reason, '') = :paused)")
-    params: dict[str, Any] = {"states": list(states), "paused": PAUSED_REASON}
-    bind = [bindparam("states", expanding=True)]
-    if trace_ids is not None:
-        sql += " AND o.trace_id IN :ids"
-        params["ids"] = list(trace_ids)
-        bind.append(bindparam("ids", expanding=True))
-    sql += " ORDER BY o.id"
-    return _rows(conn.execute(text(sql).bindparams(*bind), params))
-
-
-def requeue(conn: Connection, now: float, trace_ids: Sequence[str] | None = None,
-            states: Sequence[str] = RETRY_STATES) -> list[dict]:
-    """Make the retry candidates due now: state 'pending', next_attempt_at=now.
-
-    Run inside ``db.write``.  Returns the rows as they were before.
-    (Fallback for ``spool.deliver.requeue`` when that is not available.)
-    """
-    rows = retry_candidates(conn, trace_ids, states)
-    if rows:
-        conn.execute(text(
-            "UPDATE outbox SET state = 'pending', next_attempt_at = :now, held_reason = NULL,"
-            " lease_owner = NULL, lease_until = NULL, updated_at = :now WHERE id IN :ids"
-        ).bindparams(bindparam("ids", expanding=True)),
-            {"now": now, "ids": [r["outbox_id"] for r in rows]})
-    return rows
-
-
 def unknown_trace_ids(conn: Connection, trace_ids: Sequence[str]) -> list[str]:
     if not trace_ids:
         return []
@@ -325,9 +247,6 @@ def unknown_trace_ids(conn: Connection, trace_ids: Sequence[str]) -> list[str]:
 
 
 # --- pause / resume -------------------------------------------------------------------
-
-_UNDER = "(t.project = :p OR substr(t.project, 1, length(:p) + 1) = :p || '/')"
-
 
 def pause(conn: Connection, project: str, now: float) -> dict:
     """Pause ``project``: the hook records nothing there, and its undelivered
@@ -344,40 +263,13 @@ def pause(conn: Connection, project: str, now: float) -> dict:
     return {"already": already, "held": held}
 
 
-def hold_paused(conn: Connection, now: float, project: str | None = None) -> int:
-    """Hold the pending / failed outbox rows of paused projects (all, or ``project``).
-
-    Idempotent; the delivery side can call it before claiming so traces made
-    from events recorded before a pause also wait.
-    """
-    if project is not None:
-        where, params = _UNDER, {"p": project}
-    else:
-        where = ("EXISTS (SELECT 1 FROM pauses AS p WHERE t.project = p.project"
-                 " OR substr(t.project, 1, length(p.project) + 1) = p.project || '/')")
-        params = {}
-    return conn.execute(text(
-        "UPDATE outbox SET state = 'held', held_reason = :reason, updated_at = :now"
-        " WHERE state IN ('pending', 'failed') AND trace_id IN"
-        f" (SELECT t.trace_id FROM traces AS t WHERE {where})"),
-        {"reason": PAUSED_REASON, "now": now, **params}).rowcount
-
-
 def resume(conn: Connection, project: str, now: float) -> dict:
     """Un-pause ``project`` and release its 'project paused' rows (due now).
 
     Run inside ``db.write``.  Returns {"was_paused": bool, "released": n}.
     """
     was = conn.execute(text("DELETE FROM pauses WHERE project = :p"), {"p": project}).rowcount
-    released = conn.execute(text(
-        "UPDATE outbox SET state = 'pending', held_reason = NULL, next_attempt_at = :now,"
-        " updated_at = :now WHERE state = 'held' AND held_reason = :reason AND trace_id IN"
-        f" (SELECT t.trace_id FROM traces AS t WHERE {_UNDER})"
-        # A directory above it may still be paused: those rows stay held.
-        " AND NOT EXISTS (SELECT 1 FROM pauses AS p, traces AS t2"
-        "  WHERE t2.trace_id = outbox.trace_id AND (t2.project = p.project"
-        "  OR substr(t2.project, 1, length(p.project) + 1) = p.project || '/'))"),
-        {"p": project, "now": now, "reason": PAUSED_REASON}).rowcount
+    released = outbox.release_paused(conn, project, now)
     return {"was_paused": bool(was), "released": released}
 
 

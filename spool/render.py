@@ -5,9 +5,10 @@ Infinium API notes): field names as the existing connector sends them, the
 trace kind in ``environment.custom_tags.trace_type``, ``llm_usage.prompt_tokens``
 = input tokens *including* cached ones (as OpenAI counts), cached and reasoning
 counts in ``custom_tags``, tool steps with ``action: "tool_use"`` and the
-command in ``description`` and ``input_preview``.  The body stays under the
-API's 1 MiB limit: very long traces keep their first and last steps and say
-how many were left out.
+command in ``description`` and ``input_preview``.  At most ``MAX_STEPS``
+steps: very long traces keep their first and last steps and say how many were
+left out (``custom_tags.steps_left_out``).  The 1 MiB size limit is the sink's
+(spool.sinks.size.shrink).
 """
 from __future__ import annotations
 
@@ -24,8 +25,6 @@ INPUT_SUMMARY_MAX = 3000
 OUTPUT_SUMMARY_MAX = 8000
 ERROR_MESSAGE_MAX = 1000
 MAX_STEPS = 1000
-BODY_LIMIT = 1024 * 1024
-_BODY_TARGET = BODY_LIMIT - 64 * 1024  # headroom for the client's own framing
 
 _PATCH_FILE = re.compile(r"\*\*\* (?:Add|Update|Delete) File: ([^\n]+)")
 
@@ -137,47 +136,38 @@ def to_infinium(trace: Mapping[str, Any], *, max_input_preview: int = 200,
     if trace.get("incomplete"):
         tags.append("incomplete")
 
-    def build(limit: int, li: int, lo: int) -> dict:
-        picked, left_out = _pick_steps(all_steps, limit)
-        steps = [_step(s, li, lo) for s in picked]
-        errors = [dict(s["error"], step_number=s["step_number"]) for s in steps if "error" in s]
-        tags_ = dict(custom_tags)
-        if left_out:
-            tags_["steps_left_out"] = left_out
-        return {
-            "name": _clip(trace.get("name") or "Codex trace", NAME_MAX),
-            "description": _clip(trace.get("description") or "", DESCRIPTION_MAX),
-            "current_datetime": trace.get("current_datetime") or "",
-            "duration": float(trace.get("duration_ms") or 0.0) / 1000.0,
-            "input_summary": _clip(trace.get("input_summary") or "", INPUT_SUMMARY_MAX),
-            "output_summary": _clip(trace.get("output_summary") or "", OUTPUT_SUMMARY_MAX),
-            "steps": steps,
-            "errors": errors,
-            "llm_usage": {
-                "model": model,
-                "provider": "openai",
-                "prompt_tokens": _int(usage.get("input")),  # includes cached
-                "completion_tokens": _int(usage.get("output")),  # includes reasoning
-                "total_tokens": _int(usage.get("total")),
-                "api_calls_count": _int(usage.get("requests")),
-            },
-            "sections": {
-                "development": {"framework_used": "codex-cli",
-                                "files_modified": _files_modified(all_steps)},
-                "general": {"tools_used": tools_used, "tags": tags},
-            },
-            "environment": {
-                "framework": "codex-cli",
-                "sdk_version": f"spool/{_spool_version}",
-                "runtime": f"python {platform.python_version()}",
-                "custom_tags": tags_,
-            },
-        }
-
-    limit, li, lo = MAX_STEPS, max_input_preview, max_output_preview
-    body = build(limit, li, lo)
-    while len(json.dumps(body, ensure_ascii=False).encode("utf-8")) > _BODY_TARGET and limit > 2:
-        limit //= 2
-        li, lo = max(20, li // 2), max(20, lo // 2)
-        body = build(limit, li, lo)
-    return body
+    picked, left_out = _pick_steps(all_steps, MAX_STEPS)
+    steps = [_step(s, max_input_preview, max_output_preview) for s in picked]
+    errors = [dict(s["error"], step_number=s["step_number"]) for s in steps if "error" in s]
+    tags_ = dict(custom_tags)
+    if left_out:
+        tags_["steps_left_out"] = left_out
+    return {
+        "name": _clip(trace.get("name") or "Codex trace", NAME_MAX),
+        "description": _clip(trace.get("description") or "", DESCRIPTION_MAX),
+        "current_datetime": trace.get("current_datetime") or "",
+        "duration": float(trace.get("duration_ms") or 0.0) / 1000.0,
+        "input_summary": _clip(trace.get("input_summary") or "", INPUT_SUMMARY_MAX),
+        "output_summary": _clip(trace.get("output_summary") or "", OUTPUT_SUMMARY_MAX),
+        "steps": steps,
+        "errors": errors,
+        "llm_usage": {
+            "model": model,
+            "provider": "openai",
+            "prompt_tokens": _int(usage.get("input")),  # includes cached
+            "completion_tokens": _int(usage.get("output")),  # includes reasoning
+            "total_tokens": _int(usage.get("total")),
+            "api_calls_count": _int(usage.get("requests")),
+        },
+        "sections": {
+            "development": {"framework_used": "codex-cli",
+                            "files_modified": _files_modified(all_steps)},
+            "general": {"tools_used": tools_used, "tags": tags},
+        },
+        "environment": {
+            "framework": "codex-cli",
+            "sdk_version": f"spool/{_spool_version}",
+            "runtime": f"python {platform.python_version()}",
+            "custom_tags": tags_,
+        },
+    }

@@ -56,6 +56,7 @@ from email.utils import parsedate_to_datetime
 from typing import Callable, Mapping
 
 from .errors import SpoolError
+from .outbox import OutboxState
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
@@ -88,7 +89,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Decision:
-    state: str  # sent | failed | dead | held
+    state: OutboxState  # sent | failed | dead | held
     outcome: str  # sent | retry | dead | held (as recorded in delivery_attempts)
     next_attempt_at: float | None = None  # for state 'failed'
     reason: str | None = None  # for failed/dead/held: why
@@ -216,17 +217,18 @@ def decide(outcome: Outcome, *, attempts: int, first_attempt_at: float | None, n
     kind = classify(outcome)
     reason = describe(outcome)
     if kind == "sent":
-        return Decision("sent", "sent")
+        return Decision(OutboxState.SENT, "sent")
     if kind == "dead":
-        return Decision("dead", "dead", reason=reason)
+        return Decision(OutboxState.DEAD, "dead", reason=reason)
     if kind == "held":
-        return Decision("held", "held", reason=reason)
+        return Decision(OutboxState.HELD, "held", reason=reason)
     counted = attempts if http_attempts is None else http_attempts
     if (outcome.status is not None or outcome.kind == "retry") and counted >= cfg.max_attempts:
-        return Decision("dead", "dead", reason=f"gave up after {attempts} attempts: {reason}")
+        return Decision(OutboxState.DEAD, "dead",
+                        reason=f"gave up after {attempts} attempts: {reason}")
     start = now if first_attempt_at is None else first_attempt_at
     if now - start >= cfg.max_age:
-        return Decision("dead", "dead",
+        return Decision(OutboxState.DEAD, "dead",
                         reason=f"gave up after {now - start:.0f} s of retries: {reason}")
     delay = parse_retry_after(outcome.retry_after, now)
     if delay is None:
@@ -235,4 +237,4 @@ def decide(outcome: Outcome, *, attempts: int, first_attempt_at: float | None, n
         # Honoured, but never past the row's age limit: a Retry-After of a year
         # must not park a trace beyond the point where it would be given up.
         delay = min(delay, max(cfg.max_age - (now - start), 0.0))
-    return Decision("failed", "retry", next_attempt_at=now + delay, reason=reason)
+    return Decision(OutboxState.FAILED, "retry", next_attempt_at=now + delay, reason=reason)

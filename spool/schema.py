@@ -25,7 +25,7 @@ from sqlalchemy import (
 
 # Pinned: tests/test_schema.py fails when a new revision is added without
 # bumping this constant, so the code and the migrations move together.
-HEAD_REVISION = "0002_drop_ix_outbox_trace"
+HEAD_REVISION = "0004_model_requests"
 
 metadata = MetaData()
 
@@ -33,7 +33,8 @@ metadata = MetaData()
 
 # Every hook invocation becomes one row, as received.  The hook fills only
 # received_at/source/cwd/payload/size/truncated; the worker's parse step
-# (spool.ingest) fills session_id/turn_id/event and sets status.
+# (spool.ingest) fills session_id/turn_id/event and the payload_* facts the
+# index needs (so it never parses a payload), and sets status.
 raw_events = Table(
     "raw_events",
     metadata,
@@ -50,6 +51,13 @@ raw_events = Table(
     Column("session_id", Text),
     Column("turn_id", Text),
     Column("event", Text),
+    # The payload's session facts (non-empty strings, else NULL; SessionStart's
+    # source only), read once by ingest for the index (spool.aggregate.index).
+    Column("payload_cwd", Text),
+    Column("payload_transcript_path", Text),
+    Column("payload_model", Text),
+    Column("payload_permission_mode", Text),
+    Column("payload_source", Text),
     # Aggregation bookkeeping: which traces consumed this event is derived from
     # watermarks (turns.traced_through_id, sessions.summarised_through_id; see
     # spool.aggregate.EVENT_TRACES), so tracing never rewrites an event's row.
@@ -207,6 +215,59 @@ Index("ix_attempts_started", delivery_attempts.c.started_at)
 # flat however many successful attempts accumulate.
 Index("ix_attempts_failed", delivery_attempts.c.started_at,
       sqlite_where=text("outcome != 'sent'"))
+
+# --- usage and cost (owner: spool/usage.py) ----------------------------------
+
+# One row per model request, as traced (from the trace bodies' model_request
+# steps), priced at its time.  Keyed by (session_id, turn_id, seq): a turn's
+# revision or its session summary re-records the same requests, never adds
+# them twice.  seq 0 is a turn whose usage came from the rollout only.
+model_requests = Table(
+    "model_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("session_id", Text, nullable=False),
+    Column("turn_id", Text, nullable=False),
+    Column("seq", Integer, nullable=False),  # 1.. within the turn; 0: the turn's total
+    Column("trace_id", Text),  # the trace that last recorded it
+    Column("at", Float, nullable=False),  # when the request started (epoch)
+    Column("model", Text),
+    Column("input", Integer, nullable=False, server_default=text("0")),  # incl. cached
+    Column("cached", Integer, nullable=False, server_default=text("0")),
+    Column("cache_write", Integer, nullable=False, server_default=text("0")),
+    Column("output", Integer, nullable=False, server_default=text("0")),  # incl. reasoning
+    Column("reasoning", Integer, nullable=False, server_default=text("0")),
+    Column("total", Integer, nullable=False, server_default=text("0")),
+    Column("cost_usd", Float),  # NULL: no price for the model
+    Column("project", Text),
+    UniqueConstraint("session_id", "turn_id", "seq", name="uq_model_requests_key"),
+    sqlite_autoincrement=True,
+)
+Index("ix_model_requests_at", model_requests.c.at)
+
+# The same requests summed per UTC hour, session, model and project, kept in
+# step with model_requests by spool/usage.py: `spool usage` reads this, so its
+# time grows with the hours/sessions it reports, not with the requests stored.
+usage_hours = Table(
+    "usage_hours",
+    metadata,
+    Column("hour", Integer, nullable=False),  # floor(at / 3600)
+    Column("session_id", Text, nullable=False),
+    Column("model", Text, nullable=False),  # '' when unknown
+    Column("project", Text, nullable=False),  # '' when unknown
+    Column("requests", Integer, nullable=False, server_default=text("0")),
+    Column("input", Integer, nullable=False, server_default=text("0")),
+    Column("cached", Integer, nullable=False, server_default=text("0")),
+    Column("cache_write", Integer, nullable=False, server_default=text("0")),
+    Column("output", Integer, nullable=False, server_default=text("0")),
+    Column("reasoning", Integer, nullable=False, server_default=text("0")),
+    Column("total", Integer, nullable=False, server_default=text("0")),
+    Column("cost_usd", Float, nullable=False, server_default=text("0")),  # priced ones
+    Column("unpriced", Integer, nullable=False, server_default=text("0")),
+    UniqueConstraint("hour", "session_id", "model", "project", name="uq_usage_hours_key"),
+)
+Index("ix_usage_hours_session", usage_hours.c.session_id)
+
 
 # --- state -------------------------------------------------------------------
 

@@ -115,6 +115,16 @@ def _error_text(err: Any) -> str:
     return str(err)
 
 
+_NO_COST = object()  # a step without a cost_usd key (not a model request, or an old body)
+
+
+def fmt_usd(v: Any) -> str:
+    """A cost in USD; None (no price known) reads "no price"."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "no price"
+    return f"${v:,.2f}" if v >= 1 else f"${v:.4f}"
+
+
 def step_rows(body: Mapping[str, Any]) -> list[dict]:
     """One dict per step: n, offset_ms (from trace start), kind, label, output,
     duration_ms, tokens (dict), error (str)."""
@@ -126,7 +136,8 @@ def step_rows(body: Mapping[str, Any]) -> list[dict]:
     for i, step in enumerate(steps, 1):
         if not isinstance(step, Mapping):
             rows.append({"n": i, "offset_ms": None, "kind": "", "label": _short(step, 80),
-                         "output": "", "duration_ms": None, "tokens": {}, "error": ""})
+                         "output": "", "duration_ms": None, "tokens": {}, "cost": _NO_COST,
+                         "error": ""})
             continue
         start = to_epoch(_first(step, _START))
         end = to_epoch(_first(step, _END))
@@ -143,6 +154,7 @@ def step_rows(body: Mapping[str, Any]) -> list[dict]:
             "output": _short(_first(step, _STEP_OUTPUT), 80),
             "duration_ms": dur,
             "tokens": tokens_of(step),
+            "cost": step.get("cost_usd", _NO_COST),
             "error": _error_text(step.get("error") or step.get("errors")),
             "exit_code": step.get("exit_code") if isinstance(step.get("exit_code"), int) else None,
         })
@@ -187,7 +199,11 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
         facts.append(f"model {s['model']}")
     if s["tokens"]:
         facts.append(f"tokens {fmt_tokens(s['tokens'])}")
+    if "cost_usd" in body:
+        facts.append(f"cost {fmt_usd(body.get('cost_usd'))}")
     lines.append("  " + " · ".join(facts))
+    for flag in body.get("cost_flags") or ():
+        lines.append(f"  cost: {flag}")
     if s["cwd"] or s["branch"]:
         where = s["cwd"] or "?"
         lines.append(f"  in {where}" + (f" (branch {s['branch']})" if s["branch"] else ""))
@@ -205,6 +221,8 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
             details.append(fmt_duration(r["duration_ms"]))
         if r["tokens"]:
             details.append(fmt_tokens(r["tokens"]))
+        if r["cost"] is not _NO_COST:
+            details.append(fmt_usd(r["cost"]))
         if details:
             lines.append(f"{'':>16}{' · '.join(details)}")
         if r["output"]:

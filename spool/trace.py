@@ -1,30 +1,20 @@
-"""The neutral internal trace model, and the pure functions that build it.
+"""The neutral internal trace model.
 
 A *trace* is what one sink delivery carries: a closed turn (``kind='turn'``)
 or a session summary (``kind='session'``).  Sinks render it (spool.render);
-``traces.body`` stores ``Trace.to_dict()`` as JSON.
-
-Everything here is pure: the builders take parsed events (``Event``), facts
-already read from the rollout (``spool.rollout.RolloutState``) and session
-facts, and return a ``Trace``.  No I/O, no clock (times come from the events'
-arrival stamps), so a re-run over the same events builds the same body.
-
-Token usage: ``input`` includes ``cached`` (as OpenAI counts) and ``output``
-includes ``reasoning``.  It comes from PostModelRequest payloads; a turn with
-none (older Codex) takes the rollout's ``last_token_usage`` lines of that turn.
+``traces.body`` stores ``Trace.to_dict()`` as JSON.  The pure functions that
+build it from parsed events are in spool.trace_build.
 """
 from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
-from hashlib import sha1
-
-import orjson
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
+
+import orjson
 
 # uuid5 namespace of spool trace ids (a fixed random UUID: never change it).
 TRACE_NAMESPACE = uuid.UUID("6f1d2a52-9a4e-4d59-8a53-0c3a3b7f1e27")
@@ -41,30 +31,17 @@ _USAGE_MAP = (("input_tokens", "input"), ("cached_input_tokens", "cached"),
               ("reasoning_output_tokens", "reasoning"), ("total_tokens", "total"))
 
 
-_NAMESPACE_BYTES = TRACE_NAMESPACE.bytes
-
-
 def trace_id(session_id: str, turn_id: str | None, kind: str, revision: int = 0) -> str:
-    """Deterministic trace id: a re-run over the same events gives the same id.
-
-    ``str(uuid.uuid5(TRACE_NAMESPACE, key))``, computed without the UUID object.
-    """
+    """Deterministic trace id: a re-run over the same events gives the same id."""
     key = f"{session_id}\x1f{turn_id or ''}\x1f{kind}"
     if revision:
         key += f"\x1f{revision}"
-    h = bytearray(sha1(_NAMESPACE_BYTES + key.encode("utf-8")).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50  # version 5
-    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    return str(uuid.uuid5(TRACE_NAMESPACE, key))
 
 
 def iso(ts: float | None) -> str:
     if ts is None:
         return ""
-    whole = int(ts)
-    if 0 <= whole and ts - whole < 0.9999995:  # datetime would not round up a second
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(whole))
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -86,11 +63,11 @@ def clip(text: Any, limit: int) -> str:
     return text[: limit - 3] + "..."
 
 
-_WS = re.compile(r"\s+")
+WS = re.compile(r"\s+")
 
 
 def short_name(prompt: str, chars: int = NAME_CHARS) -> str:
-    flat = _WS.sub(" ", prompt).strip()
+    flat = WS.sub(" ", prompt).strip()
     return flat if len(flat) <= chars else flat[:chars].rstrip() + "..."
 
 
@@ -100,8 +77,6 @@ def empty_usage() -> dict[str, int]:
 
 def _count(v: Any) -> int:
     """A token count: numbers (not booleans) as int, anything else 0."""
-    if v.__class__ is int:
-        return v
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return int(v)
     return 0
@@ -109,24 +84,14 @@ def _count(v: Any) -> int:
 
 def usage_from_tokens(tokens: Mapping[str, Any]) -> dict[str, int]:
     """Our usage dict from a Codex token usage object (requests = 1)."""
-    g = tokens.get
-    # Keys in USAGE_KEYS order; plain ints (what Codex sends) skip _count.
-    return {
-        "input": v if (v := g("input_tokens")).__class__ is int else _count(v),
-        "cached": v if (v := g("cached_input_tokens")).__class__ is int else _count(v),
-        "cache_write": v if (v := g("cache_write_input_tokens")).__class__ is int else _count(v),
-        "output": v if (v := g("output_tokens")).__class__ is int else _count(v),
-        "reasoning": v if (v := g("reasoning_output_tokens")).__class__ is int else _count(v),
-        "total": v if (v := g("total_tokens")).__class__ is int else _count(v),
-        "requests": 1,
-    }
+    usage = {ours: _count(tokens.get(theirs)) for theirs, ours in _USAGE_MAP}
+    usage["requests"] = 1
+    return usage
 
 
 def add_usage(into: dict[str, int], other: Mapping[str, int]) -> dict[str, int]:
-    get = other.get
     for k in USAGE_KEYS:
-        v = get(k, 0)
-        into[k] += v if v.__class__ is int else int(v or 0)
+        into[k] += int(other.get(k, 0) or 0)
     return into
 
 
@@ -238,48 +203,36 @@ class Step:
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"number": self.number, "action": self.action,
                              "description": self.description}
-        v = self.turn_id
-        if v is not None:
-            d["turn_id"] = v
-        started, ended = self.started_at, self.ended_at
-        if started is not None:
-            d["started_at"] = started
-            if ended is not None:
-                d["ended_at"] = ended
-                x = ended - started
-                d["duration_ms"] = round((x if x > 0.0 else 0.0) * 1000.0, 3)  # max(0.0, x)
-        elif ended is not None:
-            d["ended_at"] = ended
-        v = self.input_preview
-        if v is not None:
-            d["input_preview"] = v
-        v = self.output_preview
-        if v is not None:
-            d["output_preview"] = v
-        v = self.tool_name
-        if v is not None:
-            d["tool_name"] = v
+        if self.turn_id is not None:
+            d["turn_id"] = self.turn_id
+        if self.started_at is not None:
+            d["started_at"] = self.started_at
+        if self.ended_at is not None:
+            d["ended_at"] = self.ended_at
+        duration = self.duration_ms
+        if duration is not None:
+            d["duration_ms"] = duration
+        if self.input_preview is not None:
+            d["input_preview"] = self.input_preview
+        if self.output_preview is not None:
+            d["output_preview"] = self.output_preview
+        if self.tool_name is not None:  # a tool step always says these, None or not
+            d["tool_name"] = self.tool_name
             d["tool_use_id"] = self.tool_use_id
             d["command"] = self.command
             d["exit_code"] = self.exit_code
-            v = self.exec_duration_ms
-            if v is not None:
-                d["exec_duration_ms"] = v
-        v = self.status
-        if v is not None:
-            d["status"] = v
-        v = self.model
-        if v is not None:
-            d["model"] = v
-        v = self.usage
-        if v is not None:
-            d["usage"] = v
-        v = self.agent_id
-        if v is not None:
-            d["agent_id"] = v
-        v = self.error
-        if v is not None:
-            d["error"] = v.to_dict()
+            if self.exec_duration_ms is not None:
+                d["exec_duration_ms"] = self.exec_duration_ms
+        if self.status is not None:
+            d["status"] = self.status
+        if self.model is not None:
+            d["model"] = self.model
+        if self.usage is not None:
+            d["usage"] = self.usage
+        if self.agent_id is not None:
+            d["agent_id"] = self.agent_id
+        if self.error is not None:
+            d["error"] = self.error.to_dict()
         return d
 
 
@@ -377,383 +330,3 @@ class Trace:
         return d
 
 
-# --- building ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class TurnPart:
-    """The steps and facts of one turn's events (shared by turn and session traces)."""
-
-    turn_id: str | None
-    events: list[Event]
-    steps: list[Step]
-    prompts: list[str]
-    last_message: str | None
-    has_stop: bool
-    usage: dict[str, int]
-    usage_source: str
-    model: str | None
-    permission_mode: str | None
-    cwd: str | None
-    notes: list[str]
-
-    # The first event's arrival, the latest arrival, how many came late.
-    started_at: float | None = None
-    ended_at: float | None = None
-    late_count: int = 0
-
-
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) and v else None
-
-
-def _command_of(tool_input: Any) -> str | None:
-    if tool_input.__class__ is dict or isinstance(tool_input, Mapping):
-        for k in ("command", "cmd"):
-            c = tool_input.get(k)
-            if isinstance(c, str):
-                return c
-            if isinstance(c, list) and all(isinstance(x, str) for x in c):
-                return " ".join(c)
-        if not tool_input:
-            return None
-    if tool_input is None:
-        return None
-    return clip(tool_input, 10_000)
-
-
-def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
-               rollout: RolloutFacts | None = None) -> TurnPart:
-    """Steps, usage and summary facts of one turn's events (sorted by id)."""
-    rollout = rollout or RolloutFacts()
-    li, lo = limits.max_input_preview, limits.max_output_preview
-    steps: list[Step] = []
-    prompts: list[str] = []
-    notes: list[str] = []
-    last_message = None
-    has_stop = False
-    hook_usage = empty_usage()
-    hook_usage_seen = False
-    pending_models: list[Step] = []
-    pending_tools: dict[str, Step] = {}
-    pending_compact: list[Step] = []
-    seen_tool_posts: set[str] = set()
-
-    # Steps are made positionally (action, description, turn_id, number,
-    # started_at, ended_at) and completed by attribute: this loop is the hot
-    # path of every aggregation pass.
-    started_at = events[0].received_at if events else None
-    ended_at = started_at
-    late_count = 0
-    for ev in events:
-        p = ev.payload
-        name = ev.event
-        t = ev.received_at
-        if t > ended_at:
-            ended_at = t
-        if ev.late:
-            late_count += 1
-        get = p.get
-        if name == "PostModelRequest":
-            if pending_models:
-                s = pending_models.pop(0)
-            else:
-                s = Step("model_request", "Model request", ev.turn_id, 0, t)
-                s.model = _str(get("model"))
-                steps.append(s)
-            s.ended_at = t
-            status = _str(get("status"))
-            s.status = status
-            tu = get("token_usage")
-            if tu.__class__ is dict or isinstance(tu, Mapping):
-                u = usage_from_tokens(tu)
-                s.usage = u
-                add_usage(hook_usage, u)
-                hook_usage_seen = True
-            err = get("error")
-            if err or (status and status != "completed"):
-                s.error = StepError("ModelError", clip(
-                    f"model request {status or 'failed'}: {clip(err, 500) if err else ''}".strip(": "),
-                    1000))
-        elif name == "PreModelRequest":
-            s = Step("model_request", "Model request", ev.turn_id, 0, t)
-            s.model = _str(get("model"))
-            steps.append(s)
-            pending_models.append(s)
-        elif name == "PreToolUse" or name == "PostToolUse" or name == "PermissionRequest":
-            tool_use_id = _str(get("tool_use_id"))
-            tool_name = _str(get("tool_name")) or "tool"
-            command = _command_of(get("tool_input"))
-            if name == "PreToolUse":
-                if tool_use_id and tool_use_id in pending_tools:
-                    continue  # a duplicate Pre: keep the first
-                s = Step("tool_use", command or tool_name, ev.turn_id, 0, t)
-                s.tool_name = tool_name
-                s.tool_use_id = tool_use_id
-                s.command = command
-                if command is not None:
-                    s.input_preview = clip(command, li)
-                steps.append(s)
-                if tool_use_id:
-                    pending_tools[tool_use_id] = s
-                continue
-            if name == "PermissionRequest":
-                s = Step("permission_request", f"Permission request: {tool_name}",
-                         ev.turn_id, 0, t, t)
-                s.tool_name = tool_name
-                s.tool_use_id = tool_use_id
-                s.command = command
-                if command:
-                    s.input_preview = clip(command, li)
-                steps.append(s)
-                continue
-            # PostToolUse
-            if tool_use_id and tool_use_id in seen_tool_posts:
-                continue  # duplicate Post
-            s = pending_tools.pop(tool_use_id, None) if tool_use_id else None
-            if s is None:
-                s = Step("tool_use", command or tool_name, ev.turn_id, 0, t)
-                s.tool_name = tool_name
-                s.tool_use_id = tool_use_id
-                s.command = command
-                if command is not None:
-                    s.input_preview = clip(command, li)
-                steps.append(s)
-                notes.append(f"tool call {tool_use_id or '?'}: PostToolUse without PreToolUse")
-            if tool_use_id:
-                seen_tool_posts.add(tool_use_id)
-            s.ended_at = t
-            s.status = "completed"
-            resp = get("tool_response")
-            s.output_preview = clip(resp, lo) if resp is not None else ""
-        elif name == "UserPromptSubmit":
-            prompt = get("prompt")
-            prompt = prompt if isinstance(prompt, str) else ("" if prompt is None else clip(prompt, 10_000))
-            prompts.append(prompt)
-            s = Step("user_prompt", "User prompt", ev.turn_id, 0, t, t)
-            s.input_preview = clip(prompt, li)
-            steps.append(s)
-        elif name == "Stop":
-            has_stop = True
-            msg = get("last_assistant_message")
-            if msg is not None:
-                last_message = msg if isinstance(msg, str) else clip(msg, OUTPUT_SUMMARY_MAX)
-        elif name == "PreCompact":
-            s = Step("compaction", f"Context compaction ({_str(get('trigger')) or 'auto'})",
-                     ev.turn_id, 0, t)
-            steps.append(s)
-            pending_compact.append(s)
-        elif name == "PostCompact":
-            if pending_compact:
-                s = pending_compact.pop(0)
-            else:
-                s = Step("compaction", f"Context compaction ({_str(get('trigger')) or 'auto'})",
-                         ev.turn_id, 0, t)
-                steps.append(s)
-            s.ended_at = t
-            s.status = "completed"
-        elif name == "SubagentStart" or name == "SubagentStop":
-            agent = _str(get("agent_id"))
-            kind = _str(get("agent_type")) or "agent"
-            start = name == "SubagentStart"
-            s = Step("subagent_start" if start else "subagent_stop",
-                     f"Subagent {'started' if start else 'stopped'}: {kind}", ev.turn_id, 0, t, t)
-            s.agent_id = agent
-            if not start and get("last_assistant_message") is not None:
-                s.output_preview = clip(get("last_assistant_message"), lo)
-            steps.append(s)
-        elif name == "Interrupt":
-            s = Step("interrupt", "Turn interrupted", ev.turn_id, 0, t, t)
-            s.error = StepError("Interrupted", "the turn was interrupted")
-            steps.append(s)
-        elif name == "SessionStart":
-            src = _str(get("source")) or "startup"
-            s = Step("session_start", f"Session started ({src})", None, 0, t, t)
-            s.model = _str(get("model"))
-            steps.append(s)
-        elif name == "SessionEnd":
-            reason = _str(get("reason")) or "unknown"
-            steps.append(Step("session_end", f"Session ended ({reason})", None, 0, t, t))
-        else:
-            steps.append(Step("event", f"{name or 'unknown'} event", ev.turn_id, 0, t, t))
-
-    for s in pending_models:
-        s.status = "no_response"
-    for s in pending_tools.values():
-        s.status = "no_result"
-        notes.append(f"tool call {s.tool_use_id}: no PostToolUse received")
-    # Exit codes: the rollout's item_completed CommandExecution, by tool_use_id.
-    for s in steps:
-        if s.action != "tool_use" or not s.tool_use_id:
-            continue
-        cf = rollout.commands.get(s.tool_use_id)
-        if cf is None:
-            continue
-        s.exit_code = cf.exit_code
-        if cf.status:
-            s.status = cf.status
-        s.exec_duration_ms = cf.duration_ms
-        if s.command is None and cf.command:
-            s.command = cf.command
-            s.description = cf.command
-            s.input_preview = clip(cf.command, li)
-        failed = (cf.exit_code not in (None, 0)) or (cf.status in ("failed", "declined"))
-        if failed and s.error is None:
-            code = "unknown" if cf.exit_code is None else str(cf.exit_code)
-            what = s.command or cf.command or s.tool_name or "command"
-            s.error = StepError("ToolError", clip(
-                f"command exited with code {code} ({cf.status or 'failed'}): {what}", 1000))
-
-    real = any(e.event not in LIFECYCLE_EVENTS for e in events)
-    if hook_usage_seen:
-        usage, source = hook_usage, "hooks"
-        usage["requests"] = max(usage["requests"], 0)
-    elif turn_id is not None and turn_id in rollout.turn_usage:
-        usage, source = add_usage(empty_usage(), rollout.turn_usage[turn_id]), "rollout"
-    else:
-        usage, source = empty_usage(), "none"
-        usage["requests"] = sum(1 for s in steps if s.action == "model_request")
-    # The last event that says wins (scanned from the end: usually the last one).
-    model, permission_mode, cwd = (_last_str(events, "model"),
-                                   _last_str(events, "permission_mode"), _last_str(events, "cwd"))
-    if real and turn_id is not None:
-        model = model or rollout.turn_models.get(turn_id)
-    return TurnPart(turn_id, list(events), steps, prompts, last_message, has_stop, usage, source,
-                    model, permission_mode, cwd, notes, started_at, ended_at, late_count)
-
-
-def _last_str(events: Sequence[Event], key: str) -> str | None:
-    for ev in reversed(events):
-        v = ev.payload.get(key)
-        if v and v.__class__ is str:
-            return v
-    return None
-
-
-def _environment(session: SessionFacts, model, permission_mode, cwd) -> dict:
-    return {
-        "model": model or session.model,
-        "cwd": cwd or session.cwd,
-        "permission_mode": permission_mode or session.permission_mode,
-        "session_source": session.source,
-        "codex_version": session.codex_version,
-        "git_branch": session.git_branch,
-        "git_commit": session.git_commit,
-    }
-
-
-def _number(steps: Iterable[Step]) -> list[Step]:
-    out = list(steps)
-    for i, s in enumerate(out, 1):
-        s.number = i
-    return out
-
-
-def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0,
-                     supersedes: str | None = None, end_reason: str | None = None) -> Trace:
-    """The trace of one turn.  ``end_reason`` says why an unfinished turn is traced."""
-    tid = trace_id(session.session_id, part.turn_id, "turn", revision)
-    first = part.prompts[0] if part.prompts else ""
-    notes = list(part.notes)
-    incomplete = not part.has_stop
-    if incomplete:
-        notes.insert(0, f"incomplete turn: no Stop received ({end_reason or 'turn still open'})")
-    if not part.prompts:
-        notes.append("no UserPromptSubmit received for this turn")
-    late = part.late_count
-    if late:
-        notes.append(f"{late} event(s) arrived after the turn was first traced")
-    if revision:
-        notes.append(f"revision {revision} of this turn, superseding {supersedes}")
-    if part.usage_source == "rollout":
-        notes.append("token usage from the rollout (no PostModelRequest usage)")
-    name = short_name(first) if first.strip() else "Codex turn"
-    return Trace(
-        trace_id=tid, kind="turn", name=name,
-        description=clip(_WS.sub(" ", first).strip(), DESCRIPTION_CHARS) or name,
-        session_id=session.session_id, turn_id=part.turn_id, revision=revision,
-        supersedes=supersedes, started_at=part.started_at, ended_at=part.ended_at,
-        input_summary=clip("\n\n".join(part.prompts), INPUT_SUMMARY_MAX),
-        output_summary=clip(part.last_message or "", OUTPUT_SUMMARY_MAX),
-        steps=_number(part.steps), usage=dict(part.usage),
-        environment=_environment(session, part.model, part.permission_mode, part.cwd),
-        project=session.project, event_count=len(part.events), late_event_count=late,
-        incomplete=incomplete, usage_source=part.usage_source, notes=notes,
-    )
-
-
-def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
-                        lifecycle: Sequence[Event] = (), revision: int = 1,
-                        supersedes: str | None = None, end_reason: str = "ended",
-                        turn_trace_ids: Mapping[str, str] | None = None,
-                        rollout_total: Mapping[str, int] | None = None) -> Trace:
-    """The summary of a whole session: every turn's steps, in order, totals."""
-    tid = trace_id(session.session_id, None, "session", revision)
-    turn_trace_ids = turn_trace_ids or {}
-    ordered = sorted((p for p in parts if p.events), key=lambda p: p.events[0].id)
-    # Lifecycle steps (SessionStart/End) are placed among the turns by arrival order.
-    life_steps = build_part(None, list(lifecycle), Limits()).steps if lifecycle else []
-    life = sorted(zip([e.id for e in lifecycle], life_steps), key=lambda x: x[0])
-    steps: list[Step] = []
-    li = 0
-    for part in ordered:
-        while li < len(life) and life[li][0] < part.events[0].id:
-            steps.append(life[li][1])
-            li += 1
-        steps.extend(part.steps)
-    steps.extend(s for _, s in life[li:])
-    usage = empty_usage()
-    sources = set()
-    prompts: list[str] = []
-    turns = []
-    last_message = ""
-    late = 0
-    model = permission_mode = cwd = None
-    incomplete_turns = 0
-    for part in ordered:
-        add_usage(usage, part.usage)
-        if part.usage_source != "none":
-            sources.add(part.usage_source)
-        prompts.extend(part.prompts)
-        if part.last_message:
-            last_message = part.last_message
-        late += part.late_count
-        model = part.model or model
-        permission_mode = part.permission_mode or permission_mode
-        cwd = part.cwd or cwd
-        if not part.has_stop:
-            incomplete_turns += 1
-        turns.append({"turn_id": part.turn_id, "trace_id": turn_trace_ids.get(part.turn_id or ""),
-                      "prompt": clip(part.prompts[0], 200) if part.prompts else "",
-                      "started_at": part.started_at, "ended_at": part.ended_at,
-                      "event_count": len(part.events), "complete": part.has_stop,
-                      "usage": dict(part.usage)})
-    late += sum(1 for e in lifecycle if e.late)
-    all_times = [e.received_at for p in ordered for e in p.events] + [e.received_at for e in lifecycle]
-    first = prompts[0] if prompts else ""
-    base = short_name(first) if first.strip() else f"Codex session ({len(ordered)} turns)"
-    notes = [f"session summary of {len(ordered)} turn(s), {end_reason}"]
-    if revision > 1:
-        notes.append(f"revision {revision}, superseding {supersedes}: the session resumed "
-                     "after its previous summary")
-    if incomplete_turns:
-        notes.append(f"{incomplete_turns} turn(s) without a Stop")
-    if late:
-        notes.append(f"{late} event(s) arrived after their turn was traced")
-    if rollout_total is not None:
-        notes.append("rollout total_token_usage: " + json.dumps(dict(rollout_total), sort_keys=True))
-    source = sources.pop() if len(sources) == 1 else ("mixed" if sources else "none")
-    return Trace(
-        trace_id=tid, kind="session", name="(Summary) " + base,
-        description=clip(_WS.sub(" ", first).strip(), DESCRIPTION_CHARS) or base,
-        session_id=session.session_id, turn_id=None, revision=revision, supersedes=supersedes,
-        started_at=min(all_times) if all_times else None,
-        ended_at=max(all_times) if all_times else None,
-        input_summary=clip("\n\n".join(prompts), INPUT_SUMMARY_MAX),
-        output_summary=clip(last_message, OUTPUT_SUMMARY_MAX),
-        steps=_number(steps), usage=usage,
-        environment=_environment(session, model, permission_mode, cwd),
-        project=session.project, event_count=sum(len(p.events) for p in ordered) + len(lifecycle),
-        late_event_count=late, incomplete=incomplete_turns > 0, usage_source=source,
-        notes=notes, turns=turns,
-    )

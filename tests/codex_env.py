@@ -12,7 +12,7 @@
   loopback.  The fake server runs in the same namespace: this module is also
   the runner script executed there (``python tests/codex_env.py SPEC OUT``).
 * ``run_session(..., receiver_port=N, wait_worker=S)``: also serves a loopback
-  Infinium-compatible receiver (spool.receiver.Receiver, secret from
+  Infinium-compatible receiver (spool.demo.receiver.Receiver, secret from
   INFINIUM_AGENT_SECRET in the environment) on port N inside the namespace, so
   the spool worker the hooks autostart there can deliver to it; after the last
   Codex run, waits (at most S seconds) until no spool worker holds the lock
@@ -168,11 +168,13 @@ def run_session(project: Path, codex_home: Path, prompts: list[str], *, script=N
                 env: dict | None = None, isolate: bool | None = None, timeout: float = 180,
                 codex_bin: Path | None = None, tmp: Path | None = None,
                 extra_args: list[str] | None = None, receiver_port: int | None = None,
-                wait_worker: float | None = None) -> SessionResult:
+                wait_worker: float | None = None, wrap: list[str] | None = None) -> SessionResult:
     """Run one Codex session (exec, then `exec resume --last` per further prompt).
 
-    ``receiver_port``: serve spool.receiver.Receiver there (in the namespace),
+    ``receiver_port``: serve spool.demo.receiver.Receiver there (in the namespace),
     its secret = INFINIUM_AGENT_SECRET of the (merged) environment.
+    ``wrap``: a command line each Codex invocation is appended to (e.g.
+    ``[spool, "run", "--"]``: the argv then goes on with the Codex binary).
     ``wait_worker``: after the runs, wait up to that many seconds for the spool
     worker to finish (lock free and spool idle); past it the worker is stopped
     (SIGTERM to the lock holder) and ``worker_timed_out`` is set.
@@ -187,7 +189,7 @@ def run_session(project: Path, codex_home: Path, prompts: list[str], *, script=N
     spec = {"codex": str(codex_bin), "project": str(project), "prompts": prompts,
             "script": _script_to_json(script), "isolated": bool(prefix),
             "extra_args": extra_args or [], "timeout": timeout,
-            "receiver_port": receiver_port, "wait_worker": wait_worker}
+            "receiver_port": receiver_port, "wait_worker": wait_worker, "wrap": wrap or []}
     spec_path.write_text(json.dumps(spec))
     argv = [*prefix, sys.executable, str(Path(__file__).resolve()), str(spec_path), str(out_path)]
     r = subprocess.run(argv, env=codex_env(codex_home, env), stdin=subprocess.DEVNULL,
@@ -298,13 +300,14 @@ def _runner(spec_path: str, out_path: str) -> int:
     runs = []
     rx = None
     if spec.get("receiver_port"):
-        from spool.receiver import Receiver
+        from spool.demo.receiver import Receiver
 
         rx = Receiver(secret=os.environ.get("INFINIUM_AGENT_SECRET"),
                       port=int(spec["receiver_port"])).start()
     with FakeModel(_script_from_json(spec["script"])) as fm:
         for i, prompt in enumerate(spec["prompts"]):
-            argv = exec_argv(spec["codex"], fm.base_url, prompt, i > 0, spec["extra_args"])
+            argv = [*spec.get("wrap", []),
+                    *exec_argv(spec["codex"], fm.base_url, prompt, i > 0, spec["extra_args"])]
             t0 = time.perf_counter()
             try:
                 r = subprocess.run(argv, cwd=spec["project"], stdin=subprocess.DEVNULL,

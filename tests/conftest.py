@@ -140,3 +140,16 @@ def pytest_sessionfinish(session, exitstatus):
         for p in leaks:
             print(f"  {p}", file=_sys.stderr)
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def phoenix(tmp_path_factory):
+    """A real Arize Phoenix on a free loopback port for the whole run (tests/phoenix_server.py),
+    installed on first use by scripts/install_phoenix.py; stopped at the end."""
+    from phoenix_server import Phoenix
+
+    server = Phoenix(tmp_path_factory.mktemp("phoenix")).start()
+    try:
+        yield server
+    finally:
+        server.stop()

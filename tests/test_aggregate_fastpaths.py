@@ -5,8 +5,8 @@ import uuid
 
 import orjson
 
-from spool.trace import (TRACE_NAMESPACE, Event, Limits, SessionFacts, build_part,
-                         build_session_trace, build_turn_trace, trace_id)
+from spool.trace import TRACE_NAMESPACE, Event, Limits, SessionFacts, trace_id
+from spool.trace_build import build_part, build_session_trace, build_turn_trace
 
 S = SessionFacts("sess", cwd="/p", project="/p", source="startup", codex_version="0.1")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spool import aggregate, db, ingest, paths
-from spool.aggregate import EVENT_TRACES
+from spool.aggregate import EVENT_TRACES, connection, index, result, session, write
 
 from conftest import codex_like_session
 from test_aggregate_props import _insert as insert_raw
@@ -38,7 +38,7 @@ def between_plan_and_apply(monkeypatch):
     """Run ``action()`` once, right after the first plan made outside the write
     lock (the plan's read transaction still open, as in a real race)."""
     calls = []
-    real = aggregate._index_plan
+    real = index.plan_batch
 
     def install(action):
         def plan(con, *args):
@@ -47,7 +47,7 @@ def between_plan_and_apply(monkeypatch):
             if len(calls) == 1 and p is not None:
                 action()
             return p
-        monkeypatch.setattr(aggregate, "_index_plan", plan)
+        monkeypatch.setattr(index, "plan_batch", plan)
         return calls
     return install
 
@@ -66,13 +66,13 @@ def test_a_turn_traced_by_another_pass_meanwhile_makes_the_event_late(
     def other_pass_traces_the_turn():  # another worker's pass: index done, it traces the turn
         other = db.make_engine(paths.db_path())
         try:
-            cfgs = aggregate._Configs(ENV)
-            work = aggregate._Work("s", cfgs.get("/nonexistent"), None, 0)
-            ckpt = aggregate._Checkpointer(other)
-            with aggregate._connect(other) as con:
-                built = aggregate.read_session(con, work)
-                done = aggregate.AggregateResult()
-                aggregate._flush(con, [built], t + 1, done, aggregate._Sizer(), ckpt)
+            cfgs = result.Configs(ENV)
+            work = session.Work("s", cfgs.get("/nonexistent"), None, 0)
+            ckpt = connection.Checkpointer(other)
+            with connection.connect(other) as con:
+                built = session.read_session(con, work)
+                done = result.AggregateResult()
+                write.flush(con, [built], t + 1, done, write.Sizer(), ckpt)
             ckpt.close()
             assert done.turn_traces == 1
         finally:
@@ -136,3 +136,52 @@ def test_a_session_first_seen_mid_turn_takes_its_facts_from_that_event(tmp_path)
         assert conn.exec_driver_sql(
             "SELECT cwd, transcript_path, model FROM sessions").one() == (
             "/nonexistent/mid", "/nonexistent/rollout.jsonl", "gpt-mid")
+
+
+def test_ingest_stores_the_session_facts_and_the_index_reads_only_those(tmp_path):
+    engine = db.open_db()
+    evs = codex_like_session("s", turns=1, cwd="/nonexistent/a")
+    evs[0].update(model="gpt-a", permission_mode="default", transcript_path="/nonexistent/r.jsonl")
+    evs[1].update(source="not-a-start", model="", permission_mode=5)  # odd values: no fact
+    _insert(engine, evs, T0)
+    with db.read(engine) as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT event, payload_cwd, payload_transcript_path, payload_model,"
+            " payload_permission_mode, payload_source FROM raw_events ORDER BY id").all()
+    assert rows[0] == ("SessionStart", "/nonexistent/a", "/nonexistent/r.jsonl", "gpt-a",
+                       "default", "startup")
+    assert rows[1] == ("UserPromptSubmit", "/nonexistent/a", None, None, None, None)
+    with db.write(engine) as conn:  # the index must not need the payloads: blank them
+        conn.exec_driver_sql("UPDATE raw_events SET payload = x'7b7d'")
+    assert aggregate.aggregate(engine, T0, env=ENV).indexed == len(evs)
+    with db.read(engine) as conn:
+        assert conn.exec_driver_sql(
+            "SELECT cwd, transcript_path, model, permission_mode, source FROM sessions").one() == (
+            "/nonexistent/a", "/nonexistent/r.jsonl", "gpt-a", "default", "startup")
+
+
+def test_retention_deleting_sessions_makes_a_plan_made_before_it_stale(
+        tmp_path, between_plan_and_apply):
+    from spool import maintenance
+
+    engine = db.open_db()
+    t = _insert(engine, codex_like_session("old", turns=1), T0)
+    aggregate.aggregate(engine, t + 1, env=ENV)
+    with db.write(engine) as conn:  # delivered long ago
+        conn.exec_driver_sql("UPDATE outbox SET state = 'sent', sent_at = ?", (t + 2,))
+    t = _insert(engine, codex_like_session("new", turns=1), t + 100_000)
+
+    def retention_runs():
+        other = db.make_engine(paths.db_path())
+        try:
+            assert maintenance.retention(other, t, 50_000)["sessions"] == 1
+        finally:
+            other.dispose()
+
+    calls = between_plan_and_apply(retention_runs)
+    res = aggregate.aggregate(engine, t + 1, env=ENV)
+    assert calls[:2] == [True, True]  # planned again under the write lock
+    assert res.indexed == 8 and res.session_traces == 1
+    state = _state(engine)
+    assert state["sessions"] == [("new", "final", 8, 0, 16), ("old", "final", 8, 0, 8)]  # a tombstone
+    assert [r[:2] for r in state["turns"]] == [("new", "new-t0")]  # the old turns deleted

@@ -10,7 +10,7 @@ from test_worker_support import wait_until, worker_pids, workers  # noqa: F401
 
 from spool import db, paths
 from spool import worker as w
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 
 AGENT = "agent-autostart"
 SECRET = CANARY_SECRET  # conftest checks no file of the run contains it

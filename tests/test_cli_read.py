@@ -325,7 +325,7 @@ def test_cleanup_deletes_old_delivered_traces_never_undelivered(runner, engine):
 
 
 def test_spool_test_sends_a_connection_test_to_a_real_receiver(runner, tmp_path, monkeypatch):
-    receiver = pytest.importorskip("spool.receiver")
+    receiver = pytest.importorskip("spool.demo.receiver")
     monkeypatch.chdir(tmp_path)
     with receiver.Receiver(secret="s3cret-value") as rx:
         monkeypatch.setenv("INFINIUM_AGENT_ID", "11111111-2222-3333-4444-555555555555")

@@ -31,7 +31,7 @@ import pytest
 from conftest import CANARY_SECRET, codex_like_session, hook_cmd
 from spool import db, hook
 from spool.aggregate import EVENT_TRACES
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 from test_aggregate_props import check_invariants
 from test_deliver_support import AGENT
 from test_worker_support import wait_until, worker_pids, workers  # noqa: F401

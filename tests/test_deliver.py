@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from spool import credentials, db
-from spool.deliver import Dispatcher, deliver, release_held, requeue
-from spool.receiver import Receiver
+from spool.deliver import Dispatcher, deliver
+from spool.outbox import release_held, requeue
+from spool.demo.receiver import Receiver
 from spool.retry import RetryConfig
 from spool.sinks.base import Sink
 from spool.sinks.infinium import InfiniumSink
@@ -226,11 +227,11 @@ def test_paused_sink_holds_rows(engine, rx, project):
 
 def test_file_sink_and_unknown_sink(engine, spool_home):
     add_trace(engine, "f1", sink="file")
-    add_trace(engine, "o1", sink="otlp")
+    add_trace(engine, "o1", sink="nosuch")
     r = deliver(engine, 1000.0)
     assert (r.sent, r.held) == (1, 1)
     assert (spool_home / "traces" / "f1.json").exists()
-    assert "no sink named 'otlp'" in outbox(engine, "o1", "otlp")["held_reason"]
+    assert "no sink named 'nosuch'" in outbox(engine, "o1", "nosuch")["held_reason"]
 
 
 def test_expired_lease_is_reclaimed_and_the_late_ack_refused(engine, rx, project):
@@ -359,7 +360,7 @@ def test_claim_uses_the_partial_index(engine):
 
 
 def test_release_leases_of_a_stopping_worker(engine, rx, project):
-    from spool.deliver import release_leases
+    from spool.outbox import release_leases
 
     add_many(engine, ["t1", "t2"], project=project)
     with db.write(engine) as conn:
@@ -392,3 +393,11 @@ def test_a_paused_project_sends_nothing_until_resumed(engine, rx, project, tmp_p
     r = deliver(engine, 3000.0, rand=ONE)
     assert (r.claimed, r.sent) == (1, 1)
     assert keys(rx, "paused-1") == 1
+
+
+def test_outbox_states_are_the_schema_states():
+    from spool.outbox import OutboxState
+    from spool.schema import OUTBOX_STATES
+
+    assert tuple(s.value for s in OutboxState) == OUTBOX_STATES
+    assert OutboxState.SENT == "sent" and str(OutboxState.IN_FLIGHT) == "in_flight"

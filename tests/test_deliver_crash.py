@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from spool import db, paths
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 from test_deliver_support import SECRET, add_many, make_project, states
 from test_worker_support import wait_until
 

@@ -27,7 +27,7 @@ import email.utils
 import pytest
 
 from spool.deliver import Dispatcher
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 from spool.retry import RetryConfig
 from test_deliver_support import SECRET, add_trace, attempts, make_project, outbox
 

@@ -6,7 +6,7 @@ the real trust step through ``codex app-server``; the agent secret only in the
 environment); then ``codex exec`` and ``codex exec resume --last`` (stdin
 /dev/null) against the scripted fake model (tests/fake_model.py).  The hooks
 autostart spool's worker, exactly as users get it, which delivers to a loopback
-Infinium-compatible receiver (spool.receiver.Receiver).  Everything - fake
+Infinium-compatible receiver (spool.demo.receiver.Receiver).  Everything - fake
 model, Codex, hooks, worker, receiver - runs inside ``unshare -n`` (loopback
 only) when the machine allows it (tests/codex_env.py).
 

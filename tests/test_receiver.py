@@ -1,4 +1,4 @@
-"""The embedded Infinium-compatible receiver (spool/receiver.py), over real loopback HTTP."""
+"""The embedded Infinium-compatible receiver (spool/demo/receiver.py), over real loopback HTTP."""
 from __future__ import annotations
 
 import socket
@@ -6,7 +6,7 @@ import socket
 import httpx
 import pytest
 
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 
 
 def post(rx, key="k1", *, agent="A", secret="x" * 8, timeout=5.0):
@@ -72,7 +72,7 @@ def test_module_entry_point_serves_until_stdin_closes():
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "spool.receiver"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "spool.demo.receiver"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()

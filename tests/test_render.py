@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 
-from spool.render import BODY_LIMIT, to_infinium
-from spool.trace import (CommandFacts, Event, Limits, RolloutFacts, SessionFacts, build_part,
-                         build_session_trace, build_turn_trace)
+from spool.render import to_infinium
+from spool.sinks.size import MAX_BODY, shrink
+from spool.trace import CommandFacts, Event, Limits, RolloutFacts, SessionFacts
+from spool.trace_build import build_part, build_session_trace, build_turn_trace
 
 S = SessionFacts("sess", cwd="/proj", project="/proj", source="startup", model="gpt-x",
                  permission_mode="default", codex_version="0.169.0", git_branch="main")
@@ -65,10 +66,11 @@ def test_preview_limits_and_files_modified():
 
 def test_session_body_and_size_limit():
     big = _turn(n_tools=3000, response="y" * 5000)
-    body = to_infinium(build_session_trace(S, [big]).to_dict(), max_output_preview=5000)
+    body, note = shrink(to_infinium(build_session_trace(S, [big]).to_dict(),
+                                    max_output_preview=5000))
     assert body["name"].startswith("(Summary) ")
     assert body["environment"]["custom_tags"]["trace_type"] == "session"
-    assert len(json.dumps(body).encode()) < BODY_LIMIT
+    assert len(json.dumps(body).encode()) < MAX_BODY
     assert body["environment"]["custom_tags"]["steps_left_out"] > 0
     assert body["steps"][0]["action"] == "user_prompt"  # the start is kept
 

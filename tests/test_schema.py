@@ -175,3 +175,48 @@ def test_processes_upgrading_one_database_at_once_take_turns(tmp_path):
         errs = [p.communicate(timeout=120)[1] for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, errs
         assert _diff(path) == []
+
+
+def test_a_round_one_database_gets_the_facts_of_its_events_not_indexed_yet(tmp_path):
+    """Round 1 parsed only the ids; the upgrade fills the facts ingest now stores
+    (the same values ingest.classify gives) for the rows the index has not read."""
+    import json
+
+    from spool import ingest
+
+    path = tmp_path / "round1.db"
+    db.upgrade(path, "0002_drop_ix_outbox_trace")
+    base = {"session_id": "s", "cwd": "/p", "model": "m", "transcript_path": "/r.jsonl",
+            "permission_mode": "default"}
+    payloads = [
+        (json.dumps({**base, "hook_event_name": "SessionStart", "source": "startup"}), 0),  # indexed
+        (json.dumps({**base, "hook_event_name": "SessionStart", "source": "resume"}), 0),
+        (json.dumps({**base, "hook_event_name": "UserPromptSubmit", "source": "x", "cwd": "",
+                     "model": 5, "permission_mode": None}), 0),
+        (json.dumps({"session_id": "s", "hook_event_name": "Stop", "cwd": "/q"}), 0),
+        ('{"session_id": "s", "hook_event_name": "Stop", "cwd": "/nan", "x": NaN}', 0),
+        (json.dumps({"hook_event_name": "Stop", **base})[:70], 1),  # truncated by the hook
+    ]
+    conn = sqlite3.connect(path)
+    for text, truncated in payloads:
+        conn.execute("INSERT INTO raw_events (received_at, source, payload, size, truncated,"
+                     " status, session_id, event) VALUES (1.0, 'hook', ?, ?, ?, 'ok', 's', 'x')",
+                     (text.encode(), len(text), truncated))
+    conn.execute("INSERT INTO cursors (name, value) VALUES ('aggregate', 1)")
+    conn.commit()
+    conn.close()
+    db.upgrade(path)
+    assert _diff(path) == []
+    columns = [c for c, _k in ingest.FACT_COLUMNS]
+    conn = sqlite3.connect(path)
+    got = conn.execute(f"SELECT {', '.join(columns)} FROM raw_events ORDER BY id").fetchall()
+    conn.close()
+    expected = [(None,) * len(columns)]  # at or below the cursor: never read again
+    for text, truncated in payloads[1:]:
+        fields, _reason = ingest.classify(text.encode(), bool(truncated))
+        expected.append(tuple(fields.get(c) for c in columns))
+    assert got == expected
+    assert expected[1] == ("/p", "/r.jsonl", "m", "default", "resume")
+    assert expected[2] == (None, "/r.jsonl", None, None, None)
+    assert expected[3] == ("/q", None, None, None, None)
+    assert expected[4] == expected[5] == (None,) * len(columns)

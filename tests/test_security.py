@@ -21,7 +21,7 @@ import pytest
 from conftest import CANARY_SECRET, canary_leaks, fixture_payloads, hook_cmd, with_cwd
 from spool import config, credentials, db
 from spool.errors import SpoolError
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 from test_deliver_support import AGENT, MemoryKeyring, add_trace, outbox
 from test_worker_support import wait_until, worker_pids, workers  # noqa: F401
 
@@ -285,7 +285,7 @@ def test_in_process_sink_holds_rows_for_an_unapproved_url(spool_home, tmp_path, 
             assert row["state"] == "held" and row["attempts"] == 0
             assert "not approved" in row["held_reason"] and evil.requests == []
             monkeypatch.setenv("INFINIUM_BASE_URL", good.url)  # the user's own choice
-            from spool.deliver import release_held
+            from spool.outbox import release_held
 
             assert release_held(engine, 1001.0) == 1
             assert deliver(engine, 1002.0).sent == 1

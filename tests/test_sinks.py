@@ -10,11 +10,12 @@ import httpx
 import pytest
 
 from spool import __version__, config
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 from spool.retry import classify
 from spool.sinks.base import TraceRow
 from spool.sinks.file import FileSink
-from spool.sinks.infinium import MAX_BODY, InfiniumSink, check_url, shrink
+from spool.sinks.infinium import InfiniumSink, check_url, mark_shrunk
+from spool.sinks.size import MAX_BODY, shrink
 from test_deliver_support import AGENT, SECRET, body_for, make_project
 
 ENV = {"INFINIUM_AGENT_SECRET": SECRET}
@@ -136,7 +137,7 @@ def test_shrink_keeps_under_the_limit_and_says_so():
             "steps": [{"step_number": i, "action": "tool_use", "description": "run",
                        "input_preview": big, "output_preview": big} for i in range(40)],
             "environment": {"framework": "codex-cli", "custom_tags": {"trace_type": "turn"}}}
-    out, note = shrink(body)
+    out, note = shrink(body, mark=mark_shrunk)
     size = len(json.dumps(out, ensure_ascii=False).encode())
     assert size <= MAX_BODY < len(json.dumps(body).encode())
     assert note and out["environment"]["custom_tags"]["spool_shrunk"] == note
@@ -213,3 +214,26 @@ def test_secrets_in_a_trace_are_redacted_before_sending_unless_turned_off(rx, tm
     finally:
         sink.close()
     assert token.encode() in rx.requests[-1].body
+
+
+# --- the registry and the one size policy ---------------------------------------
+
+def test_registry_builds_one_instance_of_each_sink_under_its_name():
+    from spool.sinks import SINKS, default_sinks
+
+    sinks = default_sinks(ENV)
+    try:
+        assert set(sinks) == set(SINKS) >= {"infinium", "file"}
+        assert all(type(s) is SINKS[name] and s.name == name for name, s in sinks.items())
+    finally:
+        for s in sinks.values():
+            s.close()
+
+
+def test_shrink_serves_any_sink_body_shape():
+    # another sink's body: its own step list and preview field, no Infinium marks
+    body = {"spans": [{"id": i, "attributes": "a" * 5000} for i in range(400)]}
+    out, note = shrink(body, 100_000, steps_key="spans", preview_keys=("attributes",))
+    assert len(json.dumps(out, ensure_ascii=False).encode()) <= 100_000 < len(json.dumps(body))
+    assert "step previews trimmed" in note and "environment" not in out
+    assert [s["id"] for s in out["spans"]] == list(range(400))  # trimming sufficed

@@ -1,8 +1,9 @@
 """The pure trace builders."""
 from __future__ import annotations
 
-from spool.trace import (CommandFacts, Event, Limits, RolloutFacts, SessionFacts, build_part,
-                         build_session_trace, build_turn_trace, clip, short_name, trace_id)
+from spool.trace import (CommandFacts, Event, Limits, RolloutFacts, SessionFacts, clip, short_name,
+                         trace_id)
+from spool.trace_build import build_part, build_session_trace, build_turn_trace
 
 S = SessionFacts("sess", cwd="/p", project="/p", source="startup", codex_version="0.1")
 

@@ -126,14 +126,19 @@ def resolve_ids(conn, ids: List[str]) -> list[str]:
 
 
 def sink_target(s, row) -> str:
-    """Where ``s`` sends ``row``: the URL, the directory, or the sink's name."""
-    if hasattr(s, "config_for"):  # Infinium
+    """Where ``s`` sends ``row``: the URL (Infinium, OTLP), the directory (file, ATIF),
+    or the sink's name."""
+    if hasattr(s, "config_for"):
         cfg = s.config_for(row)
-        base = cfg.base_url.rstrip("/")
-        return f"{base}/agents/{cfg.agent_id or '<agent id>'}/trace"
+        if getattr(cfg, "endpoint", None):  # OTLP
+            return str(cfg.endpoint)
+        if getattr(cfg, "base_url", None):  # Infinium
+            return f"{cfg.base_url.rstrip('/')}/agents/{cfg.agent_id or '<agent id>'}/trace"
     if hasattr(s, "directory_for"):  # file
         return str(s.directory_for(row))
-    return str(getattr(s, "endpoint", None) or getattr(s, "url", None) or s.name)
+    if callable(getattr(s, "directory", None)):  # ATIF
+        return str(s.directory())
+    return str(s.name)
 
 
 def configured_sinks(project: Path) -> tuple[list[str], dict]:

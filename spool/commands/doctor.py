@@ -176,6 +176,16 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
     except SpoolError as exc:
         add(Check("credentials", "fail", exc.reason, exc.instruction))
 
+    try:  # the OTLP sink's endpoint (and, --online, an empty export request)
+        cfg = config.load(project)
+        if "otlp" in cfg.effective_sinks():
+            from ..sinks import otlp as otlp_sink
+
+            for status, detail, fix in otlp_sink.doctor(cfg, os.environ, online):
+                add(Check("otlp", status, detail, fix))
+    except SpoolError as exc:
+        add(Check("otlp", "fail", exc.reason, exc.instruction))
+
     if online:
         add(_online_check(project))
     return checks

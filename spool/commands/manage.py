@@ -29,14 +29,14 @@ def _now() -> float:
 
 def _requeue(engine, now: float, ids: list[str] | None) -> list[dict]:
     """Make the retry candidates (all, or of these traces) due now; the rows as they were."""
-    from .. import db, deliver, queries
+    from .. import db, outbox, queries
 
     with db.read(engine) as conn:
         wanted = queries.retry_candidates(conn, ids)
     if not wanted:
         return []
     # Rows held by a project pause are not retry candidates: name only ours.
-    deliver.requeue(engine, now, trace_ids=sorted({r["trace_id"] for r in wanted}))
+    outbox.requeue(engine, now, trace_ids=sorted({r["trace_id"] for r in wanted}))
     with db.write(engine) as conn:
         queries.hold_paused(conn, now)
     return wanted
@@ -340,14 +340,14 @@ def update_credentials(
     elif base_url:
         config.write_file(project, {**cfg_data, "agent_id": agent})
         typer.echo(f"Set base_url in {config.config_path(project)}.")
-    from .. import deliver
+    from .. import outbox
 
     engine = db.open_db()
     try:
         if base_url:
             credentials.approve_base_url(engine, project, base)
             typer.echo(f"Approved {base} for the agent secret of {project}.")
-        released = deliver.release_held(engine, time.time())
+        released = outbox.release_held(engine, time.time())
     finally:
         engine.dispose()
     if released:

@@ -14,18 +14,11 @@ from .output import report
 
 def delete_traces(engine, trace_ids: list[str]) -> None:
     """Delete these traces with their outbox rows and delivery attempts."""
-    from sqlalchemy import bindparam, text
+    from .. import db, outbox
 
-    from .. import db
-
-    if not trace_ids:
-        return
-    with db.write(engine) as conn:
-        for stmt in ("DELETE FROM delivery_attempts WHERE trace_id IN :ids",
-                     "DELETE FROM outbox WHERE trace_id IN :ids",
-                     "DELETE FROM traces WHERE trace_id IN :ids"):
-            conn.execute(text(stmt).bindparams(bindparam("ids", expanding=True)),
-                         {"ids": trace_ids})
+    if trace_ids:
+        with db.write(engine) as conn:
+            outbox.delete_traces(conn, trace_ids)
 
 
 @app.command()

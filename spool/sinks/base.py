@@ -15,8 +15,11 @@ The dispatcher calls ``render`` then ``send`` for each claimed row, outside any
 database transaction.  An exception escaping either is treated as a retryable
 failure (``SpoolError``: held with its message) so a buggy sink cannot lose rows.
 
-Adding a sink (OTLP, ATIF): subclass :class:`Sink`, register it in
-:func:`default_sinks`; the dispatcher and the outbox need no change.
+Every sink gets the same :class:`TraceRow` (the neutral trace of spool/trace.py
+in ``body``) and keeps its body under 1 MiB with :func:`spool.sinks.size.shrink`.
+Adding a sink (OTLP, ATIF): subclass :class:`Sink` (its ``__init__`` takes
+``env=``), add it to ``SINKS`` in spool/sinks/__init__.py; the dispatcher and
+the outbox need no change.
 """
 from __future__ import annotations
 
@@ -65,11 +68,3 @@ class Sink:
 
     def close(self) -> None:
         """Release connections."""
-
-
-def default_sinks(env: Mapping[str, str] | None = None) -> dict[str, Sink]:
-    """One instance of every built-in sink, by name (a dispatcher's set)."""
-    from .file import FileSink
-    from .infinium import InfiniumSink
-
-    return {"infinium": InfiniumSink(env=env), "file": FileSink(env=env)}

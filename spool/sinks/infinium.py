@@ -7,8 +7,8 @@ Wire format (the existing connector's, plus an idempotency key):
   of a trace, so the receiver can drop a duplicate) and ``User-Agent:
   spool/<version> ...``;
 * the body is ``spool.render.to_infinium(trace)`` with the project's preview
-  limits.  A body over 1 MiB is shrunk (previews trimmed, then middle steps
-  dropped, then long strings cut) and says so in
+  limits.  A body over 1 MiB is shrunk (spool.sinks.size: previews trimmed,
+  then middle steps dropped, then long strings cut) and says so in
   ``environment.custom_tags.spool_shrunk`` and a description suffix; it is never
   refused.
 
@@ -51,8 +51,8 @@ from ..errors import SpoolError
 from ..redact import redact
 from ..retry import Outcome
 from .base import Sink, TraceRow
+from .size import MAX_BODY, shrink
 
-MAX_BODY = 1024 * 1024
 MAX_MESSAGE = 500
 
 
@@ -86,54 +86,9 @@ def check_url(base_url: str, allow_insecure_http: bool) -> str | None:
 
 # --- body size ----------------------------------------------------------------
 
-def _size(body: Any) -> int:
-    return len(json.dumps(body, ensure_ascii=False).encode())
-
-
-def _cut(value: Any, n: int) -> Any:
-    if isinstance(value, str):
-        return value if len(value) <= n else value[: max(n - 3, 0)] + "..."
-    if isinstance(value, list):
-        return [_cut(v, n) for v in value]
-    if isinstance(value, dict):
-        return {k: _cut(v, n) for k, v in value.items()}
-    return value
-
-
-def shrink(body: dict, limit: int = MAX_BODY) -> tuple[dict, str | None]:
-    """``body`` made to fit in ``limit`` bytes of JSON, and a note saying what was cut
-    (None when it already fit).  Pure."""
-    original = _size(body)
-    if original <= limit:
-        return body, None
-    body = json.loads(json.dumps(body))  # a private deep copy
-    done: list[str] = []
-    reserve = 600  # room for the note itself
-    steps = body.get("steps") if isinstance(body.get("steps"), list) else None
-    if steps:
-        for n in (2000, 500, 120, 20):
-            for step in steps:
-                if isinstance(step, dict):
-                    for key in ("input_preview", "output_preview", "description"):
-                        if key in step:
-                            step[key] = _cut(step[key], n)
-            if _size(body) + reserve <= limit:
-                break
-        done.append(f"step previews trimmed to {n} chars")
-    if steps and _size(body) + reserve > limit:
-        total = len(steps)
-        keep = total
-        while keep > 2 and _size(body) + reserve > limit:
-            keep //= 2
-            head, tail = steps[: (keep + 1) // 2], steps[total - keep // 2:]
-            body["steps"] = head + tail
-        done.append(f"{total - len(body['steps'])} of {total} steps dropped from the middle")
-    for n in (8000, 2000, 500, 100):
-        if _size(body) + reserve <= limit:
-            break
-        body = _cut(body, n)
-        done.append(f"strings cut to {n} chars")
-    note = f"body shrunk by spool from {original} bytes to fit 1 MiB: " + "; ".join(done)
+def mark_shrunk(body: dict, note: str) -> None:
+    """Say in the body that spool shrank it (``custom_tags.spool_shrunk``, a
+    description suffix)."""
     env = body.setdefault("environment", {})
     if isinstance(env, dict):
         tags = env.setdefault("custom_tags", {})
@@ -142,7 +97,6 @@ def shrink(body: dict, limit: int = MAX_BODY) -> tuple[dict, str | None]:
     desc = str(body.get("description", ""))
     suffix = " [shrunk by spool]"
     body["description"] = desc[: max(200 - len(suffix), 0)] + suffix
-    return body, note
 
 
 # --- responses ----------------------------------------------------------------
@@ -239,7 +193,7 @@ class InfiniumSink(Sink):
                                   max_output_preview=cfg.max_output_preview)
         if cfg.redact:  # secrets in prompts / tool output never leave the machine
             body = redact(body)
-        body, _note = shrink(dict(body), self.max_body)
+        body, _note = shrink(body, self.max_body, mark=mark_shrunk)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     def send(self, row: TraceRow, payload: bytes) -> Outcome:

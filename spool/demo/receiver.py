@@ -21,7 +21,7 @@ The standard library only (``http.server`` in a daemon thread); loopback only.
         ... POST to f"{rx.url}/agents/A/trace" ...
         rx.unique_keys()
 
-``python -m spool.receiver`` runs one in the foreground (``GET /_stats``: counts).
+``python -m spool.demo.receiver`` runs one in the foreground (``GET /_stats``: counts).
 """
 from __future__ import annotations
 
@@ -270,12 +270,12 @@ class Receiver:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m spool.receiver [--port N] [--secret S]``: print the URL, serve until
+    """``python -m spool.demo.receiver [--port N] [--secret S]``: print the URL, serve until
     stdin closes (or Ctrl-C).  ``GET /_stats`` returns the counts."""
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m spool.receiver", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m spool.demo.receiver", description=main.__doc__)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--secret", default=None)
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """`spool demo`: the whole flow, for real, on one machine, with no network.
 
 1. A temporary spool home and project (granularity ``both``), and an embedded
-   loopback receiver speaking the Infinium API (``spool.receiver``) that checks
+   loopback receiver speaking the Infinium API (``spool.demo.receiver``) that checks
    the agent key.
 2. The bundled real Codex 0.169.0 session (20 hook payloads, two turns, one
    ``echo hello`` per turn) replayed through real ``hook.py`` processes, exactly
@@ -35,7 +35,7 @@ def _session_files() -> tuple[list[Path], Path]:
 
 
 def _hook_cmd() -> list[str]:
-    return [sys.executable, "-I", "-S", str(Path(__file__).with_name("hook.py"))]
+    return [sys.executable, "-I", "-S", str(Path(__file__).parent.parent / "hook.py")]
 
 
 def _stop_worker(home: Path) -> None:
@@ -75,11 +75,11 @@ def run(echo: Callable[[str], None] = print, *, keep: bool = False, timeout: flo
         env.pop(var, None)
     env.update(SPOOL_HOME=str(home), INFINIUM_AGENT_ID="demo-agent", INFINIUM_AGENT_SECRET=secret,
                SPOOL_SESSION_END_GRACE="1", SPOOL_WORKER_IDLE_EXIT="5")
-    from . import config
+    from .. import config
 
     config.write_file(project, {"agent_id": "demo-agent", "base_url": receiver.url,
                                 "granularity": "both"})
-    from . import credentials  # as `spool init --base-url` would: approve the demo receiver
+    from .. import credentials  # as `spool init --base-url` would: approve the demo receiver
 
     credentials.approve_base_url(home, project, receiver.url)
     code = 1

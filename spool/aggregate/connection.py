@@ -1,0 +1,143 @@
+"""The aggregator's SQLite connection: pragmas, transactions, WAL checkpoints, errors.
+
+A pass works on the engine's DB-API connection directly (plain ``sqlite3``:
+it runs many small statements, and ``executemany`` batches), in short
+transactions: ``BEGIN IMMEDIATE`` only for writes, so the hooks waiting on
+the write lock are never held up for long.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import Engine
+
+# Page cache of the aggregator's connection (KiB).
+CACHE_KIB = 64 * 1024
+# At most one PASSIVE checkpoint this often (each one syncs the database file).
+CHECKPOINT_EVERY_S = 0.25
+
+
+@contextmanager
+def connect(engine: Engine) -> Iterator[sqlite3.Connection]:
+    """The engine's DB-API connection (pragmas applied, isolation_level None)."""
+    raw = engine.raw_connection()
+    con = raw.driver_connection
+    saved = None
+    try:
+        saved = (con.execute("PRAGMA cache_size").fetchone()[0],
+                 con.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        # A pass rewrites many pages in one transaction: with SQLite's default
+        # 2 MiB cache they would spill into the WAL (and be written again)
+        # before the commit.
+        con.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        # The pass checkpoints after its write transactions itself
+        # (Checkpointer): not inside the COMMIT, and the WAL stays small, so a
+        # hook's commit never has a checkpoint to run.
+        con.execute("PRAGMA wal_autocheckpoint = 0")
+        yield con
+    finally:
+        try:
+            if saved is not None:
+                if not con.in_transaction:  # what the throttled Checkpointer left over
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                con.execute(f"PRAGMA cache_size = {int(saved[0])}")
+                con.execute(f"PRAGMA wal_autocheckpoint = {int(saved[1])}")
+        except sqlite3.Error:
+            pass
+        raw.close()
+
+
+@contextmanager
+def tx(con: sqlite3.Connection, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+    """A transaction: ``BEGIN IMMEDIATE`` (takes the write lock) or a deferred
+    one (a read snapshot)."""
+    con.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+class Checkpointer:
+    """PASSIVE WAL checkpoints after the pass's write transactions, on a thread
+    with its own connection (what SQLite's automatic checkpoint would do inside
+    the COMMIT; it never waits for, nor blocks, writers).
+
+    At most every CHECKPOINT_EVERY_S; the WAL still stays small (a quarter
+    second of writes).  The thread starts on the first request, so an idle
+    pass starts none."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.max_ms = 0.0
+
+    def request(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name="spool-checkpoint",
+                                            daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stopping.set()
+            self._wake.set()
+            self._thread.join()
+
+    def _main(self) -> None:
+        try:
+            raw = self._engine.raw_connection()
+        except Exception:  # noqa: BLE001 - the pass's own final checkpoint still runs
+            return
+        try:
+            con = raw.driver_connection
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping.is_set():
+                    return
+                started = time.perf_counter()
+                try:
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass
+                self.max_ms = max(self.max_ms, (time.perf_counter() - started) * 1000)
+                # Throttle: requests meanwhile are folded into the next one.
+                if self._stopping.wait(CHECKPOINT_EVERY_S):
+                    return
+        finally:
+            raw.close()
+
+
+def log_error(con: sqlite3.Connection, now: float, message: str) -> None:
+    """One ``errors`` row (source ``aggregate``), in its own transaction."""
+    try:
+        with tx(con):
+            con.execute("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
+                        (now, "aggregate", message[:4000]))
+    except sqlite3.Error:
+        pass
+
+
+def chunks(seq: list, n: int = 500):
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def in_query(con: sqlite3.Connection, sql: str, keys: list, params: tuple = ()) -> list:
+    """``sql`` with ``{}`` replaced by a placeholder list, run over ``keys`` in
+    chunks (after the fixed ``params``); all the rows."""
+    out: list = []
+    for chunk in chunks(keys):
+        out.extend(con.execute(sql.format(",".join("?" * len(chunk))),
+                               (*params, *chunk)).fetchall())
+    return out

@@ -1,0 +1,348 @@
+"""A Codex session as one ATIF trajectory (Harbor's Agent Trajectory Interchange Format).
+
+Pure: ``render(session)`` takes what spool stored about a session (the bodies
+of its traces, schema ``spool.trace/1``: the latest revision of each turn and
+of the session summary), and optionally the rollout's conversation
+(spool.transcript) and final ``total_token_usage``, and returns an
+``ATIF-v1.8`` document as a dict.  No I/O, no clock.
+
+The mapping:
+
+* each user prompt is a ``user`` step;
+* each model request is an ``agent`` step: its usage as ``metrics``
+  (``prompt_tokens`` includes cached, reasoning tokens in ``metrics.extra``),
+  the tool calls that followed it as ``tool_calls`` (function name, arguments
+  object, call id) and their results as ``observation.results`` tied by
+  ``source_call_id``, with the exit code in the result's ``extra``; its
+  message and reasoning come from the rollout's response items when known,
+  and the turn's final answer goes on its last agent step;
+* compactions, subagent starts/stops, interrupts and permission requests are
+  ``system`` steps;
+* ``final_metrics`` totals are the rollout's final ``total_token_usage`` when
+  known, else the sum of the steps' usage.
+
+ATIF rejects unknown keys: everything spool-specific lives under ``extra``.
+Content follows spool's preview limits (the trace previews; rollout text
+clipped to the same limits) unless ``full`` is set: then prompts, messages,
+reasoning, arguments and tool outputs are complete, from the rollout.
+Secrets are redacted before any text is cut, and the whole document once more
+at the end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+from . import __version__
+from .redact import redact, redact_text
+from .trace import INPUT_SUMMARY_MAX, OUTPUT_SUMMARY_MAX, Limits, clip
+from .transcript import Response, Transcript, Turn
+
+SCHEMA_VERSION = "ATIF-v1.8"
+AGENT_NAME = "codex"
+SYSTEM_ACTIONS = ("compaction", "subagent_start", "subagent_stop", "interrupt",
+                  "permission_request", "event")
+
+
+@dataclass
+class Session:
+    """Everything ``render`` needs about one session."""
+
+    session_id: str
+    bodies: Sequence[Mapping[str, Any]]  # traces.body of the session's latest traces
+    transcript: Transcript | None = None
+    rollout_total: Mapping[str, int] | None = None  # spool usage keys (trace.USAGE_KEYS)
+    still_open: bool = False
+    full: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+
+def timestamp(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- which steps of which trace ---------------------------------------------------
+
+
+@dataclass
+class _TurnSource:
+    turn_id: str | None
+    steps: list[Mapping]
+    prompt: str | None = None  # the whole prompt (input_summary) when the turn had one
+    final: str | None = None  # the turn's last assistant message (output_summary)
+    incomplete: bool = False
+
+
+def _turns(bodies: Sequence[Mapping]) -> list[_TurnSource]:
+    """The session's turns in order, each from the trace that knows most of it.
+
+    A turn trace and the session summary both hold a turn's steps; the summary
+    may hold more (events that came after the turn was traced), a turn trace
+    holds the turn's whole prompt and final answer.
+    """
+    by_turn: dict[str | None, _TurnSource] = {}
+    for b in bodies:
+        if b.get("kind") != "session":
+            continue
+        for s in b.get("steps") or []:
+            if s.get("action") in ("session_start", "session_end"):
+                continue
+            tid = s.get("turn_id")
+            src = by_turn.setdefault(tid, _TurnSource(tid, []))
+            src.steps.append(s)
+        for t in b.get("turns") or []:
+            if t.get("turn_id") in by_turn and not t.get("complete", True):
+                by_turn[t["turn_id"]].incomplete = True
+    for b in bodies:
+        if b.get("kind") != "turn":
+            continue
+        tid = b.get("turn_id")
+        steps = list(b.get("steps") or [])
+        prompts = [s for s in steps if s.get("action") == "user_prompt"]
+        known = by_turn.get(tid)
+        src = _TurnSource(tid, steps, b.get("input_summary") if len(prompts) == 1 else None,
+                          b.get("output_summary") or None, bool(b.get("incomplete")))
+        if known is not None and len(known.steps) > len(steps):
+            known.prompt, known.final = src.prompt, src.final
+            known.incomplete = known.incomplete and src.incomplete
+            continue
+        by_turn[tid] = src
+    out = [t for t in by_turn.values() if t.steps]
+    out.sort(key=lambda t: min((s.get("started_at") or 0.0) for s in t.steps))
+    return out
+
+
+# --- text ---------------------------------------------------------------------------
+
+
+class _Text:
+    def __init__(self, full: bool, limits: Limits) -> None:
+        self.full = full
+        self.limits = limits
+
+    def cut(self, text: Any, limit: int) -> str:
+        """Redacted, then clipped to ``limit`` unless the export is full."""
+        if text is None:
+            return ""
+        s = text if isinstance(text, str) else clip(text, 10 ** 9)
+        s = redact_text(s)
+        return s if self.full else clip(s, limit)
+
+    def arguments(self, args: Any) -> dict:
+        if not isinstance(args, dict):
+            args = {"input": args} if args not in (None, "") else {}
+        out = {}
+        for k, v in args.items():
+            out[k] = self.cut(v, self.limits.max_input_preview) if isinstance(v, str) else redact(v)
+        return out
+
+
+# --- the document --------------------------------------------------------------------
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _metrics(usage: Mapping | None) -> dict | None:
+    if not usage:
+        return None
+    return {"prompt_tokens": int(usage.get("input", 0)),
+            "completion_tokens": int(usage.get("output", 0)),
+            "cached_tokens": int(usage.get("cached", 0)),
+            "extra": {"reasoning_output_tokens": int(usage.get("reasoning", 0)),
+                      "cache_write_input_tokens": int(usage.get("cache_write", 0)),
+                      "total_tokens": int(usage.get("total", 0))}}
+
+
+def _match_responses(agent_steps: list[dict], turn: Turn | None) -> list[Response | None]:
+    """The rollout response of each agent step of one turn (None: unknown)."""
+    if turn is None or not turn.responses:
+        return [None] * len(agent_steps)
+    responses = turn.responses
+    if len(responses) == len(agent_steps):
+        return list(responses)
+    out: list[Response | None] = []
+    by_call = {c.call_id: r for r in responses for c in r.calls}
+    for st in agent_steps:
+        ids = [tc["tool_call_id"] for tc in st.get("tool_calls") or []]
+        out.append(next((by_call[i] for i in ids if i in by_call), None))
+    if agent_steps and out[-1] is None and not responses[-1].calls:
+        out[-1] = responses[-1]
+    return out
+
+
+class _Builder:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.text = _Text(session.full, session.limits)
+        self.steps: list[dict] = []
+        self.notes: list[str] = []
+        self._calls: dict | None = None  # call id -> transcript.Call, built on first use
+
+    def add(self, step: dict) -> dict:
+        out = {"step_id": len(self.steps) + 1, **step}
+        self.steps.append(out)
+        return out
+
+    def turn(self, src: _TurnSource) -> None:
+        s, text = self.s, self.text
+        conv = s.transcript.turn(src.turn_id) if s.transcript else None
+        prompts = list(conv.prompts) if conv else []
+        agent_steps: list[dict] = []
+        current: dict | None = None
+        for st in src.steps:
+            action = st.get("action")
+            when = timestamp(st.get("started_at"))
+            if action == "user_prompt":
+                full_prompt = prompts.pop(0) if prompts else None
+                if full_prompt is not None:
+                    msg = text.cut(full_prompt, INPUT_SUMMARY_MAX)
+                elif src.prompt is not None:
+                    msg = text.cut(src.prompt, INPUT_SUMMARY_MAX)
+                else:
+                    msg = text.cut(st.get("input_preview"), INPUT_SUMMARY_MAX)
+                self.add(_drop_none({"timestamp": when, "source": "user", "message": msg,
+                                     "extra": {"turn_id": src.turn_id}}))
+                current = None
+            elif action == "model_request":
+                current = self.add(_drop_none({
+                    "timestamp": when, "source": "agent", "model_name": st.get("model"),
+                    "message": "", "llm_call_count": 1, "metrics": _metrics(st.get("usage")),
+                    "extra": _drop_none({"turn_id": src.turn_id, "status": st.get("status"),
+                                         "duration_ms": st.get("duration_ms"),
+                                         "error": st.get("error")})}))
+                agent_steps.append(current)
+            elif action == "tool_use":
+                if current is None:  # a tool call no model request announced
+                    current = self.add({"timestamp": when, "source": "agent", "message": "",
+                                        "llm_call_count": 0,
+                                        "extra": {"turn_id": src.turn_id,
+                                                  "note": "tool call without a model request"}})
+                    agent_steps.append(current)
+                self.tool(current, st)
+            elif action in SYSTEM_ACTIONS:
+                self.add(_drop_none({"timestamp": when, "source": "system",
+                                     "message": text.cut(st.get("description"), 1000),
+                                     "extra": _drop_none({
+                                         "turn_id": src.turn_id, "action": action,
+                                         "tool_name": st.get("tool_name"),
+                                         "agent_id": st.get("agent_id"),
+                                         "output": st.get("output_preview"),
+                                         "error": st.get("error")})}))
+        self.conversation(agent_steps, conv, src)
+        if src.incomplete:
+            self.notes.append(f"turn {src.turn_id}: incomplete (no Stop received)")
+
+    def tool(self, agent: dict, st: Mapping) -> None:
+        text, limits = self.text, self.s.limits
+        call_id = st.get("tool_use_id") or f"spool-step-{st.get('number')}"
+        cmd = text.cut(st.get("command"), limits.max_input_preview) if st.get("command") else None
+        call = self._call(call_id)
+        if call is not None:
+            name, args = call.name, text.arguments(call.arguments)
+        else:
+            name, args = st.get("tool_name") or "tool", ({"command": cmd} if cmd else {})
+        agent.setdefault("tool_calls", []).append({
+            "tool_call_id": call_id, "function_name": name, "arguments": args,
+            "extra": _drop_none({"tool_name": st.get("tool_name"), "command": cmd})})
+        full = self.s.transcript.outputs.get(call_id) if (
+            self.s.full and self.s.transcript) else None
+        content = text.cut(full, limits.max_output_preview) if full is not None else (
+            st.get("output_preview") or "")
+        agent.setdefault("observation", {"results": []})["results"].append({
+            "source_call_id": call_id, "content": content,
+            "extra": {"exit_code": st.get("exit_code"), **_drop_none({
+                "status": st.get("status"), "exec_duration_ms": st.get("exec_duration_ms"),
+                "duration_ms": st.get("duration_ms"), "error": st.get("error")})}})
+
+    def _call(self, call_id: str):
+        if self._calls is None:
+            t = self.s.transcript
+            self._calls = {} if t is None else {
+                c.call_id: c for turn in t.turns.values() for r in turn.responses for c in r.calls}
+        return self._calls.get(call_id)
+
+    def conversation(self, agent_steps: list[dict], conv: Turn | None, src: _TurnSource) -> None:
+        """Messages and reasoning on the turn's agent steps; the final answer on the last."""
+        text = self.text
+        for st, resp in zip(agent_steps, _match_responses(agent_steps, conv)):
+            if resp is None:
+                continue
+            if resp.message:
+                st["message"] = text.cut(resp.message, OUTPUT_SUMMARY_MAX)
+            if resp.reasoning_text and st.get("llm_call_count") != 0:
+                st["reasoning_content"] = text.cut(resp.reasoning_text, OUTPUT_SUMMARY_MAX)
+        if agent_steps and not agent_steps[-1]["message"] and src.final:
+            agent_steps[-1]["message"] = text.cut(src.final, OUTPUT_SUMMARY_MAX)
+
+    def final_metrics(self) -> dict:
+        total = self.s.rollout_total
+        metrics = [st["metrics"] for st in self.steps if st.get("metrics")]
+        if total:
+            prompt, completion, cached = (int(total.get("input", 0)), int(total.get("output", 0)),
+                                          int(total.get("cached", 0)))
+            extra = {"reasoning_output_tokens": int(total.get("reasoning", 0)),
+                     "total_tokens": int(total.get("total", 0)),
+                     "source": "rollout total_token_usage"}
+        else:
+            prompt = sum(m["prompt_tokens"] for m in metrics)
+            completion = sum(m["completion_tokens"] for m in metrics)
+            cached = sum(m["cached_tokens"] for m in metrics)
+            extra = {"reasoning_output_tokens": sum(m["extra"]["reasoning_output_tokens"]
+                                                    for m in metrics),
+                     "total_tokens": sum(m["extra"]["total_tokens"] for m in metrics),
+                     "source": "sum of the steps' usage"}
+        extra["model_requests"] = sum(1 for st in self.steps if st.get("llm_call_count"))
+        return {"total_prompt_tokens": prompt, "total_completion_tokens": completion,
+                "total_cached_tokens": cached, "total_steps": len(self.steps), "extra": extra}
+
+
+def render(session: Session) -> dict:
+    """The ATIF document of ``session`` (a JSON-ready dict)."""
+    b = _Builder(session)
+    turns = _turns(session.bodies)
+    for src in turns:
+        b.turn(src)
+    env: dict = {}
+    project = None
+    for body in sorted(session.bodies, key=lambda x: x.get("ended_at") or 0.0):
+        env.update({k: v for k, v in (body.get("environment") or {}).items() if v})
+        project = body.get("project") or project
+    if not b.steps:
+        b.add({"source": "system", "message": "spool has no steps of this session yet"})
+    notes = []
+    if session.still_open:
+        notes.append("session still open: this trajectory holds what spool has traced so far "
+                     f"({len(turns)} turn(s)); export again when the session has ended")
+    notes.extend(b.notes)
+    notes.append("content complete, from the rollout (--full)" if session.full else
+                 "content clipped to spool's preview limits (tool output "
+                 f"{session.limits.max_output_preview} chars); `spool export --full` for "
+                 "complete outputs")
+    if session.rollout_total is None:
+        notes.append("final_metrics summed from the steps (no rollout total_token_usage)")
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "session_id": session.session_id,
+        "agent": _drop_none({"name": AGENT_NAME, "version": env.get("codex_version") or "unknown",
+                             "model_name": env.get("model"),
+                             "extra": {"producer": f"spool {__version__}"}}),
+        "steps": b.steps,
+        "notes": "; ".join(notes),
+        "final_metrics": b.final_metrics(),
+        "extra": {"spool": _drop_none({
+            "project": project, "cwd": env.get("cwd"),
+            "permission_mode": env.get("permission_mode"),
+            "session_source": env.get("session_source"), "git_branch": env.get("git_branch"),
+            "git_commit": env.get("git_commit"), "still_open": session.still_open,
+            "content": "full" if session.full else "preview",
+            "traces": [{"trace_id": x.get("trace_id"), "kind": x.get("kind"),
+                        "turn_id": x.get("turn_id"), "revision": x.get("revision")}
+                       for x in session.bodies]})},
+    }
+    return redact(doc)

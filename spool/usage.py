@@ -1,0 +1,275 @@
+"""Token usage and cost storage: the one owner of ``model_requests`` and ``usage_hours``.
+
+Writing: ``record_traces(con, bodies)`` runs in the aggregate writer's
+transaction, with the trace bodies it writes (dicts or their JSON).  Each
+``model_request`` step with usage becomes one ``model_requests`` row keyed by
+(session_id, turn_id, seq): a turn trace, its revisions and the session summary
+that repeats its steps all land on the same rows, so a request is counted once
+whatever the granularity.  A turn whose usage came only from the rollout is one
+row with seq 0 (replaced by the real requests if a later revision has them).
+``usage_hours`` keeps the same numbers summed per UTC hour, session, model and
+project, updated by the difference each upsert makes.
+
+Counting once: spool's usage comes from the PostModelRequest hook of each real
+request, so a forked or subagent session's copied history (which Codex does not
+re-request) adds nothing to the parent; a child's own requests are its own
+session's rows.  Only the rollout fallback (old Codex, no hook usage) reads
+token lines, and the subagent work must skip copied lines there.
+
+Reading: ``report`` answers `spool usage` from ``usage_hours`` (a few rows per
+session-hour, whatever the number of requests); ``session_costs`` and
+``trace_costs`` feed `spool sessions` / `spool history`.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any, Iterable, Mapping, Sequence
+
+import orjson
+
+TOKEN_KEYS = ("input", "cached", "cache_write", "output", "reasoning", "total")
+GROUPS = ("day", "month", "session", "model")
+_COLS = ("session_id", "turn_id", "seq", "trace_id", "at", "model") + TOKEN_KEYS + (
+    "cost_usd", "project")
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def requests_of(body: Mapping[str, Any]) -> list[dict]:
+    """The model_requests rows of one trace body (pure).  Steps without usage are skipped."""
+    if body.get("kind") not in ("turn", "session"):
+        return []
+    from . import cost as cost_mod  # imported here: `spool usage` never prices
+    sid = body.get("session_id")
+    if not sid:
+        return []
+    env = body.get("environment") or {}
+    model0, tier = env.get("model"), env.get("service_tier")
+    project, tid, t0 = body.get("project"), body.get("trace_id"), body.get("started_at")
+    rows: list[dict] = []
+    seqs: dict[str, int] = {}
+    for s in body.get("steps") or ():
+        u = s.get("usage")
+        if s.get("action") != "model_request" or not isinstance(u, dict):
+            continue
+        turn = s.get("turn_id") or body.get("turn_id") or ""
+        seqs[turn] = seq = seqs.get(turn, 0) + 1
+        model = s.get("model") or model0
+        at = s.get("started_at") or s.get("ended_at") or t0 or 0.0
+        usd = s["cost_usd"] if "cost_usd" in s else cost_mod.price_request(
+            u, model, at, s.get("service_tier") or tier).usd
+        rows.append(_row(sid, turn, seq, tid, at, model, u, usd, project))
+    # Turns traced with usage from the rollout only: one row for the turn's total.
+    if body.get("kind") == "turn":
+        totals = [(body.get("turn_id") or "", body.get("usage") or {}, t0)]
+    else:
+        totals = [(t.get("turn_id") or "", t.get("usage") or {}, t.get("started_at"))
+                  for t in body.get("turns") or ()]
+    for turn, u, at in totals:
+        if turn not in seqs and (_int(u.get("total")) or _int(u.get("input"))
+                                 or _int(u.get("output"))):
+            at = at or t0 or 0.0
+            rows.append(_row(sid, turn, 0, tid, at, model0, u,
+                             cost_mod.price_request(u, model0, at, tier).usd, project))
+    return rows
+
+
+def _row(sid, turn, seq, tid, at, model, u, usd, project) -> dict:
+    r = {"session_id": sid, "turn_id": turn, "seq": seq, "trace_id": tid, "at": float(at),
+         "model": model}
+    for k in TOKEN_KEYS:
+        r[k] = _int(u.get(k))
+    r["cost_usd"] = usd
+    r["project"] = project
+    return r
+
+
+_UPSERT = (
+    f"INSERT INTO model_requests ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})"
+    " ON CONFLICT(session_id, turn_id, seq) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLS[3:]))
+_BUCKET_VALUES = ("requests",) + TOKEN_KEYS + ("cost_usd", "unpriced")
+_BUCKET = (
+    "INSERT INTO usage_hours (hour, session_id, model, project, "
+    + ", ".join(_BUCKET_VALUES) + ") VALUES (" + ", ".join("?" * (4 + len(_BUCKET_VALUES)))
+    + ") ON CONFLICT(hour, session_id, model, project) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _BUCKET_VALUES))
+
+
+def _bucket(r: Mapping[str, Any]) -> tuple:
+    return (int(r["at"] // 3600), r["session_id"], r["model"] or "", r["project"] or "")
+
+
+def _add(buckets: dict, r: Mapping[str, Any], sign: int) -> None:
+    b = buckets.setdefault(_bucket(r), [0] * len(_BUCKET_VALUES))
+    b[0] += sign
+    for i, k in enumerate(TOKEN_KEYS, 1):
+        b[i] += sign * r[k]
+    if r["cost_usd"] is None:
+        b[-1] += sign
+    else:
+        b[-2] += sign * r["cost_usd"]
+
+
+def record_traces(con, bodies: Iterable[Mapping[str, Any] | str | bytes]) -> int:
+    """Record the model requests of ``bodies`` (trace body dicts or their JSON) on the
+    DB-API connection ``con``, inside the caller's transaction.  Idempotent.
+    Returns how many request rows were inserted or changed."""
+    new: dict[tuple, dict] = {}
+    for body in bodies:
+        if isinstance(body, (str, bytes)):
+            body = orjson.loads(body)
+        for r in requests_of(body):
+            new[(r["session_id"], r["turn_id"], r["seq"])] = r
+    if not new:
+        return 0
+    turns = {(k[0], k[1]) for k in new}
+    old: dict[tuple, dict] = {}
+    for sid, turn in turns:
+        for row in con.execute(f"SELECT {', '.join(_COLS)} FROM model_requests"
+                               " WHERE session_id = ? AND turn_id = ?", (sid, turn)):
+            old[(row[0], row[1], row[2])] = dict(zip(_COLS, row))
+    real = {(k[0], k[1]) for k in (*old, *new) if k[2] > 0}
+    buckets: dict[tuple, list] = {}
+    upserts, deletes = [], []
+    for key, r in new.items():
+        sid, turn, seq = key
+        if seq == 0 and (sid, turn) in real:
+            continue  # the turn's real requests are (or will be) recorded
+        if seq > 0 and (sid, turn, 0) in old and (sid, turn, 0) not in deletes:
+            deletes.append((sid, turn, 0))
+            _add(buckets, old[(sid, turn, 0)], -1)
+        prev = old.get(key)
+        if prev is not None:
+            if all(prev[c] == r[c] for c in _COLS if c != "trace_id"):
+                continue
+            _add(buckets, prev, -1)
+        _add(buckets, r, +1)
+        upserts.append(tuple(r[c] for c in _COLS))
+    con.executemany("DELETE FROM model_requests WHERE session_id = ? AND turn_id = ? AND seq = ?",
+                    deletes)
+    con.executemany(_UPSERT, upserts)
+    con.executemany(_BUCKET, [k + tuple(v) for k, v in buckets.items() if any(v)])
+    return len(upserts)
+
+
+def backfill(con, batch: int = 500) -> int:
+    """Record every stored trace (oldest first) on DB-API connection ``con``: the
+    migration that adds the tables runs it once.  Returns the rows recorded."""
+    n, last = 0, ""
+    while True:
+        rows = con.execute("SELECT trace_id, body FROM traces WHERE trace_id > ?"
+                           " AND kind IN ('turn', 'session') ORDER BY trace_id LIMIT ?",
+                           (last, batch)).fetchall()
+        if not rows:
+            return n
+        bodies = []
+        for _, body in rows:
+            try:
+                bodies.append(orjson.loads(body))
+            except (orjson.JSONDecodeError, TypeError):
+                continue  # a body that is not JSON has no usage to report
+        n += record_traces(con, bodies)
+        last = rows[-1][0]
+
+
+# --- reading -------------------------------------------------------------------
+
+
+def _hour_bounds(since: date | None, until: date | None) -> tuple[int, int]:
+    """Local calendar dates (until inclusive) -> [lo, hi) in UTC hours."""
+    lo = int(datetime.combine(since, datetime.min.time()).timestamp() // 3600) if since else -1
+    hi = (int(-(-datetime.combine(until + timedelta(days=1), datetime.min.time()).timestamp()
+                // 3600)) if until else 2 ** 40)
+    return lo, hi
+
+
+_KEY = {
+    "day": "date(hour * 3600, 'unixepoch', 'localtime')",
+    "month": "strftime('%Y-%m', hour * 3600, 'unixepoch', 'localtime')",
+    "session": "session_id",
+    "model": "model",
+}
+
+
+def report(con, by: str = "day", since: date | None = None, until: date | None = None,
+           project: str | None = None) -> dict:
+    """`spool usage`: one row per group and a totals row, from usage_hours.
+
+    ``con`` is a DB-API (sqlite3) connection: the command reads without
+    SQLAlchemy, so it starts as fast as the query runs.  Each row: key,
+    requests, input (incl. cached), cached, output (incl. reasoning), reasoning,
+    total, cost_usd (the priced requests' sum; None when none was priced),
+    unpriced (requests without a price: cost_usd is then partial), models
+    (sorted).  Days and months are local time, in whole UTC hours.
+    """
+    if by not in GROUPS:
+        raise ValueError(f"by must be one of {GROUPS}")
+    lo, hi = _hour_bounds(since, until)
+    params = {"lo": lo, "hi": hi, "project": project}
+    where = "hour >= :lo AND hour < :hi" + (" AND project = :project" if project else "")
+    sql = (f"SELECT {_KEY[by]} AS key, min(hour) AS first_hour, sum(requests), sum(input),"
+           " sum(cached), sum(cache_write), sum(output), sum(reasoning), sum(total),"
+           " sum(cost_usd), sum(unpriced), group_concat(DISTINCT model)"
+           f" FROM usage_hours WHERE {where} GROUP BY key HAVING sum(requests) > 0"
+           f" ORDER BY {'first_hour, key' if by == 'session' else 'key'}")
+    rows = [_group(r[0], r[2:11], r[11]) for r in con.execute(sql, params)]
+    totals = _group("total", [sum(x[k] for x in rows) for k in (
+        "requests", "input", "cached", "cache_write", "output", "reasoning", "total")]
+        + [sum(x["cost_usd"] or 0.0 for x in rows), sum(x["unpriced"] for x in rows)],
+        ",".join(m for x in rows for m in x["models"]))
+    if rows and all(x["cost_usd"] is None for x in rows):
+        totals["cost_usd"] = None
+    unpriced_models = [m or "(none named)" for (m,) in con.execute(
+        f"SELECT DISTINCT model FROM usage_hours WHERE {where} AND unpriced > 0 ORDER BY model",
+        params)]
+    return {"by": by, "rows": rows, "totals": totals, "unpriced_models": unpriced_models}
+
+
+def _group(key, nums: Sequence, models: str | None) -> dict:
+    requests, inp, cached, cw, out, reasoning, total, usd, unpriced = nums
+    return {"key": key or "(unknown)", "requests": requests, "input": inp, "cached": cached,
+            "cache_write": cw, "output": out, "reasoning": reasoning, "total": total,
+            "cost_usd": round(usd, 9) if requests > unpriced else None,
+            "unpriced": unpriced,
+            "models": sorted({m for m in (models or "").split(",") if m}) or []}
+
+
+def session_costs(conn, session_ids: Sequence[str]) -> dict[str, dict]:
+    """session_id -> {cost_usd (None when nothing priced), unpriced, total} for the
+    sessions named (ix_usage_hours_session: cost grows with the ids, not history)."""
+    from sqlalchemy import bindparam, text
+
+    if not session_ids:
+        return {}
+    sql = text("SELECT session_id, sum(requests), sum(cost_usd), sum(unpriced), sum(total)"
+               " FROM usage_hours WHERE session_id IN :ids GROUP BY session_id"
+               ).bindparams(bindparam("ids", expanding=True))
+    out = {}
+    for sid, requests, usd, unpriced, total in conn.execute(sql, {"ids": list(session_ids)}):
+        out[sid] = {"cost_usd": round(usd, 9) if requests > unpriced else None,
+                    "unpriced": unpriced, "total": total}
+    return out
+
+
+def trace_costs(conn, trace_ids: Sequence[str]) -> dict[str, dict]:
+    """trace_id -> {cost_usd, cost_flags} as stored in the trace bodies (None/[] for
+    bodies made before cost was added)."""
+    from sqlalchemy import bindparam, text
+
+    if not trace_ids:
+        return {}
+    sql = text("SELECT trace_id, CASE WHEN json_valid(body) THEN json_extract(body, '$.cost_usd') END,"
+               " CASE WHEN json_valid(body) THEN json_extract(body, '$.cost_flags') END"
+               " FROM traces WHERE trace_id IN :ids"
+               ).bindparams(bindparam("ids", expanding=True))
+    out = {}
+    for tid, usd, flags in conn.execute(sql, {"ids": list(trace_ids)}):
+        try:
+            flags = orjson.loads(flags) if flags else []
+        except orjson.JSONDecodeError:
+            flags = []
+        out[tid] = {"cost_usd": usd, "cost_flags": flags}
+    return out
