@@ -200,7 +200,7 @@ def bench_sinks(n: int, rounds: int, batch: int) -> None:
     import httpx
 
     servers = {
-        "infinium": subprocess.Popen([sys.executable, "-m", "spool.receiver"], cwd=ROOT,
+        "infinium": subprocess.Popen([sys.executable, "-m", "spool.demo.receiver"], cwd=ROOT,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True),
         "otlp": subprocess.Popen([sys.executable, str(ROOT / "tests" / "otlp_receiver.py")],
                                  cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

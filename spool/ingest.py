@@ -137,7 +137,7 @@ FACT_COLUMNS = (("payload_cwd", "cwd"), ("payload_transcript_path", "transcript_
                 ("payload_source", "source"))
 
 
-def _facts(obj: dict) -> dict:
+def payload_facts(obj: dict) -> dict:
     """The FACT_COLUMNS of a payload: non-empty strings, else None."""
     facts = {}
     for column, key in FACT_COLUMNS:
@@ -164,7 +164,7 @@ def classify(payload: bytes, truncated: bool) -> tuple[dict | None, str | None]:
         return None, "empty input"
     try:
         obj = orjson.loads(payload)
-        facts = _facts(obj) if isinstance(obj, dict) else {}
+        facts = payload_facts(obj) if isinstance(obj, dict) else {}
     except orjson.JSONDecodeError:
         facts = {}
         try:

@@ -307,6 +307,8 @@ def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0
         notes.append(f"revision {revision} of this turn, superseding {supersedes}")
     if part.usage_source == "rollout":
         notes.append("token usage from the rollout (no PostModelRequest usage)")
+    if part.events and part.events[0].payload.get("spool_source") == "import":
+        notes.append("imported from the Codex rollout file (spool import)")
     name = short_name(first) if first.strip() else "Codex turn"
     return Trace(
         trace_id=tid, kind="turn", name=name,
@@ -373,6 +375,9 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
     first = prompts[0] if prompts else ""
     base = short_name(first) if first.strip() else f"Codex session ({len(ordered)} turns)"
     notes = [f"session summary of {len(ordered)} turn(s), {end_reason}"]
+    imported = sum(1 for p in ordered if p.events[0].payload.get("spool_source") == "import")
+    if imported:
+        notes.append(f"{imported} turn(s) imported from the Codex rollout file (spool import)")
     if revision > 1:
         notes.append(f"revision {revision}, superseding {supersedes}: the session resumed "
                      "after its previous summary")

@@ -117,12 +117,20 @@ def record_traces(con, bodies: Iterable[Mapping[str, Any] | str | bytes]) -> int
     """Record the model requests of ``bodies`` (trace body dicts or their JSON) on the
     DB-API connection ``con``, inside the caller's transaction.  Idempotent.
     Returns how many request rows were inserted or changed."""
-    new: dict[tuple, dict] = {}
+    rows: list[dict] = []
     for body in bodies:
         if isinstance(body, (str, bytes)):
             body = orjson.loads(body)
-        for r in requests_of(body):
-            new[(r["session_id"], r["turn_id"], r["seq"])] = r
+        rows.extend(requests_of(body))
+    return record_requests(con, rows)
+
+
+def record_requests(con, requests: Iterable[Mapping[str, Any]]) -> int:
+    """Record ``requests`` (rows of ``requests_of``) on the DB-API connection ``con``,
+    inside the caller's transaction.  Idempotent; returns the rows inserted or changed."""
+    new: dict[tuple, dict] = {}
+    for r in requests:
+        new[(r["session_id"], r["turn_id"], r["seq"])] = r
     if not new:
         return 0
     turns = {(k[0], k[1]) for k in new}

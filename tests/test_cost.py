@@ -7,7 +7,8 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from spool import cost
-from spool.trace import Event, Limits, SessionFacts, build_part, build_turn_trace
+from spool.trace import Event, Limits, SessionFacts
+from spool.trace_build import build_part, build_turn_trace
 
 NOV_2026 = datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp()
 
@@ -101,7 +102,7 @@ def test_add_cost_all_known_has_no_flags():
 
 
 def test_add_cost_never_mutates_step_dicts_shared_with_another_body():
-    from spool.trace import build_session_trace
+    from spool.trace_build import build_session_trace
 
     facts = SessionFacts("s1")
     part = build_part("t1", _events("t1", ["gpt-5"]), Limits())

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from spool import cli, cost, db, usage
-from spool.trace import Event, Limits, SessionFacts, build_part, build_session_trace, \
-    build_turn_trace
+from spool.trace import Event, Limits, SessionFacts
+from spool.trace_build import build_part, build_session_trace, build_turn_trace
 
 DAY1 = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc).timestamp()
 DAY2 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc).timestamp()

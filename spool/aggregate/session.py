@@ -16,6 +16,7 @@ from typing import NamedTuple
 import orjson
 
 from .. import config as config_mod
+from .. import cost, usage
 from ..rollout import RolloutState, read_incremental
 from ..trace import LIFECYCLE_EVENTS, Event, Limits, SessionFacts, trace_id
 from ..trace_build import TurnPart, build_part, build_session_trace, build_turn_trace
@@ -69,13 +70,16 @@ class NewTrace(NamedTuple):
     ended_at: float | None
     event_count: int
     body: str  # the body as JSON
+    requests: tuple = ()  # its model requests, priced (spool.usage.requests_of)
 
     @classmethod
     def of(cls, body: dict) -> "NewTrace":
+        """The row of a built body, priced first (spool.cost.add_cost)."""
+        cost.add_cost(body)
         return cls(body["trace_id"], body["kind"], body["session_id"], body["turn_id"],
                    body["revision"], body["supersedes"], body["project"], body["name"],
                    body["started_at"], body["ended_at"], body["event_count"],
-                   orjson.dumps(body).decode("utf-8"))
+                   orjson.dumps(body).decode("utf-8"), tuple(usage.requests_of(body)))
 
 
 def read_session(con: sqlite3.Connection, w: Work) -> Built | None:

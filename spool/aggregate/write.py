@@ -16,6 +16,7 @@ import sqlite3
 import time
 import traceback
 
+from .. import usage
 from .connection import Checkpointer, in_query, log_error, tx
 from .index import WRITE_TX_TARGET_MS, bump_writes
 from .result import AggregateResult
@@ -60,7 +61,7 @@ _OUTBOX_INSERT = (
 
 
 def _row_values(row: NewTrace, now: float) -> tuple:
-    return (*row[:8], now, *row[8:])
+    return (*row[:8], now, *row[8:12])
 
 
 def write_group(con: sqlite3.Connection, group: list[Built], now: float,
@@ -90,8 +91,8 @@ def write_group(con: sqlite3.Connection, group: list[Built], now: float,
     new_ids += [b.summary.trace_id for b in group if b.summary is not None]
     existing = {r[0] for r in in_query(
         con, "SELECT trace_id FROM traces WHERE trace_id IN ({})", new_ids)}
-
     trace_rows: list[tuple] = []
+    queued: list[NewTrace] = []
     outbox: list[tuple] = []
     traced: list[tuple] = []
     finals: list[tuple] = []
@@ -100,6 +101,7 @@ def write_group(con: sqlite3.Connection, group: list[Built], now: float,
     def queue_trace(row: NewTrace, sinks: tuple[str, ...]) -> bool:
         """Queue a trace and its outbox rows; True if it is not in the database yet."""
         trace_rows.append(_row_values(row, now))
+        queued.append(row)
         outbox.extend((row.trace_id, s, now, now) for s in sinks)
         if row.trace_id in existing:
             return False
@@ -155,6 +157,7 @@ def write_group(con: sqlite3.Connection, group: list[Built], now: float,
                 finals.append((sid, None, None, None, b.cfg.turn_traces))
             res.sessions_finalised += 1
     con.executemany(_TRACE_INSERT, trace_rows)
+    usage.record_requests(con, [r for row in queued for r in row.requests])
     con.executemany("UPDATE turns SET state = 'traced', trace_id = ?,"
                     " closed_at = COALESCE(closed_at, ?), traced_through_id = ?"
                     " WHERE session_id = ? AND turn_id = ?", traced)

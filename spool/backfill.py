@@ -1,0 +1,287 @@
+"""Backfill from Codex rollout files: the I/O edge of ``spool import``.
+
+Finds rollout files, streams each one line by line (never a whole file in
+memory) through the pure ``spool.importer.Converter``, and stores the events
+it makes as ``raw_events`` rows (source ``import``, stored already parsed:
+status ``ok`` with their ids) with ``INSERT OR IGNORE`` on their dedup key, so
+the normal aggregate -> deliver pipeline builds their traces exactly once:
+
+* a turn the hooks already captured (any non-imported event with its session
+  and turn id) is skipped whole, and so are the SessionStart/SessionEnd of a
+  session the hooks saw: importing a hooked session adds nothing, a partly
+  hooked one gets only its missing turns;
+* a file still being written (its last line cut short, or modified less than
+  ``settle`` seconds ago) keeps its open last turn and its SessionEnd for a
+  later import, so its session is not finalised while it may grow;
+* a project that is paused records nothing (as the hook's insert);
+* a file that is not a rollout, unreadable, or with unknown line types is
+  skipped or partly skipped, counted in the summary and logged in the
+  ``errors`` table (source ``import``) for ``spool errors``.  Never a crash.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping
+
+import orjson
+from sqlalchemy import Engine
+
+from .hook import INSERT_SQL
+from .importer import SOURCE, Block, Converter, NotARollout
+from .ingest import FACT_COLUMNS, payload_facts
+
+# The hook's pause-aware insert, plus the dedup key (as overflow records use), and
+# the row already parsed: the importer made the payload, so it knows its ids (ingest's
+# parse step has nothing to add, and the aggregator takes the row as it is), with the
+# facts ingest would have stored (spool.ingest.payload_facts).
+_INSERT = INSERT_SQL.replace(
+    "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6",
+    "INSERT OR IGNORE INTO raw_events (received_at, source, cwd, payload, size, truncated, "
+    "dedup_key, status, session_id, turn_id, event, "
+    + ", ".join(column for column, _key in FACT_COLUMNS) + ") "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ok', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15",
+)
+assert _INSERT != INSERT_SQL
+SETTLE_SECONDS = 600.0  # a rollout written to more recently may still grow
+FLUSH_EVENTS = 2000  # events held in memory before they are written
+_SUFFIXES = (".jsonl", ".jsonl.gz")
+TOKEN_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens",
+              "reasoning_output_tokens", "total_tokens")
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    bytes: int = 0
+    sessions: set = field(default_factory=set)
+    turns: int = 0  # turns imported (or, in a dry run, that would be)
+    events: int = 0
+    already: int = 0  # turns already imported before
+    hooked: int = 0  # turns skipped: the hooks captured them
+    waiting: int = 0  # files still being written: their open turn is left for later
+    paused: int = 0  # blocks of paused projects (not recorded, as by the hook)
+    skipped_files: list = field(default_factory=list)  # (path, reason)
+    unknown_lines: Counter = field(default_factory=Counter)
+    bad_lines: int = 0
+    tokens: dict = field(default_factory=lambda: dict.fromkeys(TOKEN_KEYS, 0))
+
+    def to_dict(self) -> dict:
+        return {"files": self.files, "bytes": self.bytes, "sessions": len(self.sessions),
+                "turns": self.turns, "events": self.events, "already_imported": self.already,
+                "captured_by_hooks": self.hooked, "still_being_written": self.waiting,
+                "paused": self.paused,
+                "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
+                "unknown_lines": dict(self.unknown_lines), "bad_lines": self.bad_lines,
+                "tokens": dict(self.tokens)}
+
+
+def default_roots(env: Mapping[str, str] | None = None) -> list[Path]:
+    """$CODEX_HOME/sessions (else ~/.codex/sessions) and archived_sessions beside it."""
+    env = os.environ if env is None else env
+    home = Path(env["CODEX_HOME"]).expanduser() if env.get("CODEX_HOME") else \
+        Path("~/.codex").expanduser()
+    return [home / "sessions", home / "archived_sessions"]
+
+
+def discover(paths: Iterable[Path]) -> Iterator[Path]:
+    """Rollout files under ``paths`` (files are taken as given), sorted, each once."""
+    seen: set[Path] = set()
+    for root in paths:
+        if root.is_dir():
+            found = sorted(p for p in root.rglob("*")
+                           if p.name.endswith(_SUFFIXES) and p.is_file())
+        else:
+            found = [root]
+        for p in found:
+            if p not in seen:
+                seen.add(p)
+                yield p
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+class _Store:
+    """The database side, on one connection for the whole run: what the hooks
+    captured and what was imported before (per session, one read), and the
+    buffered inserts (one ``BEGIN IMMEDIATE`` transaction per batch).
+
+    SQLite's own WAL auto-checkpoint stays on for this connection, so the WAL is
+    checkpointed here, batch by batch, and a hook's commit never finds a WAL of
+    a whole import to checkpoint."""
+
+    def __init__(self, engine: Engine, dry_run: bool, now: float):
+        self.dry_run, self.now = dry_run, now
+        self.raw = engine.raw_connection()
+        self.con = self.raw.driver_connection
+        self.con.isolation_level = None  # transactions are ours
+        # A batch is megabytes of payloads: with SQLite's default 2 MiB cache its
+        # pages would spill into the WAL before the commit.
+        self.con.execute("PRAGMA cache_size = -16384")
+        self.paused = [r[0] for r in self.con.execute("SELECT project FROM pauses")]
+        self.known: dict[str, tuple[set, set]] = {}
+        self.rows: list[tuple] = []
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def forget(self) -> None:
+        """Drop the per-session facts (between files: bounded memory)."""
+        self.known.clear()
+
+    def session(self, sid: str) -> tuple[set, set]:
+        """(turn ids with non-imported events, with '' when the hooks saw the session;
+        dedup keys already imported for it)."""
+        got = self.known.get(sid)
+        if got is None:
+            con = self.con
+            con.execute("BEGIN")
+            try:
+                hooked = {r[0] or "" for r in con.execute(
+                    "SELECT DISTINCT turn_id FROM raw_events WHERE session_id = ?"
+                    " AND source != ? AND status = 'ok'", (sid, SOURCE))}
+                keys = {r[0] for r in con.execute(
+                    "SELECT dedup_key FROM raw_events WHERE dedup_key >= ? AND dedup_key < ?",
+                    (f"import:{sid}:", f"import:{sid};"))}
+            finally:
+                con.execute("COMMIT")
+            if hooked:
+                hooked.add("")
+            got = self.known[sid] = (hooked, keys)
+        return got
+
+    def add(self, block: Block) -> None:
+        self.session(block.session_id)[1].add(block.events[0].key)
+        for ev in block.events:
+            payload = orjson.dumps(ev.payload)
+            self.rows.append((ev.at, SOURCE, ev.cwd, payload, len(payload), 0, ev.key,
+                              block.session_id, block.turn_id, ev.payload["hook_event_name"],
+                              *payload_facts(ev.payload).values()))
+        if len(self.rows) >= FLUSH_EVENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if not self.dry_run and rows:
+            self._write(_INSERT, rows)
+
+    def error(self, message: str) -> None:
+        if not self.dry_run:
+            self._write("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
+                        [(self.now, SOURCE, message)])
+
+    def _write(self, sql: str, rows: list) -> None:
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(sql, rows)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+
+def _take(block: Block, store: _Store, res: Summary) -> None:
+    cwd = block.events[0].cwd or ""
+    if any(cwd == p or cwd.startswith(p.rstrip("/") + "/") for p in store.paused):
+        res.paused += 1  # as the hook: a paused project records nothing
+        return
+    hooked, imported = store.session(block.session_id)
+    if (block.turn_id or "") in hooked:
+        if block.turn_id is not None:
+            res.hooked += 1
+        return
+    if block.events[0].key in imported:
+        if block.turn_id is not None:
+            res.already += 1
+        return
+    store.add(block)
+    res.sessions.add(block.session_id)
+    res.events += len(block.events)
+    if block.turn_id is not None:
+        res.turns += 1
+        for k in TOKEN_KEYS:
+            res.tokens[k] += block.usage.get(k, 0)
+
+
+def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: float,
+                progress: Callable[[int], None] | None = None) -> None:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        _skip(path, f"unreadable: {exc.strerror or exc}", store, res)
+        return
+    conv = Converter(str(path.resolve()))
+    partial = False
+    done = 0
+    feed = conv.feed
+    try:
+        with _open(path) as fh:
+            for line in fh:  # buffered: one line at a time, never the whole file
+                done += len(line)
+                if line[-1:] != b"\n":
+                    partial = True  # Codex is still writing it: next time
+                    break
+                if len(line) > 1:
+                    for block in feed(line):
+                        _take(block, store, res)
+                if progress is not None and done >= 1 << 20:
+                    progress(done)
+                    done = 0
+        settled = not partial and now - st.st_mtime >= settle
+        for block in conv.finish(settled=settled):
+            _take(block, store, res)
+    except NotARollout as exc:
+        _skip(path, f"not a Codex rollout: {exc}", store, res)
+        return
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        _skip(path, f"unreadable: {exc}", store, res)
+        return
+    finally:
+        if progress is not None and done:
+            progress(done)
+    res.files += 1
+    res.bytes += st.st_size
+    if not settled and conv.turn is not None:
+        res.waiting += 1
+    res.bad_lines += conv.bad_lines
+    res.unknown_lines.update(conv.unknown)
+    if conv.bad_lines or conv.unknown:
+        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(conv.unknown.items()))
+        store.error(f"{path}: skipped {conv.bad_lines} unreadable line(s)"
+                    + (f" and lines of unknown type ({kinds})" if kinds else ""))
+
+
+def _skip(path: Path, reason: str, store: _Store, res: Summary) -> None:
+    res.skipped_files.append((str(path), reason))
+    store.error(f"{path}: skipped, {reason}")
+
+
+def run(engine: Engine, paths: Iterable[Path], *, now: float | None = None,
+        settle: float = SETTLE_SECONDS, since: float | None = None, dry_run: bool = False,
+        progress: Callable[[int], None] | None = None) -> Summary:
+    """Import every rollout under ``paths``.  ``since``: only files modified since then."""
+    now = time.time() if now is None else now
+    store = _Store(engine, dry_run, now)
+    res = Summary()
+    try:
+        for path in discover(paths):
+            if since is not None:
+                try:
+                    if path.stat().st_mtime < since:
+                        continue
+                except OSError:
+                    pass  # reported by import_file
+            import_file(path, store, res, now=now, settle=settle, progress=progress)
+            store.flush()
+            store.forget()
+    finally:
+        store.close()
+    return res

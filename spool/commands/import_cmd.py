@@ -1,0 +1,128 @@
+"""`spool import`: backfill past Codex sessions from their rollout files (spool.backfill)."""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..app import app, friendly
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        d = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD or an ISO time.",
+                                 param_hint="--since") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d.timestamp()
+
+
+def _print_summary(s: dict, dry_run: bool) -> None:
+    verb = "would import" if dry_run else "imported"
+    t = s["tokens"]
+    typer.echo(f"{s['files']} rollout file(s), {s['bytes'] / 1e6:.1f} MB read: {verb}"
+               f" {s['turns']} turn(s) of {s['sessions']} session(s), {s['events']} event(s);"
+               f" tokens input {t['input_tokens']} (cached {t['cached_input_tokens']}),"
+               f" output {t['output_tokens']} (reasoning {t['reasoning_output_tokens']}),"
+               f" total {t['total_tokens']}.")
+    skipped = []
+    if s["already_imported"]:
+        skipped.append(f"{s['already_imported']} turn(s) already imported")
+    if s["captured_by_hooks"]:
+        skipped.append(f"{s['captured_by_hooks']} turn(s) captured by the hooks")
+    if s["paused"]:
+        skipped.append(f"{s['paused']} turn(s) or session events of paused projects")
+    if s["still_being_written"]:
+        skipped.append(f"{s['still_being_written']} file(s) still being written"
+                       " (their open turn is left for a later import)")
+    if skipped:
+        typer.echo("Skipped: " + "; ".join(skipped) + ".")
+    problems = len(s["skipped_files"]) + s["bad_lines"] + sum(s["unknown_lines"].values())
+    if problems:
+        typer.echo(f"{len(s['skipped_files'])} file(s) skipped, {s['bad_lines']} unreadable"
+                   f" line(s), {sum(s['unknown_lines'].values())} line(s) of unknown type:"
+                   " see `spool errors`.", err=True)
+
+
+@app.command("import")
+@friendly
+def import_(
+    paths: Optional[List[Path]] = typer.Argument(
+        None, help="Rollout files or directories (default: $CODEX_HOME/sessions, else"
+        " ~/.codex/sessions, and archived_sessions beside it)."),
+    since: Optional[str] = typer.Option(None, "--since", metavar="DATE",
+                                        help="Only rollouts written since DATE (YYYY-MM-DD)."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Only say what would be imported: sessions, turns, tokens."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    settle: float = typer.Option(600.0, "--settle", metavar="SECONDS", hidden=True,
+                                 help="A rollout written to this recently may still grow."),
+) -> None:
+    """Backfill past Codex sessions (CLI, IDE, app) from their rollout files.
+
+    Makes the same traces the hooks make, with the same ids: a session the
+    hooks captured gets nothing new, a partly captured one only its missing
+    turns, and importing twice imports nothing twice.
+    """
+    import json
+
+    from .. import backfill, db, ingest
+    from ..app import wake_worker
+
+    since_ts = _since(since)
+    roots = list(paths) if paths else backfill.default_roots()
+    missing = [str(p) for p in roots if paths and not p.exists()]
+    if missing:
+        typer.echo(f"Error: no such file or directory: {', '.join(missing)}.", err=True)
+        raise typer.Exit(2)
+    if not paths and not any(p.exists() for p in roots):
+        typer.echo(f"No Codex sessions found in {' or '.join(str(p) for p in roots)}:"
+                   " set CODEX_HOME or name the rollout files or directories to import.")
+        return
+    engine = db.open_db()
+    try:
+        if not dry_run:
+            ingest.ingest_all(engine)  # hook rows parsed first: they decide what to skip
+        files = list(backfill.discover([p for p in roots if p.exists()]))
+        total = 0
+        for f in files:
+            try:
+                total += f.stat().st_size
+            except OSError:
+                pass
+        if sys.stderr.isatty() and not as_json:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                       TransferSpeedColumn)
+
+            with Progress(TextColumn("importing"), BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), transient=True,
+                          console=_stderr_console()) as bar:
+                task = bar.add_task("import", total=total)
+                res = backfill.run(engine, files, since=since_ts, dry_run=dry_run,
+                                   settle=settle,
+                                   progress=lambda n: bar.advance(task, n))
+        else:
+            res = backfill.run(engine, files, since=since_ts, dry_run=dry_run, settle=settle)
+        if not dry_run and res.events:
+            wake_worker()  # the rows are stored parsed: the worker traces and delivers them
+    finally:
+        engine.dispose()
+    summary = res.to_dict()
+    summary["dry_run"] = dry_run
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+    else:
+        _print_summary(summary, dry_run)
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
