@@ -2,6 +2,9 @@
 # Runs the whole test suite on a fresh machine: makes a virtualenv, installs spool
 # with its test extras, the pinned Codex CLI and ccusage from npm, and Arize Phoenix (in its
 # own virtualenv), then runs pytest.
+# The pip installs run only when pyproject.toml changed since the last one (a stamp
+# file in the virtualenv remembers its hash); pip's output goes to the venv's
+# install.log and is shown only if the install fails.
 # Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,11 +13,21 @@ PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/python" -m pip install --quiet -e '.[test]'
-# Harbor's ATIF validator for the ATIF tests: only its pydantic models are used, so skip
-# its declared Python >= 3.12 and heavy dependencies (pydantic comes with the test extra).
-"$VENV/bin/python" -m pip install --quiet --no-deps --ignore-requires-python 'harbor==0.26.0'
+STAMP="$VENV/.spool-installed"
+WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
+  echo "installing spool and its test extras into $VENV ..." >&2
+  # Harbor's ATIF validator for the ATIF tests: only its pydantic models are used, so skip
+  # its declared Python >= 3.12 and heavy dependencies (pydantic comes with the test extra).
+  if ! { "$VENV/bin/python" -m pip install --quiet --upgrade pip \
+         && "$VENV/bin/python" -m pip install --quiet -e '.[test]' \
+         && "$VENV/bin/python" -m pip install --quiet --no-deps --ignore-requires-python \
+              'harbor==0.26.0'; } >"$VENV/install.log" 2>&1; then
+    cat "$VENV/install.log" >&2
+    exit 1
+  fi
+  echo "$WANT" >"$STAMP"
+fi
 # The real Codex CLI for the end-to-end tests (pinned; cached between runs).
 "$VENV/bin/python" scripts/install_codex.py
 # ccusage (pinned), the peer the cost acceptance test and scripts/bench_usage.py compare with.

@@ -156,6 +156,7 @@ def step_rows(body: Mapping[str, Any]) -> list[dict]:
             "tokens": tokens_of(step),
             "cost": step.get("cost_usd", _NO_COST),
             "error": _error_text(step.get("error") or step.get("errors")),
+            "exit_code": step.get("exit_code") if isinstance(step.get("exit_code"), int) else None,
         })
     return rows
 
@@ -170,10 +171,15 @@ def summary(body: Mapping[str, Any]) -> dict:
     errs = body.get("errors") or []
     if not isinstance(errs, list):
         errs = [errs]
+    env = body.get("environment") if isinstance(body.get("environment"), Mapping) else {}
+    answer = _first(body, ("final_answer", "output_summary", "last_assistant_message"))
     return {
         "name": body.get("name") or "",
         "kind": body.get("kind") or "",
-        "model": body.get("model") or "",
+        "model": body.get("model") or env.get("model") or "",
+        "cwd": body.get("cwd") or env.get("cwd") or "",
+        "branch": body.get("git_branch") or env.get("git_branch") or "",
+        "final_answer": answer if isinstance(answer, str) else "",
         "started_at": start,
         "ended_at": end,
         "duration_ms": dur,
@@ -198,14 +204,20 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
     lines.append("  " + " · ".join(facts))
     for flag in body.get("cost_flags") or ():
         lines.append(f"  cost: {flag}")
+    if s["cwd"] or s["branch"]:
+        where = s["cwd"] or "?"
+        lines.append(f"  in {where}" + (f" (branch {s['branch']})" if s["branch"] else ""))
     rows = step_rows(body)
     lines.append(f"  {len(rows)} step(s)")
     for r in rows:
-        off = f"+{fmt_duration(r['offset_ms'])}" if r["offset_ms"] is not None else ""
+        off = (f"+{fmt_duration(r['offset_ms'])}" if r["offset_ms"] is not None
+               and r["offset_ms"] >= 0.5 else "")  # no "+0ms" noise
         head = f"  {str(r['n']):>3}. {off:>9} {r['kind'][:18]:<18} {r['label']}"
         lines.append(head[:width].rstrip())
         details = []
-        if r["duration_ms"] is not None:
+        if r["exit_code"] is not None:
+            details.append(f"exit {r['exit_code']}")
+        if r["duration_ms"] is not None and r["duration_ms"] >= 0.5:  # no "0ms" noise
             details.append(fmt_duration(r["duration_ms"]))
         if r["tokens"]:
             details.append(fmt_tokens(r["tokens"]))
@@ -220,4 +232,12 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
     if s["errors"]:
         lines.append(f"  {len(s['errors'])} error(s):")
         lines.extend(f"    ✗ {e}"[:width] for e in s["errors"])
+    if s["final_answer"]:
+        import textwrap
+
+        answer = textwrap.wrap(" ".join(s["final_answer"].split()), max(20, width - 4))
+        lines.append("  final answer:")
+        lines.extend(f"    {ln}" for ln in answer[:8])
+        if len(answer) > 8:
+            lines.append("    … (`spool show --json` prints it whole)")
     return "\n".join(lines)
