@@ -1,0 +1,66 @@
+"""Helpers for the `spool ui` tests: a spool filled by a real recorded session, a live server."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import fixture_payloads, fixture_rollout, run_hook
+from spool import aggregate, config, db, ingest
+
+
+def fill_from_fixture(tmp_path: Path, engine, secret: str | None = None) -> dict:
+    """Replay the recorded two-turn Codex session through the real hook, ingest and
+    aggregate it.  ``secret`` (optional) is put into the second prompt.  Returns the
+    session id and the stored turn bodies."""
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    config.write_file(project, {"granularity": "both"})
+    rollout = tmp_path / "rollout.jsonl"
+    shutil.copy(fixture_rollout(), rollout)
+    sid = None
+    for name, payload in fixture_payloads():
+        obj = json.loads(payload)
+        obj["transcript_path"], obj["cwd"] = str(rollout), str(project)
+        if secret and name == "UserPromptSubmit":
+            obj["prompt"] = f"{obj['prompt']} OPENAI_API_KEY={secret}"
+        sid = obj["session_id"]
+        r = run_hook(json.dumps(obj).encode(), cwd=project)
+        assert r.returncode == 0, r.stderr
+    ingest.ingest_all(engine)
+    res = aggregate.aggregate(engine, time.time() + 60)
+    assert res.turn_traces == 2, res
+    return {"session_id": sid, "project": str(project), "turns": turn_bodies(engine)}
+
+
+def turn_bodies(engine) -> list[dict]:
+    with db.read(engine) as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT body FROM traces WHERE kind = 'turn' ORDER BY started_at").fetchall()
+    return [json.loads(r[0]) for r in rows]
+
+
+@contextmanager
+def ui_server(engine, **kw):
+    """A live `spool ui` server on a free loopback port (stopped afterwards)."""
+    from spool.ui.server import UIServer
+
+    server = UIServer(engine, 0, **kw)
+    server.start_background()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
