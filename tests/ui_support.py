@@ -64,3 +64,39 @@ def get(url: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+# The e2e Codex session of the browser test and scripts/screenshot_ui.py: one turn with
+# model requests and tool calls, one command failing with exit 3.
+FAILING = "sh -c 'echo failing >&2; exit 3'"
+E2E_PROMPTS = ["inspect the project: run the listed commands"]
+
+
+def e2e_script() -> list:
+    from fake_model import Final, ToolCall
+
+    return [[[ToolCall("echo hello"), ToolCall("ls -1")], [ToolCall(FAILING)],
+             [ToolCall("git log --oneline -1")],
+             [Final("Turn one done: four commands, one failed with exit 3.")]]]
+
+
+def fill_from_codex(tmp_path: Path, engine) -> dict:
+    """A real Codex CLI session (`spool run -- codex exec` against the fake model, the
+    hooks writing into this spool, no worker), ingested and aggregated."""
+    import os
+    import sys
+
+    from codex_env import make_codex_home, make_project, run_session
+
+    home = make_codex_home(tmp_path)
+    proj = make_project(tmp_path)
+    spool = str(Path(sys.executable).with_name("spool"))
+    run_session(proj, home, E2E_PROMPTS, script=e2e_script(),
+                env={"SPOOL_NO_AUTOSTART": "1", "SPOOL_HOME": os.environ["SPOOL_HOME"]},
+                wrap=[spool, "run", "--wait", "0", "--no-summary", "--"]).check()
+    ingest.ingest_all(engine)
+    res = aggregate.aggregate(engine, time.time() + 60)
+    assert res.turn_traces == 1, res
+    with db.read(engine) as conn:
+        sid = conn.exec_driver_sql("SELECT session_id FROM sessions").scalar_one()
+    return {"session_id": sid, "project": str(proj), "turns": turn_bodies(engine)}
