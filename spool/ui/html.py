@@ -28,7 +28,7 @@ form.filters input,form.filters select{padding:3px 6px}
 .pager{margin:12px 0}.card{background:#fff;padding:12px;margin-bottom:12px;border:1px solid #e3e6ea}
 .tl{background:#fff;border:1px solid #e3e6ea}
 .tl details{border-bottom:1px solid #eef0f3}
-.tl summary{display:grid;grid-template-columns:340px 1fr 150px;gap:8px;padding:3px 8px;cursor:pointer;list-style:none}
+.tl summary{display:grid;grid-template-columns:320px 1fr 250px;gap:8px;padding:3px 8px;cursor:pointer;list-style:none}
 .tl summary::-webkit-details-marker{display:none}
 .tl .lbl{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .tl .axis{position:relative;height:18px;background:repeating-linear-gradient(90deg,#fff 0,#fff 9.9%,#eef0f3 10%)}

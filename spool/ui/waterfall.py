@@ -57,7 +57,7 @@ def _details(step: Mapping[str, Any]) -> str:
     rows = []
     for key, name in (("command", "command"), ("input_preview", "input"),
                       ("output_preview", "output")):
-        if step.get(key):
+        if step.get(key) and not (key == "input_preview" and step[key] == step.get("command")):
             rows.append(f"<div><b>{name}</b><pre>{esc(step[key])}</pre></div>")
     err = step.get("error")
     if isinstance(err, Mapping):
