@@ -4,7 +4,10 @@
 
 The big spool is scripts/bench_cli.py's (built once, cached; ``--rebuild``), copied and
 given what the pages read besides: one session with a 40-step turn (the newest), usage
-rows (one per session hour).  The small spool has the same newest session and 119 others.
+rows (the same 120 session-hours in the last 30 days in both spools, plus one row per
+session older than the 30-day window the usage page shows).  The small spool has the same
+newest session, 119 others, and as many traces / failures / errors as its delivery page
+lists, so both pages render the same number of rows.
 Each page is fetched over real HTTP from a live UIServer on 127.0.0.1 (urllib, new
 connection per request), small and big interleaved in pairs, ``--runs`` pairs; medians,
 min ratio and the spread (p90/median).
@@ -63,7 +66,7 @@ def _body(t0: float) -> dict:
 
 def add_common(path: Path, n_other: int, t_end: float) -> None:
     """The newest session (one 40-step turn), ``n_other`` more sessions (small spool only),
-    and one usage_hours row per session (hourly, in the sessions' hours)."""
+    usage_hours rows (the same recent ones in both, one older row per session)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(
@@ -87,12 +90,34 @@ def add_common(path: Path, n_other: int, t_end: float) -> None:
     conn.execute("INSERT INTO outbox (trace_id, sink, state, attempts, created_at,"
                  " next_attempt_at) VALUES ('tr-ui', 'infinium', 'pending', 0, ?, ?)",
                  (t0 + 121, t0 + 121))
-    sessions = [r[0:2] for r in conn.execute("SELECT session_id, last_event_at FROM sessions")]
+    # the small spool gets what the big one's delivery page shows: traces, failures, errors
+    for i in range(min(n_other, 60)):
+        at = t_end - 6000.0 * (i + 1)
+        conn.execute("INSERT INTO traces (trace_id, kind, session_id, turn_id, project, name,"
+                     " created_at, started_at, ended_at, event_count, body)"
+                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                     (f"tr-small-{i}", "turn", f"small-{i:04d}", "t", "/home/dev/proj",
+                      "list the files", at, at - 5, at, 10, "{}"))
+        oid = conn.execute("INSERT INTO outbox (trace_id, sink, state, attempts, created_at,"
+                           " next_attempt_at, last_status, last_error) VALUES"
+                           " (?, 'infinium', 'failed', 1, ?, ?, 503, 'HTTP 503: busy')",
+                           (f"tr-small-{i}", at, at + 3600)).lastrowid
+        conn.execute("INSERT INTO delivery_attempts (outbox_id, trace_id, sink, attempt,"
+                     " started_at, duration_ms, http_status, outcome, error_class, message)"
+                     " VALUES (?,?,'infinium',1,?,120.0,503,'retry','HTTP 503','busy')",
+                     (oid, f"tr-small-{i}", at + 1))
+        conn.execute("INSERT INTO errors (at, source, message) VALUES (?, 'worker', 'job crashed')",
+                     (at,))
+    # usage: the same last-30-days activity in both spools (120 session-hours), and one
+    # older row per session (history: 119 rows small, 10,000 big), 40+ days back
+    old = [(sid, at - 40 * 86400) for sid, at in
+           conn.execute("SELECT session_id, last_event_at FROM sessions")]
+    recent = [(f"recent-{i}", t_end - 6000.0 * i) for i in range(120)]
     conn.executemany(
         "INSERT INTO usage_hours (hour, session_id, model, project, requests, input, cached,"
         " output, reasoning, total, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        [(int(at // 3600), sid, "gpt-5", "/home/dev/proj", 20, 100000, 80000, 6000, 2000,
-          106000, 0.12) for sid, at in sessions])
+        [(int(at // 3600), sid, "gpt-5" if i % 2 else "gpt-5-mini", "/home/dev/proj", 20,
+          100000, 80000, 6000, 2000, 106000, 0.12) for i, (sid, at) in enumerate(old + recent)])
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -137,9 +162,10 @@ def main() -> int:
     from spool import db
     from spool.ui.server import UIServer
 
-    t_end = bench_cli.T_START + bench_cli.N_TRACES * 60.0 + 10_000
     big, small = work / "big", work / "small"
     shutil.copytree(args.cache, big)
+    with sqlite3.connect(big / "spool.db") as c:  # the end of the big spool's history
+        t_end = c.execute("SELECT max(last_event_at) FROM sessions").fetchone()[0] + 1000
     add_common(big / "spool.db", 0, t_end)
     bench_cli.make_empty(small)
     add_common(small / "spool.db", 119, t_end)

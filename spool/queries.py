@@ -241,8 +241,9 @@ def session_page(conn: Connection, limit: int, *, after: tuple[float, int] | Non
     """One page of sessions for `spool ui`, newest activity first (keyset pagination).
 
     ``after`` is the (last_event_at, row) of the previous page's last row: the query
-    walks ``ix_sessions_last`` backwards from there and stops at ``LIMIT``, so a page
-    costs the same on any history.  ``since``/``until`` bound last_event_at [since,
+    walks ``ix_sessions_last`` (``ix_sessions_open`` for a state other than 'final')
+    backwards from there and stops at ``LIMIT``, so a page costs the same on any
+    history; a filter on a rare project or day still walks past the rows it skips.  ``since``/``until`` bound last_event_at [since,
     until).  Keys: row, session_id, project, cwd, model, state, first_event_at,
     last_event_at, events, turns.
     """
@@ -259,14 +260,18 @@ def session_page(conn: Connection, limit: int, *, after: tuple[float, int] | Non
     if project:
         where.append("s.project = :project")
         params["project"] = project
+    index = "ix_sessions_last"
     if state:
         where.append("s.state = :state")
         params["state"] = state
+        if state != "final":  # the few not-final sessions have their own partial index
+            where.append("s.state != 'final'")
+            index = "ix_sessions_open"
     return _rows(conn.execute(text(
         "SELECT s.rowid AS row, s.session_id, s.project, s.cwd, s.model, s.state,"
         " s.first_event_at, s.last_event_at, s.event_count AS events,"
         " (SELECT count(*) FROM turns AS u WHERE u.session_id = s.session_id) AS turns"
-        " FROM sessions AS s INDEXED BY ix_sessions_last"
+        f" FROM sessions AS s INDEXED BY {index}"
         f" WHERE {' AND '.join(where)}"
         " ORDER BY s.last_event_at DESC, s.rowid DESC LIMIT :n"), params))
 
