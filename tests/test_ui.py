@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from spool import db
 from spool.cli import get_app
 from spool.ui.waterfall import waterfall
-from ui_support import fill_from_fixture, get, ui_server
+from ui_support import fill_from_fixture, fill_from_subagent_fixture, get, ui_server
 
 SECRET = "sk-proj-" + "Q7w9xZ2kLm4Np6Rt8Vb0Yc3Hd5Jf1Gs"
 
@@ -187,3 +187,13 @@ def test_a_taken_port_is_one_clear_line(engine):
         res = CliRunner().invoke(get_app(), ["ui", "--port", str(port), "--no-browser"])
     assert res.exit_code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in res.output and "Traceback" not in res.output
+
+
+def test_a_session_with_a_subagent_lists_it(engine, tmp_path):
+    filled = fill_from_subagent_fixture(tmp_path, engine)
+    assert filled["agents"]
+    with ui_server(engine) as s:
+        status, page = get(s.url + "session/" + filled["session_id"])
+    assert status == 200 and "<h2>Subagents</h2>" in page
+    for agent in filled["agents"]:
+        assert agent in page

@@ -37,6 +37,28 @@ def fill_from_fixture(tmp_path: Path, engine, secret: str | None = None) -> dict
     return {"session_id": sid, "project": str(project), "turns": turn_bodies(engine)}
 
 
+def fill_from_subagent_fixture(tmp_path: Path, engine) -> dict:
+    """The recorded session with a subagent, replayed through the hook and aggregated."""
+    from conftest import FIXTURES
+
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    agents, sids = set(), []
+    for p in sorted((FIXTURES / "codex-0.169.0" / "subagent" / "payloads").glob("*.json")):
+        obj = json.loads(p.read_bytes())
+        obj["cwd"] = str(project)
+        obj.pop("transcript_path", None)
+        if obj.get("agent_id"):
+            agents.add(obj["agent_id"])
+        if obj["hook_event_name"] == "SessionStart":
+            sids.append(obj["session_id"])
+        r = run_hook(json.dumps(obj).encode(), cwd=project)
+        assert r.returncode == 0, r.stderr
+    ingest.ingest_all(engine)
+    aggregate.aggregate(engine, time.time() + 60)
+    return {"session_id": sids[0], "agents": agents}
+
+
 def turn_bodies(engine) -> list[dict]:
     with db.read(engine) as conn:
         rows = conn.exec_driver_sql(
