@@ -147,6 +147,16 @@ def fetch(url: str) -> float:
     return time.perf_counter() - t
 
 
+def render_time(views, path_query: str) -> float:
+    from urllib.parse import parse_qs, urlsplit
+
+    u = urlsplit(path_query)
+    q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+    t = time.perf_counter()
+    views.render(u.path, q)
+    return time.perf_counter() - t
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=30)
@@ -185,6 +195,13 @@ def main() -> int:
             for p in urls["small"]:
                 for w in ("small", "big"):
                     samples[(p, w)].append(fetch(urls[w][p]))
+        # the same pages rendered in-process (Views.render: SQL + HTML, no HTTP/threads)
+        direct = {(p, w): [] for p in urls["small"] for w in ("small", "big")}
+        for _ in range(args.runs):
+            for p, path in pages(servers["small"].views.engine).items():
+                for w in ("small", "big"):
+                    direct[(p, w)].append(render_time(servers[w].views,
+                                                      pages(servers[w].views.engine)[p]))
     finally:
         for s in servers.values():
             s.shutdown()
@@ -201,6 +218,13 @@ def main() -> int:
         q = lambda xs: sorted(xs)[int(len(xs) * 0.9) - 1]  # noqa: E731
         print(f"{p:<22}{ms * 1000:>8.2f}ms{mb * 1000:>8.2f}ms{mb / ms:>8.2f}"
               f"{min(b) / min(s):>11.2f}{q(s) / ms:>15.2f}{q(b) / mb:>13.2f}")
+    print(f"\nin-process render (Views.render: the SQL and the HTML, no HTTP), "
+          f"medians of {args.runs} interleaved pairs")
+    print(f"{'page':<22}{'small':>10}{'big':>10}{'ratio':>8}{'min ratio':>11}")
+    for p in urls["small"]:
+        s, b = direct[(p, "small")], direct[(p, "big")]
+        ms, mb = statistics.median(s), statistics.median(b)
+        print(f"{p:<22}{ms * 1000:>8.2f}ms{mb * 1000:>8.2f}ms{mb / ms:>8.2f}{min(b) / min(s):>11.2f}")
     return 0
 
 
