@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: makes a virtualenv, installs spool
 # with its test extras, the pinned Codex CLI and ccusage from npm, and Arize Phoenix (in its
-# own virtualenv), then runs pytest.
+# own virtualenv), Debian's chromium when root with apt, then runs pytest.
 # The pip installs run only when pyproject.toml changed since the last one (a stamp
 # file in the virtualenv remembers its hash); pip's output goes to the venv's
 # install.log and is shown only if the install fails.
@@ -35,4 +35,9 @@ fi
 # A real Arize Phoenix for the OTLP end-to-end test: its own cached virtualenv
 # (~/.cache/spool-phoenix, ~850 MB, ~3 min the first time; a version check after).
 "$VENV/bin/python" scripts/install_phoenix.py >/dev/null
+# Debian's chromium for the `spool ui` browser tests (driven by Playwright with
+# executable_path; never `playwright install`): installed once, only as root with apt.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null
+fi
 exec "$VENV/bin/python" -m pytest "$@"

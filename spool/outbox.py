@@ -465,6 +465,14 @@ def by_state(conn: Connection) -> dict[str, int]:
     return out
 
 
+def undelivered_by_state(conn: Connection) -> dict[str, int]:
+    """{state: rows} for every state but 'sent' (one indexed count per state through
+    ix_outbox_state: the cost grows with the undelivered rows, not with history)."""
+    return {s.value: conn.execute(text("SELECT count(*) FROM outbox WHERE state = :s"),
+                                  {"s": s.value}).scalar_one()
+            for s in S if s is not S.SENT}
+
+
 def next_attempt_at(conn: Connection) -> float | None:
     """When the worker will next try a pending or failed row (None: nothing due)."""
     # One MIN per state keeps each on an index (ix_outbox_state then ix_outbox_due).
