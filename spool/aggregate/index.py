@@ -283,7 +283,8 @@ def plan_batch(con: sqlite3.Connection, now: float, cfgs: Configs,
             if tstate == "traced":
                 late_ids.append((rid,))
                 late_n += 1
-            elif event == "Stop" and tstate == "open":
+            elif (event == "Stop" or event == "SubagentStop") and tstate == "open":
+                # SubagentStop ends a subagent's turn (the child fires no Stop).
                 t["state"] = "closed"
                 t["closed_at"] = received_at
                 t["_dirty"] = True

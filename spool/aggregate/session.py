@@ -21,6 +21,7 @@ from ..rollout import RolloutState, read_incremental
 from ..trace import LIFECYCLE_EVENTS, Event, Limits, SessionFacts, trace_id
 from ..trace_build import TurnPart, build_part, build_session_trace, build_turn_trace
 from .connection import in_query, tx
+from .links import resolve as resolve_links
 
 KV_ROLLOUT = "rollout:"
 
@@ -143,6 +144,8 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
             by_turn.setdefault(ev.turn_id, []).append(ev)
     parts: dict[str, TurnPart] = {tid: build_part(tid, evs, limits, facts)
                                   for tid, evs in by_turn.items()}
+    # Subagents: each child turn links to its parent turn and spawn step, and back.
+    agents, children = resolve_links(con, sid, last_id, parts, limits)
     # Each step becomes a dict once, shared by its turn trace and the summary.
     memo: dict[int, dict] = {}
 
@@ -154,13 +157,14 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
             part = parts.get(tid)
             if part is None:
                 continue
+            links = {"agent": agents.get(tid), "subagents": children.get(tid)}
             if tstate == "closed":
-                row = NewTrace.of(build_turn_trace(session, part).to_dict(memo))
+                row = NewTrace.of(build_turn_trace(session, part, **links).to_dict(memo))
                 b.turn_traces.append((tid, row, None, False))
                 trace_of[tid] = row.trace_id
             elif tstate == "open" and w.finalize:
                 row = NewTrace.of(build_turn_trace(session, part, end_reason=(
-                    "session ended" if w.finalize == "ended" else "session went stale")
+                    "session ended" if w.finalize == "ended" else "session went stale"), **links
                 ).to_dict(memo))
                 b.turn_traces.append((tid, row, None, True))
                 trace_of[tid] = row.trace_id
@@ -169,7 +173,7 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
                 # Late events for a traced turn, and no session trace to carry them.
                 rev = prev_turn_revs.get(ttrace or "", 0) + 1
                 row = NewTrace.of(build_turn_trace(session, part, revision=rev,
-                                                   supersedes=ttrace).to_dict(memo))
+                                                   supersedes=ttrace, **links).to_dict(memo))
                 b.turn_traces.append((tid, row, ttrace, True))
                 trace_of[tid] = row.trace_id
     if w.finalize and w.cfg.session_traces and parts:

@@ -1,0 +1,140 @@
+"""Subagents (issue 18): the recorded Codex 0.169.0 session in which the parent spawns a
+child that runs a command, replayed through the real hook, aggregated, rendered by every sink."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from spool import aggregate, config, db, ingest
+
+from conftest import FIXTURES, run_hook
+
+DIR = FIXTURES / "codex-0.169.0" / "subagent"
+SID = "01a22677-bd26-7d92-8f45-61085437c7fe"
+PARENT_TURN = "01a22677-bd46-7d81-afb2-4e9ec9fde456"
+CHILD = "01a22677-bfee-74c2-be7a-02ab90cd0750"
+CHILD_TURN = "01a22677-c005-7122-8ae8-ad4ac4f2211f"
+KEYS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens",
+        "total_tokens")
+OURS = ("input", "cached", "output", "reasoning", "total")
+
+
+def payloads() -> list[tuple[str, dict]]:
+    return [(p.stem.split("-", 1)[1], json.loads(p.read_bytes()))
+            for p in sorted((DIR / "payloads").glob("*.json"))]
+
+
+def post_usage(child: bool) -> dict:
+    """The PostModelRequest sums of the parent's (or the child's) requests."""
+    acc = dict.fromkeys(OURS, 0) | {"requests": 0}
+    for name, obj in payloads():
+        if name == "PostModelRequest" and bool(obj.get("agent_id")) == child:
+            for k, o in zip(KEYS, OURS):
+                acc[o] += obj["token_usage"][k]
+            acc["requests"] += 1
+    return acc
+
+
+def setup(tmp_path: Path, order=None) -> tuple[Path, dict[str, Path]]:
+    project = tmp_path / "project"
+    project.mkdir()
+    config.write_file(project, {"granularity": "both"})
+    rollouts = {}
+    for r in (DIR / "rollouts").glob("*.jsonl"):
+        dst = tmp_path / r.name
+        shutil.copy(r, dst)
+        rollouts[r.name] = dst
+    return project, rollouts
+
+
+def rewrite(obj: dict, project: Path, rollouts: dict[str, Path]) -> bytes:
+    obj = dict(obj)
+    obj["cwd"] = str(project)
+    for key in ("transcript_path", "agent_transcript_path"):
+        if obj.get(key):
+            obj[key] = str(rollouts[Path(obj[key]).name])
+    return json.dumps(obj).encode()
+
+
+def replay(tmp_path: Path, events=None):
+    project, rollouts = setup(tmp_path)
+    engine = db.open_db()
+    for name, obj in (events if events is not None else payloads()):
+        r = run_hook(rewrite(obj, project, rollouts), cwd=project)
+        assert r.returncode == 0, (name, r)
+    ingest.ingest_all(engine)
+    return engine
+
+
+def traces(engine) -> list[dict]:
+    with db.read(engine) as conn:
+        rows = conn.exec_driver_sql("SELECT body FROM traces ORDER BY created_at").fetchall()
+    return [json.loads(r[0]) for r in rows]
+
+
+def usage_of(body: dict) -> dict:
+    return {k: body["usage"][k] for k in (*OURS, "requests")}
+
+
+@pytest.fixture
+def traced(tmp_path):
+    engine = replay(tmp_path)
+    aggregate.aggregate(engine, time.time() + 60)
+    out = {}
+    for b in traces(engine):
+        key = "session" if b["kind"] == "session" else (
+            "child" if b.get("agent") else "parent")
+        out[key] = b
+    return engine, out
+
+
+def test_parent_turn_has_only_its_own_work(traced):
+    _, t = traced
+    parent = t["parent"]
+    assert parent["turn_id"] == PARENT_TURN and not parent["incomplete"]
+    assert usage_of(parent) == post_usage(child=False)
+    commands = [s["command"] for s in parent["steps"] if s.get("tool_name") == "Bash"]
+    assert commands == ["echo parent-fixture"]
+    # the session's rollout is the parent's: the parent's command has its exit code
+    bash = next(s for s in parent["steps"] if s.get("tool_name") == "Bash")
+    assert bash["exit_code"] == 0
+    assert all(s.get("turn_id") == PARENT_TURN for s in parent["steps"])
+
+
+def test_child_is_linked_and_has_its_own_work(traced):
+    _, t = traced
+    parent, child = t["parent"], t["child"]
+    assert child["turn_id"] == CHILD_TURN and not child["incomplete"]
+    assert usage_of(child) == post_usage(child=True)
+    assert [s["command"] for s in child["steps"] if s.get("tool_name") == "Bash"] == [
+        "echo child-fixture"]
+    a = child["agent"]
+    spawn = parent["steps"][a["spawn_step"] - 1]
+    assert spawn["tool_name"] == "spawn_agent" and spawn["tool_use_id"] == "call_fake_1"
+    assert (a["agent_id"], a["agent_type"], a["nickname"], a["depth"]) == (
+        CHILD, "default", "Lagrange", 1)
+    assert (a["parent_turn_id"], a["parent_trace_id"], a["spawn_tool_use_id"]) == (
+        PARENT_TURN, parent["trace_id"], "call_fake_1")
+    assert parent["subagents"] == [{
+        "agent_id": CHILD, "agent_type": "default", "nickname": "Lagrange",
+        "spawn_tool_use_id": "call_fake_1", "spawn_step": a["spawn_step"],
+        "turn_id": CHILD_TURN, "trace_id": child["trace_id"]}]
+
+
+def test_no_token_counted_twice(traced):
+    engine, t = traced
+
+    both = {k: post_usage(False)[k] + post_usage(True)[k] for k in OURS}
+    assert {k: t["session"]["usage"][k] for k in OURS} == both
+    with db.read(engine) as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT turn_id, count(*), sum(input), sum(output)"
+            " FROM model_requests GROUP BY turn_id ORDER BY turn_id").fetchall()
+    assert {r[0]: tuple(r[1:]) for r in rows} == {
+        PARENT_TURN: (4, post_usage(False)["input"], post_usage(False)["output"]),
+        CHILD_TURN: (2, post_usage(True)["input"], post_usage(True)["output"])}
+
