@@ -138,3 +138,36 @@ def test_no_token_counted_twice(traced):
         PARENT_TURN: (4, post_usage(False)["input"], post_usage(False)["output"]),
         CHILD_TURN: (2, post_usage(True)["input"], post_usage(True)["output"])}
 
+
+
+def test_child_command_has_its_exit_code_from_the_child_rollout(traced):
+    _, t = traced
+    bash = next(s for s in t["child"]["steps"] if s.get("tool_name") == "Bash")
+    assert bash["exit_code"] == 0 and bash["exec_duration_ms"] is not None
+
+
+def test_forked_child_copied_history_is_not_counted(tmp_path):
+    """A forked child's rollout: copied parent token_count lines (ordinal below
+    subagent_history_start_ordinal) are not counted in the fallback usage."""
+    from spool.rollout import read_incremental
+
+    def tc(ordinal, n):
+        usage = {"input_tokens": n, "cached_input_tokens": 0, "output_tokens": 1,
+                 "reasoning_output_tokens": 0, "total_tokens": n + 1}
+        return {"ordinal": ordinal, "type": "event_msg", "payload": {
+            "type": "token_count", "info": {"total_token_usage": dict(usage, input_tokens=n * 7),
+                                            "last_token_usage": usage}}}
+    lines = [
+        {"ordinal": 0, "type": "session_meta", "payload": {"id": "child", "session_id": "p"}},
+        {"ordinal": 1, "type": "turn_context", "payload": {"turn_id": "parent-turn"}},
+        tc(2, 100),
+        {"ordinal": 3, "type": "session_meta", "payload": {
+            "id": "child", "subagent_history_start_ordinal": 4}},
+        {"ordinal": 4, "type": "turn_context", "payload": {"turn_id": "child-turn"}},
+        tc(5, 10),
+    ]
+    path = tmp_path / "child.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    facts = read_incremental(path).facts()
+    assert "parent-turn" not in facts.turn_usage
+    assert facts.turn_usage["child-turn"]["input"] == 10

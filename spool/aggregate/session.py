@@ -18,7 +18,7 @@ import orjson
 from .. import config as config_mod
 from .. import cost, usage
 from ..rollout import RolloutState, read_incremental
-from ..trace import LIFECYCLE_EVENTS, Event, Limits, SessionFacts, trace_id
+from ..trace import LIFECYCLE_EVENTS, Event, Limits, RolloutFacts, SessionFacts, trace_id
 from ..trace_build import TurnPart, build_part, build_session_trace, build_turn_trace
 from .connection import in_query, tx
 from .links import resolve as resolve_links
@@ -83,6 +83,26 @@ class NewTrace(NamedTuple):
                    orjson.dumps(body).decode("utf-8"), tuple(usage.requests_of(body)))
 
 
+def _child_facts(events: list[Event]) -> RolloutFacts | None:
+    """A subagent turn's rollout facts (its exit codes), from the child's own rollout.
+
+    The session's rollout is the parent's; a child's events name the child's
+    (SubagentStop names the parent's, ``agent_transcript_path`` the child's).
+    Read whole, when the child's turn is traced (child rollouts are short)."""
+    path = None
+    for ev in events:
+        p = ev.payload
+        if not p.get("agent_id"):
+            continue
+        cand = p.get("agent_transcript_path") or (
+            p.get("transcript_path") if ev.event != "SubagentStop" else None)
+        if isinstance(cand, str) and cand:
+            path = cand
+    if path is None:
+        return None
+    return read_incremental(path, RolloutState()).facts()
+
+
 def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
     """Read ``w``'s session and build its due traces; None when nothing is due."""
     sid = w.session_id
@@ -142,7 +162,7 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
             lifecycle.append(ev)
         else:
             by_turn.setdefault(ev.turn_id, []).append(ev)
-    parts: dict[str, TurnPart] = {tid: build_part(tid, evs, limits, facts)
+    parts: dict[str, TurnPart] = {tid: build_part(tid, evs, limits, _child_facts(evs) or facts)
                                   for tid, evs in by_turn.items()}
     # Subagents: each child turn links to its parent turn and spawn step, and back.
     agents, children = resolve_links(con, sid, last_id, parts, limits)
