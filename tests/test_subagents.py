@@ -171,3 +171,44 @@ def test_forked_child_copied_history_is_not_counted(tmp_path):
     facts = read_incremental(path).facts()
     assert "parent-turn" not in facts.turn_usage
     assert facts.turn_usage["child-turn"]["input"] == 10
+
+
+def test_infinium_bodies_name_parent_and_child(traced):
+    from spool.render import to_infinium
+
+    _, t = traced
+    child_tags = to_infinium(t["child"])["environment"]["custom_tags"]
+    parent = to_infinium(t["parent"])
+    assert child_tags["parent_trace_id"] == t["parent"]["trace_id"]
+    assert child_tags["parent_spawn_tool_use_id"] == "call_fake_1"
+    assert child_tags["agent_id"] == CHILD
+    assert "subagent" in to_infinium(t["child"])["sections"]["general"]["tags"]
+    assert parent["environment"]["custom_tags"]["child_trace_ids"] == t["child"]["trace_id"]
+    assert parent["llm_usage"]["prompt_tokens"] == post_usage(child=False)["input"]
+
+
+def test_otlp_child_span_under_the_parent_spawn_span(traced):
+    from spool import otlp
+
+    _, t = traced
+    opts = otlp.Options()
+    parent = otlp.spans_for(t["parent"], opts)
+    child = otlp.spans_for(t["child"], opts)
+    assert {s.trace_id for s in parent} == {s.trace_id for s in child}  # one trace
+    ids = {s.span_id: s for s in parent + child}
+    assert len(ids) == len(parent) + len(child)  # no span id shared
+    root = child[0]
+    assert root.name == "invoke_agent default"
+    spawn = ids[root.parent_span_id]
+    assert spawn.name == "execute_tool spawn_agent"
+    attrs = {a.key: a.value for a in spawn.attributes}
+    assert attrs["gen_ai.tool.call.id"].string_value == "call_fake_1"
+    # the child's command and requests hang under the child's root, not the parent's
+    child_tools = [s for s in child if s.name.startswith("execute_tool")]
+    assert [s.parent_span_id for s in child_tools] == [root.span_id]
+    assert not any(s.name.startswith("invoke_agent") for s in child[1:])
+    chat_in = lambda spans: sum(  # noqa: E731
+        {a.key: a.value for a in s.attributes}["gen_ai.usage.input_tokens"].int_value
+        for s in spans if s.name.startswith("chat"))
+    assert chat_in(parent) == post_usage(child=False)["input"]
+    assert chat_in(child) == post_usage(child=True)["input"]
