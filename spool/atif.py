@@ -19,7 +19,11 @@ The mapping:
 * compactions, subagent starts/stops, interrupts and permission requests are
   ``system`` steps;
 * ``final_metrics`` totals are the rollout's final ``total_token_usage`` when
-  known, else the sum of the steps' usage.
+  known, else the sum of the steps' usage, plus the subagents' totals;
+* each subagent (its turns: traces with an ``agent`` link) is an embedded
+  trajectory in ``subagent_trajectories`` (``trajectory_id`` = its agent id),
+  referred to by the spawn_agent call's ``subagent_trajectory_ref``; its steps
+  are not in the root's.
 
 ATIF rejects unknown keys: everything spool-specific lives under ``extra``.
 Content follows spool's preview limits (the trace previews; rollout text
@@ -75,6 +79,19 @@ class _TurnSource:
     prompt: str | None = None  # the whole prompt (input_summary) when the turn had one
     final: str | None = None  # the turn's last assistant message (output_summary)
     incomplete: bool = False
+
+
+def _child_turns(bodies: Sequence[Mapping]) -> dict[str, Mapping]:
+    """Subagent turn id -> its link (``agent``), from child turn traces and summaries."""
+    out: dict[str, Mapping] = {}
+    for b in bodies:
+        if b.get("kind") == "turn" and isinstance(b.get("agent"), Mapping) and b.get("turn_id"):
+            out[b["turn_id"]] = b["agent"]
+        for t in b.get("turns") or []:
+            if t.get("agent_id") and t.get("turn_id"):
+                out.setdefault(t["turn_id"], {"agent_id": t["agent_id"],
+                                              "agent_type": t.get("agent_type")})
+    return out
 
 
 def _turns(bodies: Sequence[Mapping]) -> list[_TurnSource]:
@@ -254,11 +271,15 @@ class _Builder:
             self.s.full and self.s.transcript) else None
         content = text.cut(full, limits.max_output_preview) if full is not None else (
             st.get("output_preview") or "")
-        agent.setdefault("observation", {"results": []})["results"].append({
+        result = {
             "source_call_id": call_id, "content": content,
             "extra": {"exit_code": st.get("exit_code"), **_drop_none({
                 "status": st.get("status"), "exec_duration_ms": st.get("exec_duration_ms"),
-                "duration_ms": st.get("duration_ms"), "error": st.get("error")})}})
+                "duration_ms": st.get("duration_ms"), "error": st.get("error")})}}
+        if st.get("agent_id") and str(st.get("tool_name") or "").endswith("spawn_agent"):
+            result["subagent_trajectory_ref"] = [{"trajectory_id": st["agent_id"],
+                                                  "session_id": self.s.session_id}]
+        agent.setdefault("observation", {"results": []})["results"].append(result)
 
     def _call(self, call_id: str):
         if self._calls is None:
@@ -280,8 +301,21 @@ class _Builder:
         if agent_steps and not agent_steps[-1]["message"] and src.final:
             agent_steps[-1]["message"] = text.cut(src.final, OUTPUT_SUMMARY_MAX)
 
-    def final_metrics(self) -> dict:
-        total = self.s.rollout_total
+    def final_metrics(self, children: Sequence[dict] = (), own_total: bool = True) -> dict:
+        out = self._own_metrics(own_total)
+        for c in children:  # totals include the subagents (their requests are not in ours)
+            fm = c["final_metrics"]
+            out["total_prompt_tokens"] += fm["total_prompt_tokens"]
+            out["total_completion_tokens"] += fm["total_completion_tokens"]
+            out["total_cached_tokens"] += fm["total_cached_tokens"]
+            for k in ("reasoning_output_tokens", "total_tokens", "model_requests"):
+                out["extra"][k] += fm["extra"][k]
+        if children:
+            out["extra"]["includes_subagents"] = len(children)
+        return out
+
+    def _own_metrics(self, own_total: bool) -> dict:
+        total = self.s.rollout_total if own_total else None
         metrics = [st["metrics"] for st in self.steps if st.get("metrics")]
         if total:
             prompt, completion, cached = (int(total.get("input", 0)), int(total.get("output", 0)),
@@ -305,9 +339,12 @@ class _Builder:
 def render(session: Session) -> dict:
     """The ATIF document of ``session`` (a JSON-ready dict)."""
     b = _Builder(session)
-    turns = _turns(session.bodies)
+    child_of = _child_turns(session.bodies)
+    all_turns = _turns(session.bodies)
+    turns = [t for t in all_turns if t.turn_id not in child_of]
     for src in turns:
         b.turn(src)
+    children = _subagents(session, [t for t in all_turns if t.turn_id in child_of], child_of)
     env: dict = {}
     project = None
     for body in sorted(session.bodies, key=lambda x: x.get("ended_at") or 0.0):
@@ -334,7 +371,7 @@ def render(session: Session) -> dict:
                              "extra": {"producer": f"spool {__version__}"}}),
         "steps": b.steps,
         "notes": "; ".join(notes),
-        "final_metrics": b.final_metrics(),
+        "final_metrics": b.final_metrics(children),
         "extra": {"spool": _drop_none({
             "project": project, "cwd": env.get("cwd"),
             "permission_mode": env.get("permission_mode"),
@@ -345,4 +382,39 @@ def render(session: Session) -> dict:
                         "turn_id": x.get("turn_id"), "revision": x.get("revision")}
                        for x in session.bodies]})},
     }
+    if children:
+        doc["subagent_trajectories"] = children
     return redact(doc)
+
+
+def _subagents(session: Session, turns: list[_TurnSource],
+               child_of: Mapping[str, Mapping]) -> list[dict]:
+    """One embedded trajectory per subagent (``trajectory_id`` = its agent id, which
+    the spawn call's ``subagent_trajectory_ref`` names), all in the root's array."""
+    by_agent: dict[str, list[_TurnSource]] = {}
+    for t in turns:
+        by_agent.setdefault(str(child_of[t.turn_id].get("agent_id")), []).append(t)
+    version = next((str(b["environment"]["codex_version"]) for b in session.bodies
+                    if (b.get("environment") or {}).get("codex_version")), "unknown")
+    out = []
+    for agent_id, agent_turns in by_agent.items():
+        link = child_of[agent_turns[0].turn_id]
+        b = _Builder(session)
+        for src in agent_turns:
+            b.turn(src)
+        out.append({
+            "schema_version": SCHEMA_VERSION, "session_id": session.session_id,
+            "trajectory_id": agent_id,
+            "agent": {"name": str(link.get("agent_type") or "agent"), "version": version,
+                      "extra": _drop_none({"agent_id": agent_id,
+                                           "nickname": link.get("nickname")})},
+            "steps": b.steps or [{"step_id": 1, "source": "system",
+                                  "message": "spool has no steps of this subagent yet"}],
+            "final_metrics": b.final_metrics(own_total=False),
+            "extra": {"spool": _drop_none({
+                "turn_ids": [t.turn_id for t in agent_turns], "depth": link.get("depth"),
+                "parent_agent_id": link.get("parent_agent_id"),
+                "parent_turn_id": link.get("parent_turn_id"),
+                "parent_trace_id": link.get("parent_trace_id"),
+                "spawn_tool_use_id": link.get("spawn_tool_use_id")})}})
+    return out

@@ -423,6 +423,8 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
                       "started_at": part.started_at, "ended_at": part.ended_at,
                       "event_count": len(part.events), "complete": part.has_stop,
                       "usage": dict(part.usage)})
+        if part.agent_id:  # a subagent's turn
+            turns[-1].update(agent_id=part.agent_id, agent_type=part.agent_type)
     late += sum(1 for e in lifecycle if e.late)
     all_times = [e.received_at for p in ordered for e in p.events] + [e.received_at for e in lifecycle]
     first = prompts[0] if prompts else ""

@@ -212,3 +212,40 @@ def test_otlp_child_span_under_the_parent_spawn_span(traced):
         for s in spans if s.name.startswith("chat"))
     assert chat_in(parent) == post_usage(child=False)["input"]
     assert chat_in(child) == post_usage(child=True)["input"]
+
+
+def test_atif_subagent_trajectory_validates(traced, tmp_path):
+    from spool.export import atif_document
+
+    from test_atif import harbor_validate
+
+    engine, t = traced
+    doc = atif_document(engine, SID)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    r = harbor_validate(path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    subs = doc["subagent_trajectories"]
+    assert [s["trajectory_id"] for s in subs] == [CHILD]
+    sub = subs[0]
+    assert sub["extra"]["spool"]["parent_turn_id"] == PARENT_TURN
+    # the child's requests are in its trajectory, not the root's
+    root_calls = [tc["function_name"] for st in doc["steps"] for tc in st.get("tool_calls", [])]
+    sub_cmds = [tc["extra"].get("command") for st in sub["steps"]
+                for tc in st.get("tool_calls", [])]
+    assert "echo child-fixture" in sub_cmds
+    root_cmds = [tc["extra"].get("command") for st in doc["steps"]
+                 for tc in st.get("tool_calls", [])]
+    assert root_calls == ["spawn_agent", "wait_agent", "exec_command"]
+    assert root_cmds[-1] == "echo parent-fixture"
+    assert "echo child-fixture" not in root_cmds
+    refs = [r["subagent_trajectory_ref"] for st in doc["steps"]
+            for r in (st.get("observation") or {}).get("results", [])
+            if "subagent_trajectory_ref" in r]
+    assert refs == [[{"trajectory_id": CHILD, "session_id": SID}]]
+    p, c = post_usage(child=False), post_usage(child=True)
+    assert sub["final_metrics"]["total_prompt_tokens"] == c["input"]
+    fm = doc["final_metrics"]
+    assert fm["total_prompt_tokens"] == p["input"] + c["input"]
+    assert fm["total_completion_tokens"] == p["output"] + c["output"]
+    assert fm["extra"]["model_requests"] == p["requests"] + c["requests"]
