@@ -381,8 +381,10 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
                         lifecycle: Sequence[Event] = (), revision: int = 1,
                         supersedes: str | None = None, end_reason: str = "ended",
                         turn_trace_ids: Mapping[str, str] | None = None,
-                        rollout_total: Mapping[str, int] | None = None) -> Trace:
-    """The summary of a whole session: every turn's steps, in order, totals."""
+                        rollout_total: Mapping[str, int] | None = None,
+                        agents: Mapping[str, Mapping[str, Any]] | None = None) -> Trace:
+    """The summary of a whole session: every turn's steps, in order, totals
+    (subagents' turns included; ``agents``: their links, by turn id)."""
     tid = trace_id(session.session_id, None, "session", revision)
     turn_trace_ids = turn_trace_ids or {}
     ordered = sorted((p for p in parts if p.events), key=lambda p: p.events[0].id)
@@ -424,7 +426,10 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
                       "event_count": len(part.events), "complete": part.has_stop,
                       "usage": dict(part.usage)})
         if part.agent_id:  # a subagent's turn
-            turns[-1].update(agent_id=part.agent_id, agent_type=part.agent_type)
+            link = (agents or {}).get(part.turn_id or "") or {}
+            turns[-1].update(agent_id=part.agent_id, agent_type=part.agent_type,
+                             depth=link.get("depth", 1),
+                             parent_turn_id=link.get("parent_turn_id"))
     late += sum(1 for e in lifecycle if e.late)
     all_times = [e.received_at for p in ordered for e in p.events] + [e.received_at for e in lifecycle]
     first = prompts[0] if prompts else ""

@@ -249,3 +249,18 @@ def test_atif_subagent_trajectory_validates(traced, tmp_path):
     assert fm["total_prompt_tokens"] == p["input"] + c["input"]
     assert fm["total_completion_tokens"] == p["output"] + c["output"]
     assert fm["extra"]["model_requests"] == p["requests"] + c["requests"]
+
+
+def test_show_indents_the_child(traced):
+    from spool import timeline
+
+    _, t = traced
+    text = timeline.render(t["session"], width=200)
+    child_line = next(x for x in text.splitlines() if x.endswith("tool_use           echo child-fixture"))
+    parent_line = next(x for x in text.splitlines() if "echo parent-fixture" in x)
+    indent = lambda x: x.index("tool_use")  # noqa: E731
+    assert indent(child_line) == indent(parent_line) + 4
+    parent = timeline.render(t["parent"], width=200)
+    assert f"↳ subagent Lagrange: trace {t['child']['trace_id']}" in parent
+    child = timeline.render(t["child"], width=200)
+    assert f"of trace {t['parent']['trace_id']}, spawned at step" in child

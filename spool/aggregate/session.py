@@ -203,6 +203,6 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
             session, list(parts.values()), lifecycle=lifecycle, revision=rev, supersedes=prev,
             end_reason="ended" if w.finalize == "ended" else "stale (no event for the TTL)",
             turn_trace_ids={k: v for k, v in trace_of.items() if v},
-            rollout_total=new_r.total and facts.total_usage).to_dict(memo))
+            rollout_total=new_r.total and facts.total_usage, agents=agents).to_dict(memo))
     return b
 
