@@ -264,3 +264,91 @@ def test_show_indents_the_child(traced):
     assert f"↳ subagent Lagrange: trace {t['child']['trace_id']}" in parent
     child = timeline.render(t["child"], width=200)
     assert f"of trace {t['parent']['trace_id']}, spawned at step" in child
+
+
+def by_key(engine) -> dict:
+    out = {}
+    for b in traces(engine):
+        out[(b["kind"], b["turn_id"])] = b
+    return out
+
+
+def test_child_outliving_its_parent_turn_is_traced_and_linked(tmp_path):
+    evs = payloads()
+    child = [e for e in evs if e[1].get("agent_id")]
+    parent = [e for e in evs if not e[1].get("agent_id") and e[0] != "SessionEnd"]
+    end = [e for e in evs if e[0] == "SessionEnd"]
+    project, rollouts = setup(tmp_path)
+    engine = db.open_db()
+
+    def feed(items):
+        for name, obj in items:
+            assert run_hook(rewrite(obj, project, rollouts), cwd=project).returncode == 0
+        ingest.ingest_all(engine)
+    feed(parent)  # the parent's turn ends before the child has done anything
+    aggregate.aggregate(engine, time.time())
+    first = by_key(engine)
+    assert ("turn", PARENT_TURN) in first and ("turn", CHILD_TURN) not in first
+    feed(child)
+    aggregate.aggregate(engine, time.time())
+    t = by_key(engine)
+    c = t[("turn", CHILD_TURN)]
+    assert not c["incomplete"]
+    assert c["agent"]["parent_trace_id"] == first[("turn", PARENT_TURN)]["trace_id"]
+    assert c["agent"]["spawn_tool_use_id"] == "call_fake_1"
+    assert usage_of(c) == post_usage(child=True)
+    # the parent's turn trace was written before the child's turn began: it still links
+    # by the child's agent id (its child trace id comes from SubagentStart, missing then)
+    assert first[("turn", PARENT_TURN)]["subagents"][0]["agent_id"] == CHILD
+    feed(end)
+    aggregate.aggregate(engine, time.time() + 60)
+    assert usage_of(by_key(engine)[("turn", PARENT_TURN)]) == post_usage(child=False)
+
+
+def test_child_that_never_stops_is_traced_incomplete_and_linked(tmp_path):
+    evs = [e for e in payloads() if e[0] != "SubagentStop"]
+    engine = replay(tmp_path, evs)
+    aggregate.aggregate(engine, time.time() + 60)
+    t = by_key(engine)
+    c = t[("turn", CHILD_TURN)]
+    assert c["incomplete"] and "no SubagentStop received" in c["notes"][0]
+    assert c["agent"]["parent_turn_id"] == PARENT_TURN
+    assert usage_of(c) == post_usage(child=True)
+    assert usage_of(t[("turn", PARENT_TURN)]) == post_usage(child=False)
+
+
+def test_grandchild_depth_two(tmp_path):
+    g, g_turn = "grandchild-agent", "grandchild-turn"
+    base = {"session_id": SID, "cwd": "/x"}
+    as_child = dict(base, turn_id=CHILD_TURN, agent_id=CHILD, agent_type="default")
+    as_grand = dict(base, turn_id=g_turn, agent_id=g, agent_type="explorer")
+    extra = [
+        ("PreToolUse", dict(as_child, hook_event_name="PreToolUse", tool_name="spawn_agent",
+                            tool_use_id="call_g", tool_input={"message": "look"})),
+        ("SubagentStart", dict(as_grand, hook_event_name="SubagentStart")),
+        ("PostToolUse", dict(as_child, hook_event_name="PostToolUse", tool_name="spawn_agent",
+                             tool_use_id="call_g", tool_input={"message": "look"},
+                             tool_response=json.dumps({"agent_id": g, "nickname": "Noether"}))),
+        ("UserPromptSubmit", dict(as_grand, hook_event_name="UserPromptSubmit", prompt="look")),
+        ("PreModelRequest", dict(as_grand, hook_event_name="PreModelRequest")),
+        ("PostModelRequest", dict(as_grand, hook_event_name="PostModelRequest",
+                                  status="completed", token_usage={
+                                      "input_tokens": 50, "cached_input_tokens": 0,
+                                      "output_tokens": 5, "reasoning_output_tokens": 0,
+                                      "total_tokens": 55})),
+        ("SubagentStop", dict(as_grand, hook_event_name="SubagentStop",
+                              last_assistant_message="found it")),
+    ]
+    evs = payloads()
+    at = next(i for i, e in enumerate(evs) if e[0] == "SubagentStop")
+    engine = replay(tmp_path, evs[:at] + extra + evs[at:])
+    aggregate.aggregate(engine, time.time() + 60)
+    t = by_key(engine)
+    gc, c = t[("turn", g_turn)], t[("turn", CHILD_TURN)]
+    assert (gc["agent"]["depth"], gc["agent"]["parent_agent_id"]) == (2, CHILD)
+    assert gc["agent"]["parent_trace_id"] == c["trace_id"]
+    assert c["steps"][gc["agent"]["spawn_step"] - 1]["tool_use_id"] == "call_g"
+    assert c["subagents"][0]["trace_id"] == gc["trace_id"]
+    assert gc["usage"]["input"] == 50 and usage_of(c) == post_usage(child=True)
+    assert t[("session", None)]["usage"]["input"] == (
+        post_usage(False)["input"] + post_usage(True)["input"] + 50)
