@@ -376,7 +376,8 @@ def render(session: Session) -> dict:
             "project": project, "cwd": env.get("cwd"),
             "permission_mode": env.get("permission_mode"),
             "session_source": env.get("session_source"), "git_branch": env.get("git_branch"),
-            "git_commit": env.get("git_commit"), "still_open": session.still_open,
+            "git_commit": env.get("git_commit"), "run_id": env.get("run_id"),
+            "still_open": session.still_open,
             "content": "full" if session.full else "preview",
             "traces": [{"trace_id": x.get("trace_id"), "kind": x.get("kind"),
                         "turn_id": x.get("turn_id"), "revision": x.get("revision")}

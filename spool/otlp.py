@@ -263,6 +263,7 @@ class _Builder:
             ("spool.incomplete", bool(b.get("incomplete"))),
             ("spool.usage_source", b.get("usage_source")),
             ("codex.version", env.get("codex_version")),
+            ("spool.run_id", env.get("run_id")),
             ("codex.permission_mode", env.get("permission_mode")),
             ("vcs.ref.head.name", env.get("git_branch")),
             ("vcs.ref.head.revision", env.get("git_commit")),

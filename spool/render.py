@@ -132,6 +132,7 @@ def to_infinium(trace: Mapping[str, Any], *, max_input_preview: int = 200,
         "late_event_count": _int(trace.get("late_event_count")),
         "incomplete": bool(trace.get("incomplete")),
         "usage_source": trace.get("usage_source"),
+        "run_id": env.get("run_id"),
     }
     agent = trace.get("agent") if isinstance(trace.get("agent"), Mapping) else None
     if agent is not None:  # a subagent's trace: its link to the parent turn and spawn step

@@ -132,6 +132,7 @@ class SessionFacts:
     codex_version: str | None = None
     git_branch: str | None = None
     git_commit: str | None = None
+    run_id: str | None = None  # SPOOL_RUN_ID: the run (several sessions) it belongs to
 
 
 @dataclass(slots=True)

@@ -316,6 +316,7 @@ def _environment(session: SessionFacts, model, permission_mode, cwd) -> dict:
         "codex_version": session.codex_version,
         "git_branch": session.git_branch,
         "git_commit": session.git_commit,
+        **({"run_id": session.run_id} if session.run_id else {}),
     }
 
 

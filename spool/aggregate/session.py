@@ -24,6 +24,10 @@ from .connection import in_query, tx
 from .links import resolve as resolve_links
 
 KV_ROLLOUT = "rollout:"
+# Why a session is finalised -> (an open turn's note, the summary's note).
+_END_REASONS = {"ended": ("session ended", "ended"),
+                "stale": ("session went stale", "stale (no event for the TTL)"),
+                "exited": ("codex exited", "codex exited (its process is gone)")}
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Work:
 
     session_id: str
     cfg: config_mod.Config
-    finalize: str | None = None  # None | "ended" | "stale"
+    finalize: str | None = None  # None | "ended" | "stale" | "exited" (its Codex is gone)
     events: int = 0  # the session's indexed events (what reading it may cost)
 
 
@@ -110,11 +114,11 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
         srow = con.execute(
             "SELECT state, cwd, project, transcript_path, model, permission_mode, source,"
             " last_event_id, summary_revision, rollout_offset, codex_version, git_branch,"
-            " git_commit FROM sessions WHERE session_id = ?", (sid,)).fetchone()
+            " git_commit, run_id FROM sessions WHERE session_id = ?", (sid,)).fetchone()
         if srow is None:
             return None
         (state, cwd, project, transcript, model, pmode, source, last_id, summ_rev, r_off,
-         cver, gbranch, gcommit) = srow
+         cver, gbranch, gcommit, run_id) = srow
         if state == "final":
             return None
         turn_rows = con.execute(
@@ -151,7 +155,8 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
     session = SessionFacts(
         session_id=sid, cwd=cwd, project=project, model=model, permission_mode=pmode,
         source=source or meta_src, codex_version=new_r.cli_version or cver,
-        git_branch=new_r.git_branch or gbranch, git_commit=new_r.git_commit or gcommit)
+        git_branch=new_r.git_branch or gbranch, git_commit=new_r.git_commit or gcommit,
+        run_id=run_id)
     limits = Limits(w.cfg.max_input_preview, w.cfg.max_output_preview)
 
     by_turn: dict[str, list[Event]] = {}
@@ -183,8 +188,8 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
                 b.turn_traces.append((tid, row, None, False))
                 trace_of[tid] = row.trace_id
             elif tstate == "open" and w.finalize:
-                row = NewTrace.of(build_turn_trace(session, part, end_reason=(
-                    "session ended" if w.finalize == "ended" else "session went stale"), **links
+                row = NewTrace.of(build_turn_trace(session, part, end_reason=_END_REASONS[
+                    w.finalize][0], **links
                 ).to_dict(memo))
                 b.turn_traces.append((tid, row, None, True))
                 trace_of[tid] = row.trace_id
@@ -201,7 +206,7 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
         prev = trace_id(sid, None, "session", summ_rev) if summ_rev else None
         b.summary = NewTrace.of(build_session_trace(
             session, list(parts.values()), lifecycle=lifecycle, revision=rev, supersedes=prev,
-            end_reason="ended" if w.finalize == "ended" else "stale (no event for the TTL)",
+            end_reason=_END_REASONS[w.finalize][1],
             turn_trace_ids={k: v for k, v in trace_of.items() if v},
             rollout_total=new_r.total and facts.total_usage, agents=agents).to_dict(memo))
     return b
