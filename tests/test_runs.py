@@ -99,3 +99,22 @@ def test_server_mode_sessions_keep_the_ttl(tmp_path):
     ingest.ingest_all(engine)
     assert aggregate.sweep(engine, time.time() + 60) == 0
     assert aggregate.sweep(engine, time.time() + 700) == 1
+
+
+def test_hook_run_through_a_shell_records_the_shell_parent(tmp_path):
+    """Codex may run the hook command through `sh -c`: the pid is then the shell's parent."""
+    import shlex
+
+    engine = db.open_db()
+    ev = dict(codex_like_session("via-sh", turns=1)[0])
+    cmd = " ".join(shlex.quote(c) for c in hook_cmd()) + "; true"  # no exec: sh stays
+    r = subprocess.run(["sh", "-c", cmd], input=json.dumps(ev).encode(), timeout=30)
+    assert r.returncode == 0
+    ingest.ingest_all(engine)
+    with db.read(engine) as conn:
+        pid, start = conn.exec_driver_sql(
+            "SELECT codex_pid, codex_start FROM raw_events WHERE session_id = 'via-sh'").one()
+    assert pid == os.getpid()
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    assert start == int(stat[stat.rindex(b")") + 2:].split()[19])
