@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from . import __version__
+from . import atif_subagents as subagents_mod
 from .redact import redact, redact_text
 from .trace import INPUT_SUMMARY_MAX, OUTPUT_SUMMARY_MAX, Limits, clip
 from .transcript import Response, Transcript, Turn
@@ -79,19 +80,6 @@ class _TurnSource:
     prompt: str | None = None  # the whole prompt (input_summary) when the turn had one
     final: str | None = None  # the turn's last assistant message (output_summary)
     incomplete: bool = False
-
-
-def _child_turns(bodies: Sequence[Mapping]) -> dict[str, Mapping]:
-    """Subagent turn id -> its link (``agent``), from child turn traces and summaries."""
-    out: dict[str, Mapping] = {}
-    for b in bodies:
-        if b.get("kind") == "turn" and isinstance(b.get("agent"), Mapping) and b.get("turn_id"):
-            out[b["turn_id"]] = b["agent"]
-        for t in b.get("turns") or []:
-            if t.get("agent_id") and t.get("turn_id"):
-                out.setdefault(t["turn_id"], {"agent_id": t["agent_id"],
-                                              "agent_type": t.get("agent_type")})
-    return out
 
 
 def _turns(bodies: Sequence[Mapping]) -> list[_TurnSource]:
@@ -339,7 +327,7 @@ class _Builder:
 def render(session: Session) -> dict:
     """The ATIF document of ``session`` (a JSON-ready dict)."""
     b = _Builder(session)
-    child_of = _child_turns(session.bodies)
+    child_of = subagents_mod.child_turns(session.bodies)
     all_turns = _turns(session.bodies)
     turns = [t for t in all_turns if t.turn_id not in child_of]
     for src in turns:
@@ -395,27 +383,18 @@ def _subagents(session: Session, turns: list[_TurnSource],
     by_agent: dict[str, list[_TurnSource]] = {}
     for t in turns:
         by_agent.setdefault(str(child_of[t.turn_id].get("agent_id")), []).append(t)
-    version = next((str(b["environment"]["codex_version"]) for b in session.bodies
-                    if (b.get("environment") or {}).get("codex_version")), "unknown")
+    version = subagents_mod.codex_version(session.bodies)
     out = []
     for agent_id, agent_turns in by_agent.items():
-        link = child_of[agent_turns[0].turn_id]
         b = _Builder(session)
         for src in agent_turns:
             b.turn(src)
+        agent, extra = subagents_mod.describe(child_of[agent_turns[0].turn_id], agent_id,
+                                              version, [t.turn_id for t in agent_turns])
         out.append({
             "schema_version": SCHEMA_VERSION, "session_id": session.session_id,
-            "trajectory_id": agent_id,
-            "agent": {"name": str(link.get("agent_type") or "agent"), "version": version,
-                      "extra": _drop_none({"agent_id": agent_id,
-                                           "nickname": link.get("nickname")})},
+            "trajectory_id": agent_id, "agent": agent,
             "steps": b.steps or [{"step_id": 1, "source": "system",
                                   "message": "spool has no steps of this subagent yet"}],
-            "final_metrics": b.final_metrics(own_total=False),
-            "extra": {"spool": _drop_none({
-                "turn_ids": [t.turn_id for t in agent_turns], "depth": link.get("depth"),
-                "parent_agent_id": link.get("parent_agent_id"),
-                "parent_turn_id": link.get("parent_turn_id"),
-                "parent_trace_id": link.get("parent_trace_id"),
-                "spawn_tool_use_id": link.get("spawn_tool_use_id")})}})
+            "final_metrics": b.final_metrics(own_total=False), "extra": extra})
     return out
