@@ -334,7 +334,7 @@ def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0
     """The trace of one turn.  ``end_reason`` says why an unfinished turn is traced.
 
     A subagent's turn (``part.agent_id``) is a trace of its own: ``agent`` is
-    its link to the parent (spool.aggregate.links.child_link); it ends with
+    its link to the parent (spool.aggregate.links.resolve); it ends with
     SubagentStop, not Stop.  ``subagents`` are the links a parent turn gets to
     the children it spawned."""
     tid = trace_id(session.session_id, part.turn_id, "turn", revision)
