@@ -275,18 +275,21 @@ def resume(conn: Connection, project: str, now: float) -> dict:
 
 # --- sessions ------------------------------------------------------------------------
 
-def sessions(conn: Connection, limit: int) -> list[dict]:
-    """The ``limit`` most recently active sessions, newest first.
+def sessions(conn: Connection, limit: int, run: str | None = None) -> list[dict]:
+    """The ``limit`` most recently active sessions, newest first (only run ``run``'s
+    when given: ix_sessions_run).
 
     Keys: session_id, project, cwd, model, state, first_event_at,
-    last_event_at, events, turns, traces.
+    last_event_at, events, turns, traces, run_id.
     """
+    where = " WHERE s.run_id = :run" if run is not None else ""
     return _rows(conn.execute(text(
         "SELECT s.session_id, s.project, s.cwd, s.model, s.state, s.first_event_at,"
         " s.last_event_at, s.event_count AS events,"
         " (SELECT count(*) FROM turns AS u WHERE u.session_id = s.session_id) AS turns,"
-        " (SELECT count(*) FROM traces AS t WHERE t.session_id = s.session_id) AS traces"
-        " FROM sessions AS s ORDER BY s.last_event_at DESC LIMIT :n"), {"n": limit}))
+        " (SELECT count(*) FROM traces AS t WHERE t.session_id = s.session_id) AS traces,"
+        f" s.run_id FROM sessions AS s{where} ORDER BY s.last_event_at DESC LIMIT :n"),
+        {"n": limit, "run": run}))
 
 
 # --- uninstall ---------------------------------------------------------------------

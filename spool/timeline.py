@@ -188,6 +188,15 @@ def summary(body: Mapping[str, Any]) -> dict:
     }
 
 
+def _depths(body: Mapping[str, Any]) -> dict[Any, int]:
+    """A session summary's subagent turns -> their depth (its ``turns`` lines)."""
+    out = {}
+    for t in body.get("turns") or ():
+        if isinstance(t, Mapping) and t.get("agent_id"):
+            out[t.get("turn_id")] = int(t.get("depth") or 1)
+    return out
+
+
 def render(body: Mapping[str, Any], width: int = 100) -> str:
     """The whole trace as plain text lines (rich-free, so tests can read it)."""
     s = summary(body)
@@ -204,16 +213,34 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
     lines.append("  " + " · ".join(facts))
     for flag in body.get("cost_flags") or ():
         lines.append(f"  cost: {flag}")
+    agent = body.get("agent") if isinstance(body.get("agent"), Mapping) else None
+    if agent is not None:
+        lines.append(f"  subagent {agent.get('nickname') or agent.get('agent_id')} "
+                     f"({agent.get('agent_type') or 'agent'}, depth {agent.get('depth') or 1})"
+                     + (f" of trace {agent['parent_trace_id']}, spawned at step "
+                        f"{agent.get('spawn_step')}" if agent.get("parent_trace_id") else ""))
     if s["cwd"] or s["branch"]:
         where = s["cwd"] or "?"
         lines.append(f"  in {where}" + (f" (branch {s['branch']})" if s["branch"] else ""))
     rows = step_rows(body)
     lines.append(f"  {len(rows)} step(s)")
-    for r in rows:
+    # Subagents' steps are indented by their depth (a session summary holds them
+    # all); a parent turn's spawn step is followed by a line naming the child's trace.
+    depth = _depths(body)
+    base = int(agent.get("depth") or 1) if agent is not None else 0
+    spawned: dict[Any, list[Mapping]] = {}
+    for x in body.get("subagents") or ():
+        if isinstance(x, Mapping):
+            spawned.setdefault(x.get("spawn_step"), []).append(x)
+    steps = body.get("steps") if isinstance(body.get("steps"), list) else []
+    for i, r in enumerate(rows):
+        step = steps[i] if i < len(steps) and isinstance(steps[i], Mapping) else {}
+        pad = "    " * (base or depth.get(step.get("turn_id"), 0))
         off = (f"+{fmt_duration(r['offset_ms'])}" if r["offset_ms"] is not None
                and r["offset_ms"] >= 0.5 else "")  # no "+0ms" noise
-        head = f"  {str(r['n']):>3}. {off:>9} {r['kind'][:18]:<18} {r['label']}"
+        head = f"  {pad}{str(r['n']):>3}. {off:>9} {r['kind'][:18]:<18} {r['label']}"
         lines.append(head[:width].rstrip())
+        ind = f"{'':>16}{pad}"
         details = []
         if r["exit_code"] is not None:
             details.append(f"exit {r['exit_code']}")
@@ -224,11 +251,14 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
         if r["cost"] is not _NO_COST:
             details.append(fmt_usd(r["cost"]))
         if details:
-            lines.append(f"{'':>16}{' · '.join(details)}")
+            lines.append(f"{ind}{' · '.join(details)}")
         if r["output"]:
-            lines.append(f"{'':>16}→ {r['output']}"[:width])
+            lines.append(f"{ind}→ {r['output']}"[:width])
         if r["error"]:
-            lines.append(f"{'':>16}✗ {r['error']}"[:width])
+            lines.append(f"{ind}✗ {r['error']}"[:width])
+        for x in spawned.get(r["n"], ()):
+            lines.append(f"{ind}    ↳ subagent {x.get('nickname') or x.get('agent_id')}: "
+                         f"trace {x.get('trace_id') or '(not traced yet)'}"[:width])
     if s["errors"]:
         lines.append(f"  {len(s['errors'])} error(s):")
         lines.extend(f"    ✗ {e}"[:width] for e in s["errors"])

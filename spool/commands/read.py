@@ -265,6 +265,8 @@ def sessions(
     limit: str = typer.Option(DEFAULT_LIMIT, "-n", "--limit", metavar="N",
                               help="How many sessions (most recently active first), at least 1."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array."),
+    run: str = typer.Option(None, "--run", metavar="ID",
+                            help="Only the sessions of this run (their SPOOL_RUN_ID)."),
 ) -> None:
     """Codex sessions, most recently active first.
 
@@ -273,17 +275,19 @@ def sessions(
 
     JSON: an array of objects with keys session_id, project, cwd, model,
     state (open|ended|final), first_event_at, last_event_at (epoch), events,
-    turns, traces (int).
+    turns, traces (int), run_id.
     """
     from .. import queries
 
     n = parse_limit(limit)
     with database() as conn:
-        rows = queries.sessions(conn, n)
+        rows = queries.sessions(conn, n, run)
     print_rows(
-        rows, as_json, "No sessions yet.", f"sessions (newest {n})",
+        rows, as_json, f"No sessions of run {run}." if run else "No sessions yet.",
+        f"sessions of run {run} (newest {n})" if run else f"sessions (newest {n})",
         ["session / project", "state", "last event", "events", "turns"],
-        lambda r: [f"{r['session_id']}\n{r['project'] or r['cwd'] or '-'}", r["state"],
+        lambda r: [f"{r['session_id']}\n{r['project'] or r['cwd'] or '-'}"
+                   + (f"\nrun {r['run_id']}" if r.get("run_id") else ""), r["state"],
                    fmt_when(r["last_event_at"]), r["events"], r["turns"]])
 
 
