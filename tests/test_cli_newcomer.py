@@ -1,6 +1,8 @@
 """What a first-time user hit (issue 13), through the installed `spool` script."""
 from __future__ import annotations
 
+import re
+
 import json
 import os
 import subprocess
@@ -376,7 +378,6 @@ def test_demo_says_where_its_home_was_and_suggests_a_next_command(tmp_path, keep
 
 
 def test_readme_lists_every_command_and_visible_flag():
-    import click
     import typer.main
 
     from spool.cli import get_app
@@ -384,10 +385,12 @@ def test_readme_lists_every_command_and_visible_flag():
     readme = (ROOT / "README.md").read_text()
     group = typer.main.get_command(get_app())
     for name, cmd in group.commands.items():
-        assert f"`spool {name}" in readme or f"`spool {name}`" in readme, name
-        section = readme.split(f"`spool {name}", 1)[1].split("\n", 1)[0]
+        rows = [line for line in readme.splitlines() if line.startswith("| `spool")
+                and re.search(rf"`spool {name}[ `]", line.split(" | ")[0])]
+        assert rows, f"no row for `spool {name}` in the README's command table"
+        section = rows[0]
         for p in cmd.params:
-            if isinstance(p, click.Option) and not p.hidden:
+            if p.param_type_name == "option" and not p.hidden:
                 longest = max(p.opts + p.secondary_opts, key=len)
                 assert longest in section, (name, longest)
     assert "`spool --version`" in readme
