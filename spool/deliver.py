@@ -273,7 +273,8 @@ class Dispatcher:
                 outcome=OutboxState.SENT.value, error_class=outcome.error_class,
                 response_id=outcome.response_id)
             if acked and outcome.error_class == "PartialSuccess":
-                problems.record(conn, f"deliver:{rows[0].sink}",
+                # A sent attempt is not listed among failures: its own `spool errors` kind.
+                problems.record(conn, f"{rows[0].sink} partial success",
                                 f"sent {len(acked)} traces with a warning: {message}", finished)
         for r in rows:
             if r.id in acked:
@@ -327,7 +328,7 @@ class Dispatcher:
                 message=message if acked else f"(lease lost, not recorded) {message}",
                 response_id=outcome.response_id)
         if acked and state == OutboxState.SENT and outcome.error_class == "PartialSuccess":
-            problems.record(conn, f"deliver:{row.sink}",
+            problems.record(conn, f"{row.sink} partial success",
                             f"sent {row.trace_id} with a warning: {message}", now)
         if acked and state in (OutboxState.DEAD, OutboxState.HELD):
             key = (row.sink, outcome.error_class or state.value)
