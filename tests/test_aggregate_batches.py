@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from conftest import codex_like_session, fixture_payloads, fixture_rollout
 from spool import aggregate, db, hook, ingest
 from spool.aggregate import index, write
+
+from support.recorded import codex_like_session, fixture_payloads, fixture_rollout
 
 T0 = 1_800_000_000.0
 

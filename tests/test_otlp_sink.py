@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from conftest import CANARY_SECRET
-from otlp_receiver import OtlpReceiver
 from spool import config, db, deliver, otlp, otlp_wire, queries
 from spool.deliver import Dispatcher
 from spool.retry import RetryConfig
-from test_deliver_support import add_trace, attempts, outbox
+
+from support.canary import CANARY_SECRET
+from support.delivery import add_trace, attempts, outbox
+from support.otlp_receiver import OtlpReceiver
 
 BODIES = json.loads((Path(__file__).parent / "fixtures" / "otlp" / "bodies.json").read_text())
 ONE = lambda: 1.0  # noqa: E731 - always the full backoff step
@@ -32,9 +33,13 @@ def body(tid: str, n: int = 0) -> dict:
 
 
 @pytest.fixture
-def rx():
-    with OtlpReceiver(timeout_seconds=1.5) as r:
-        yield r
+def receiver_class():  # of conftest's rx
+    return OtlpReceiver
+
+
+@pytest.fixture
+def receiver_options():  # of conftest's rx
+    return {"timeout_seconds": 1.5}
 
 
 @pytest.fixture
