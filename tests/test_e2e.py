@@ -4,11 +4,11 @@ A scratch git project and an isolated CODEX_HOME; the installed ``spool`` CLI
 runs ``spool init --no-interactive --granularity both`` (the real hooks.json,
 the real trust step through ``codex app-server``; the agent secret only in the
 environment); then ``codex exec`` and ``codex exec resume --last`` (stdin
-/dev/null) against the scripted fake model (tests/fake_model.py).  The hooks
+/dev/null) against the scripted fake model (tests/support/fake_model.py).  The hooks
 autostart spool's worker, exactly as users get it, which delivers to a loopback
 Infinium-compatible receiver (spool.demo.receiver.Receiver).  Everything - fake
 model, Codex, hooks, worker, receiver - runs inside ``unshare -n`` (loopback
-only) when the machine allows it (tests/codex_env.py).
+only) when the machine allows it (tests/support/codex.py).
 
 The ground truth is what Codex itself wrote (its rollout file: turn ids,
 ``token_count`` lines, CommandExecution exit codes, last agent messages) and

@@ -1,7 +1,7 @@
 """End to end (issue 14): the REAL Codex CLI -> spool's hooks -> worker -> OTLP sink -> a REAL
 Arize Phoenix (the session-scoped ``phoenix`` fixture), read back through Phoenix's REST API.
 
-Codex runs against the scripted fake model (tests/fake_model.py) with the script of
+Codex runs against the scripted fake model (tests/support/fake_model.py) with the script of
 tests/test_e2e.py (two turns, one failing command ``exit 3``).  Not inside ``unshare -n``: the
 worker the hooks autostart must reach Phoenix on the host's loopback (all traffic stays on
 127.0.0.1; the test config.toml turns Codex's own telemetry off).

@@ -1,5 +1,5 @@
 """The OTLP sink through the real dispatcher against a loopback OTLP receiver that decodes the
-protobuf (tests/otlp_receiver.py): the fault matrix (OTLP retry rules), batching, byte-identical
+protobuf (tests/support/otlp_receiver.py): the fault matrix (OTLP retry rules), batching, byte-identical
 resends, session summaries, header secrets, partial success in `spool errors`."""
 from __future__ import annotations
 
