@@ -256,6 +256,7 @@ def test_a_planted_fallback_dir_is_never_used(tmp_path, monkeypatch):
     engine.dispose()
 
 
+@pytest.mark.slow  # 1600 real hook processes: ~55 s
 def test_parallel_hooks_lose_nothing(ready_db, tmp_path):
     """8 processes x 200 hook invocations at once -> 1600 rows, 0 failures."""
     payload = fixture_payloads()[4][1]
