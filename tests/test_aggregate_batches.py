@@ -84,6 +84,7 @@ def _small_batches(monkeypatch, index_batch: int, group_events: int) -> None:
     monkeypatch.setattr(write, "WRITE_GROUP_MAX", group_events)
 
 
+@pytest.mark.slow  # 25-31 s per case under load
 @pytest.mark.parametrize("index_batch,group_events", [(37, 1), (37, 5000), (1, 60)])
 def test_small_batches_and_groups_trace_exactly_what_one_big_batch_traces(
         tmp_path, monkeypatch, index_batch, group_events):

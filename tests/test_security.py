@@ -159,6 +159,7 @@ def test_secret_never_leaks_and_files_stay_private_under_umask_000(spool_home, w
     assert assert_private(spool_home, project / ".spool") >= 4
 
 
+@pytest.mark.slow  # real CLI + worker processes: 27 s under load
 def test_cli_and_worker_create_private_files_under_umask_000(spool_home, tmp_path):
     project = tmp_path / "p"
     project.mkdir()
