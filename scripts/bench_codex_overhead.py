@@ -2,7 +2,7 @@
 
 The overhead users feel: the same scripted turn (3 tool calls, one failing, then
 a final message: 4 model requests, 18 hook events) against the fake model server
-(tests/fake_model.py), in three scratch projects sharing nothing but the Codex
+(tests/support/fake_model.py), in three scratch projects sharing nothing but the Codex
 binary - one without any hook ("no hooks"), one after `spool init
 --no-interactive` ("installed hooks"), and one never inited where Codex is run
 as `spool run --wait 0 -- codex exec ...` ("spool run": the hooks as -c
@@ -35,8 +35,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="spool-bench-codex-"))
     os.environ["SPOOL_HOME"] = str(root / "spool-home")
     os.environ["SPOOL_NO_AUTOSTART"] = "1"
-    import codex_env as ce
-    from fake_model import default_script
+    from support import codex as ce
+    from support.fake_model import default_script
     from typer.testing import CliRunner
 
     from spool.cli import get_app
@@ -49,7 +49,7 @@ def main() -> int:
     for name in ("no hooks", "installed hooks", "spool run"):
         d = root / name.replace(" ", "-")
         home = ce.make_codex_home(d)
-        proj = ce.make_project(d)
+        proj = ce.make_codex_project(d)
         if name == "installed hooks":
             r = CliRunner().invoke(get_app(), ["init", "--no-interactive", "--project", str(proj),
                                                "--codex-home", str(home), "--codex-bin",

@@ -202,7 +202,8 @@ def bench_sinks(n: int, rounds: int, batch: int) -> None:
     servers = {
         "infinium": subprocess.Popen([sys.executable, "-m", "spool.demo.receiver"], cwd=ROOT,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True),
-        "otlp": subprocess.Popen([sys.executable, str(ROOT / "tests" / "otlp_receiver.py")],
+        "otlp": subprocess.Popen([sys.executable,
+                                  str(ROOT / "tests" / "support" / "otlp_receiver.py")],
                                  cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True),
     }

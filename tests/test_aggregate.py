@@ -2,52 +2,25 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from spool import aggregate, config, db, ingest
-from spool.aggregate import EVENT_TRACES, sweep
+from spool import aggregate, db, ingest
+from spool.aggregate import sweep
 from spool.render import to_infinium
 from spool.rollout import read_incremental
 from spool.trace import trace_id
 
-from conftest import fixture_payloads, fixture_rollout, run_hook
+from support.hookproc import run_hook
+from support.recorded import fixture_payloads
+from support.rows import insert_raw
+from support.sessions import EVENTS, SID, project_with_rollout, read_traces, rewrite_payload
 
-# Which traces hold each raw event (derived from the aggregator's watermarks).
-EVENTS = f"({EVENT_TRACES}) AS raw_events"
 
-SID = "01a20038-88d1-76a3-89e0-645a8f69229c"
 TURN1 = "01a20038-88e8-7592-844d-9a4c2114b9d0"
 TURN2 = "01a20038-a3f6-7272-b707-136584472438"
-
-
-def _project(tmp_path: Path, granularity: str) -> tuple[Path, Path]:
-    project = tmp_path / "project"
-    project.mkdir()
-    config.write_file(project, {"granularity": granularity})
-    rollout = tmp_path / "rollout.jsonl"
-    shutil.copy(fixture_rollout(), rollout)
-    return project, rollout
-
-
-def _rewrite(payload: bytes, project: Path, rollout: Path) -> bytes:
-    obj = json.loads(payload)
-    obj["transcript_path"] = str(rollout)
-    obj["cwd"] = str(project)
-    return json.dumps(obj).encode()
-
-
-def _traces(engine, kind=None):
-    with db.read(engine) as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT trace_id, kind, turn_id, revision, body FROM traces ORDER BY created_at, turn_id"
-        ).fetchall()
-    out = [dict(trace_id=r[0], kind=r[1], turn_id=r[2], revision=r[3], body=json.loads(r[4]))
-           for r in rows]
-    return [t for t in out if kind is None or t["kind"] == kind]
 
 
 def _rollout_turn_usages(path: Path) -> dict:
@@ -92,10 +65,10 @@ def _post_model_usage(turn: str) -> dict:
 @pytest.fixture
 def replayed(tmp_path):
     """The 20 fixture payloads through the real hook subprocess, ingested."""
-    project, rollout = _project(tmp_path, "both")
+    project, rollout = project_with_rollout(tmp_path, "both")
     engine = db.open_db()
     for name, payload in fixture_payloads():
-        r = run_hook(_rewrite(payload, project, rollout), cwd=project)
+        r = run_hook(rewrite_payload(payload, project, rollout), cwd=project)
         assert r.returncode == 0 and r.stdout == b"", (name, r)
     ingest.ingest_all(engine)
     with db.read(engine) as conn:
@@ -110,8 +83,8 @@ def test_acceptance_two_turns_and_one_summary(replayed):
     res = aggregate.aggregate(engine, now)
     assert (res.turn_traces, res.session_traces, res.errors) == (2, 1, 0)
 
-    turns = _traces(engine, "turn")
-    sessions = _traces(engine, "session")
+    turns = read_traces(engine, "turn")
+    sessions = read_traces(engine, "session")
     assert len(turns) == 2 and len(sessions) == 1
     by_turn = {t["turn_id"]: t["body"] for t in turns}
     assert set(by_turn) == {TURN1, TURN2}
@@ -177,13 +150,13 @@ def test_acceptance_two_turns_and_one_summary(replayed):
     # Re-running creates nothing new.
     again = aggregate.aggregate(engine, now + 1)
     assert again.traces == 0 and sweep(engine, now + 10_000) == 0
-    assert len(_traces(engine)) == 3
+    assert len(read_traces(engine)) == 3
 
 
 def test_infinium_rendering_of_a_real_turn(replayed):
     engine, _, _ = replayed
     aggregate.aggregate(engine, time.time() + 60)
-    body = next(t["body"] for t in _traces(engine, "turn") if t["turn_id"] == TURN1)
+    body = next(t["body"] for t in read_traces(engine, "turn") if t["turn_id"] == TURN1)
     inf = to_infinium(body)
     assert inf["environment"]["custom_tags"]["trace_type"] == "turn"
     assert inf["llm_usage"]["prompt_tokens"] == 3022  # input including cached
@@ -193,7 +166,7 @@ def test_infinium_rendering_of_a_real_turn(replayed):
     assert inf["environment"]["custom_tags"]["reasoning_output_tokens"] == 90
     tool = next(s for s in inf["steps"] if s["action"] == "tool_use")
     assert "echo hello" in tool["description"] and tool["input_preview"] == "echo hello"
-    summary = _traces(engine, "session")[0]["body"]
+    summary = read_traces(engine, "session")[0]["body"]
     assert to_infinium(summary)["environment"]["custom_tags"]["trace_type"] == "session"
     assert to_infinium(summary)["name"].startswith("(Summary) ")
 
@@ -216,22 +189,15 @@ def test_turn_traces_before_session_end(replayed):
 T0 = 1_800_000_000.0
 
 
-def _insert(engine, payloads, t0: float, step: float = 1.0) -> float:
-    t = t0
-    with db.write(engine) as conn:
-        for raw in payloads:
-            t += step
-            conn.exec_driver_sql(
-                "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated)"
-                " VALUES (?, 'hook', NULL, ?, ?, 0)", (t, raw, len(raw)))
-    ingest.ingest_all(engine)
-    return t
+def _insert(engine, payloads, t0: float) -> float:
+    """Recorded payloads 1 s apart (no cwd column), then ingested."""
+    return insert_raw(engine, payloads, t0, step=1.0, cwd=None, parse=True)
 
 
 def _fixture(project, rollout, strip_usage=False):
     out = []
     for name, raw in fixture_payloads():
-        obj = json.loads(_rewrite(raw, project, rollout))
+        obj = json.loads(rewrite_payload(raw, project, rollout))
         if strip_usage:
             obj.pop("token_usage", None)
         out.append(json.dumps(obj).encode())
@@ -239,13 +205,13 @@ def _fixture(project, rollout, strip_usage=False):
 
 
 def test_resumed_after_summary_gets_a_new_revision(tmp_path):
-    project, rollout = _project(tmp_path, "both")
+    project, rollout = project_with_rollout(tmp_path, "both")
     engine = db.open_db()
     payloads = _fixture(project, rollout)
     t = _insert(engine, payloads[:10], T0)  # turn 1, SessionEnd
     res = aggregate.aggregate(engine, t + 11)
     assert (res.turn_traces, res.session_traces) == (1, 1)
-    first = _traces(engine, "session")[0]["body"]
+    first = read_traces(engine, "session")[0]["body"]
     assert first["revision"] == 1 and first["event_count"] == 10
     t = _insert(engine, payloads[10:], t + 100)  # codex exec resume: turn 2, SessionEnd
     res = aggregate.aggregate(engine, t + 1)  # within the grace: the turn only
@@ -254,7 +220,7 @@ def test_resumed_after_summary_gets_a_new_revision(tmp_path):
         assert conn.exec_driver_sql("SELECT state FROM sessions").scalar() == "ended"
     res = aggregate.aggregate(engine, t + 11)
     assert (res.turn_traces, res.session_traces) == (0, 1)
-    second = next(s["body"] for s in _traces(engine, "session") if s["revision"] == 2)
+    second = next(s["body"] for s in read_traces(engine, "session") if s["revision"] == 2)
     assert second["supersedes"] == first["trace_id"]
     assert second["trace_id"] == trace_id(SID, None, "session", 2) != first["trace_id"]
     assert second["event_count"] == 20 and second["usage"]["total"] == 11072
@@ -265,7 +231,7 @@ def test_resumed_after_summary_gets_a_new_revision(tmp_path):
 
 
 def test_late_event_goes_into_the_session_trace(tmp_path):
-    project, rollout = _project(tmp_path, "both")
+    project, rollout = project_with_rollout(tmp_path, "both")
     engine = db.open_db()
     payloads = _fixture(project, rollout)
     t = _insert(engine, payloads[:9], T0)  # turn 1 up to its Stop
@@ -275,7 +241,7 @@ def test_late_event_goes_into_the_session_trace(tmp_path):
     t = _insert(engine, [json.dumps(late).encode(), payloads[9]], t)
     res = aggregate.aggregate(engine, t + 11)
     assert (res.turn_traces, res.session_traces) == (0, 1)
-    summary = _traces(engine, "session")[0]["body"]
+    summary = read_traces(engine, "session")[0]["body"]
     assert summary["late_event_count"] == 1 and summary["event_count"] == 11
     assert any("arrived after their turn was traced" in n for n in summary["notes"])
     with db.read(engine) as conn:
@@ -286,7 +252,7 @@ def test_late_event_goes_into_the_session_trace(tmp_path):
 
 
 def test_turn_granularity_revises_a_turn_with_late_events(tmp_path):
-    project, rollout = _project(tmp_path, "turn")
+    project, rollout = project_with_rollout(tmp_path, "turn")
     engine = db.open_db()
     payloads = _fixture(project, rollout)
     t = _insert(engine, payloads[:9], T0)
@@ -294,7 +260,7 @@ def test_turn_granularity_revises_a_turn_with_late_events(tmp_path):
     t = _insert(engine, [payloads[5], payloads[9]], t)  # a duplicate Post arrives late
     res = aggregate.aggregate(engine, t + 11)
     assert (res.turn_traces, res.session_traces, res.sessions_finalised) == (1, 0, 1)
-    traces = _traces(engine, "turn")
+    traces = read_traces(engine, "turn")
     assert [t_["revision"] for t_ in traces] == [0, 1]
     rev = traces[1]["body"]
     assert rev["supersedes"] == traces[0]["trace_id"] and rev["late_event_count"] == 1
@@ -307,14 +273,14 @@ def test_turn_granularity_revises_a_turn_with_late_events(tmp_path):
 
 
 def test_turn_granularity_stale_session_traces_the_open_turn(tmp_path):
-    project, rollout = _project(tmp_path, "turn")
+    project, rollout = project_with_rollout(tmp_path, "turn")
     engine = db.open_db()
     payloads = _fixture(project, rollout)
     t = _insert(engine, payloads[:6], T0)  # no Stop, no SessionEnd
     assert aggregate.aggregate(engine, t + 100).traces == 0
     assert sweep(engine, t + 599) == 0  # not stale yet
     assert sweep(engine, t + 601) == 1
-    (turn,) = _traces(engine)
+    (turn,) = read_traces(engine)
     body = turn["body"]
     assert body["kind"] == "turn" and body["incomplete"] and "stale" in body["notes"][0]
     assert body["event_count"] == 5
@@ -324,14 +290,14 @@ def test_turn_granularity_stale_session_traces_the_open_turn(tmp_path):
 
 
 def test_a_live_session_is_never_finalised_by_others(tmp_path):
-    project, rollout = _project(tmp_path, "session")
+    project, rollout = project_with_rollout(tmp_path, "session")
     engine = db.open_db()
     payloads = _fixture(project, rollout)
     other = [json.dumps(dict(json.loads(p), session_id="other")).encode() for p in payloads[:10]]
     t = _insert(engine, payloads[:9] + other, T0)  # ours: no SessionEnd; the other one ends
     res = aggregate.aggregate(engine, t + 11)
     assert res.session_traces == 1
-    (s,) = _traces(engine, "session")
+    (s,) = read_traces(engine, "session")
     assert s["body"]["session_id"] == "other"
     with db.read(engine) as conn:
         states = dict(conn.exec_driver_sql("SELECT session_id, state FROM sessions").all())
@@ -339,7 +305,7 @@ def test_a_live_session_is_never_finalised_by_others(tmp_path):
 
 
 def test_empty_session_emits_nothing_and_turn_mode_no_summary(tmp_path):
-    project, rollout = _project(tmp_path, "both")
+    project, rollout = project_with_rollout(tmp_path, "both")
     engine = db.open_db()
     payloads = _fixture(project, rollout)
     t = _insert(engine, [payloads[0], payloads[9]], T0)
@@ -350,16 +316,16 @@ def test_empty_session_emits_nothing_and_turn_mode_no_summary(tmp_path):
 
 
 def test_usage_from_the_rollout_when_hooks_carry_none(tmp_path):
-    project, rollout = _project(tmp_path, "both")
+    project, rollout = project_with_rollout(tmp_path, "both")
     engine = db.open_db()
     t = _insert(engine, _fixture(project, rollout, strip_usage=True), T0)
     aggregate.aggregate(engine, t + 11)
     truth = _rollout_turn_usages(rollout)
-    for tr in _traces(engine, "turn"):
+    for tr in read_traces(engine, "turn"):
         body = tr["body"]
         assert body["usage_source"] == "rollout"
         assert {k: body["usage"][k] for k in truth["turns"][tr["turn_id"]]} == truth["turns"][tr["turn_id"]]
-    summary = _traces(engine, "session")[0]["body"]
+    summary = read_traces(engine, "session")[0]["body"]
     assert summary["usage"]["total"] == truth["final"]["total_tokens"]
     with db.read(engine) as conn:
         off, ver = conn.exec_driver_sql("SELECT rollout_offset, codex_version FROM sessions").one()
@@ -368,14 +334,14 @@ def test_usage_from_the_rollout_when_hooks_carry_none(tmp_path):
 
 
 def test_failed_command_is_an_error_step(tmp_path):
-    project, rollout = _project(tmp_path, "turn")
+    project, rollout = project_with_rollout(tmp_path, "turn")
     text = rollout.read_text().replace('"exit_code":0,"duration":{"secs":0,"nanos":8005}',
                                        '"exit_code":127,"duration":{"secs":0,"nanos":8005}')
     rollout.write_text(text)
     engine = db.open_db()
     t = _insert(engine, _fixture(project, rollout)[:9], T0)
     aggregate.aggregate(engine, t + 1)
-    (tr,) = _traces(engine, "turn")
+    (tr,) = read_traces(engine, "turn")
     (err,) = tr["body"]["errors"]
     assert "127" in err["message"] and "echo hello" in err["message"]
     inf = to_infinium(tr["body"])
@@ -383,7 +349,7 @@ def test_failed_command_is_an_error_step(tmp_path):
 
 
 def test_sinks_from_config_get_one_outbox_row_each(tmp_path):
-    project, rollout = _project(tmp_path, "turn")
+    project, rollout = project_with_rollout(tmp_path, "turn")
     engine = db.open_db()
     t = _insert(engine, _fixture(project, rollout)[:9], T0)
     aggregate.aggregate(engine, t + 1, env={"SPOOL_SINKS": "infinium,file"})

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from conftest import codex_like_session, fixture_payloads, fixture_rollout
 from spool import aggregate, db, hook, ingest
 from spool.aggregate import index, write
+
+from support.recorded import codex_like_session, fixture_payloads, fixture_rollout
 
 T0 = 1_800_000_000.0
 
@@ -83,6 +84,7 @@ def _small_batches(monkeypatch, index_batch: int, group_events: int) -> None:
     monkeypatch.setattr(write, "WRITE_GROUP_MAX", group_events)
 
 
+@pytest.mark.slow  # 25-31 s per case under load
 @pytest.mark.parametrize("index_batch,group_events", [(37, 1), (37, 5000), (1, 60)])
 def test_small_batches_and_groups_trace_exactly_what_one_big_batch_traces(
         tmp_path, monkeypatch, index_batch, group_events):

@@ -13,7 +13,8 @@ import pytest
 from spool import db, ingest
 from spool.aggregate import aggregate, sweep
 
-from test_aggregate_props import check_invariants
+from support.sessions import check_invariants
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +23,7 @@ WRITER = textwrap.dedent("""
     from spool import hook
     home, rounds = sys.argv[1], int(sys.argv[2])
     sys.path.insert(0, sys.argv[3])  # the tests directory
-    from conftest import codex_like_session
+    from support.recorded import codex_like_session
     def put(obj):
         raw = json.dumps(obj).encode()
         hook.insert(home, time.time(), "hook", obj["cwd"], raw, len(raw), 0)

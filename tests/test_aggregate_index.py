@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from spool import aggregate, db, ingest, paths
+from spool import aggregate, db, paths
 from spool.aggregate import EVENT_TRACES, connection, index, result, session, write
 
-from conftest import codex_like_session
-from test_aggregate_props import _insert as insert_raw
+from support.recorded import codex_like_session
+from support.rows import insert_raw
+
 
 T0 = 1_800_000_000.0
 ENV = {"SPOOL_GRANULARITY": "both", "SPOOL_SESSION_END_GRACE": "0"}
-
-
-def _insert(engine, events: list[dict], t0: float) -> float:
-    t = insert_raw(engine, events, t0)
-    ingest.ingest_all(engine)
-    return t
 
 
 def _state(engine) -> dict:
@@ -57,11 +52,11 @@ def test_a_turn_traced_by_another_pass_meanwhile_makes_the_event_late(
     engine = db.open_db()
     evs = codex_like_session("s", turns=1)
     stop = next(i for i, e in enumerate(evs) if e["hook_event_name"] == "Stop")
-    t = _insert(engine, evs[:stop + 1], T0)  # the turn up to its Stop
+    t = insert_raw(engine, evs[:stop + 1], T0, parse=True)  # the turn up to its Stop
     res = aggregate.aggregate(engine, t + 1, env={**ENV, "SPOOL_GRANULARITY": "session"})
     assert res.turn_traces == 0  # indexed, closed, not traced (session granularity)
     late = dict(evs[4], tool_use_id="late-call")  # a PostToolUse for the closed turn
-    t = _insert(engine, [late], t)
+    t = insert_raw(engine, [late], t, parse=True)
 
     def other_pass_traces_the_turn():  # another worker's pass: index done, it traces the turn
         other = db.make_engine(paths.db_path())
@@ -92,7 +87,7 @@ def test_a_turn_traced_by_another_pass_meanwhile_makes_the_event_late(
 def test_a_batch_indexed_by_another_pass_meanwhile_is_not_indexed_twice(
         tmp_path, between_plan_and_apply):
     engine = db.open_db()
-    t = _insert(engine, codex_like_session("s", turns=2), T0)
+    t = insert_raw(engine, codex_like_session("s", turns=2), T0, parse=True)
 
     def other_pass_indexes_everything():
         other = db.make_engine(paths.db_path())
@@ -112,7 +107,7 @@ def test_a_batch_indexed_by_another_pass_meanwhile_is_not_indexed_twice(
 
 def test_a_pass_with_nothing_new_takes_no_write_lock(tmp_path, between_plan_and_apply):
     engine = db.open_db()
-    t = _insert(engine, codex_like_session("s", turns=1), T0)
+    t = insert_raw(engine, codex_like_session("s", turns=1), T0, parse=True)
     aggregate.aggregate(engine, t + 1, env=ENV)
     with db.read(engine) as conn:
         before = conn.exec_driver_sql("SELECT name, value, updated_at FROM cursors").all()
@@ -130,7 +125,7 @@ def test_a_session_first_seen_mid_turn_takes_its_facts_from_that_event(tmp_path)
     evs = codex_like_session("s", turns=1, cwd="/nonexistent/mid")[4:]  # from PreToolUse on
     for e in evs:
         e.update(transcript_path="/nonexistent/rollout.jsonl", model="gpt-mid")
-    _insert(engine, evs, T0)
+    insert_raw(engine, evs, T0, parse=True)
     aggregate.aggregate(engine, T0, env=ENV)
     with db.read(engine) as conn:
         assert conn.exec_driver_sql(
@@ -143,7 +138,7 @@ def test_ingest_stores_the_session_facts_and_the_index_reads_only_those(tmp_path
     evs = codex_like_session("s", turns=1, cwd="/nonexistent/a")
     evs[0].update(model="gpt-a", permission_mode="default", transcript_path="/nonexistent/r.jsonl")
     evs[1].update(source="not-a-start", model="", permission_mode=5)  # odd values: no fact
-    _insert(engine, evs, T0)
+    insert_raw(engine, evs, T0, parse=True)
     with db.read(engine) as conn:
         rows = conn.exec_driver_sql(
             "SELECT event, payload_cwd, payload_transcript_path, payload_model,"
@@ -165,11 +160,11 @@ def test_retention_deleting_sessions_makes_a_plan_made_before_it_stale(
     from spool import maintenance
 
     engine = db.open_db()
-    t = _insert(engine, codex_like_session("old", turns=1), T0)
+    t = insert_raw(engine, codex_like_session("old", turns=1), T0, parse=True)
     aggregate.aggregate(engine, t + 1, env=ENV)
     with db.write(engine) as conn:  # delivered long ago
         conn.exec_driver_sql("UPDATE outbox SET state = 'sent', sent_at = ?", (t + 2,))
-    t = _insert(engine, codex_like_session("new", turns=1), t + 100_000)
+    t = insert_raw(engine, codex_like_session("new", turns=1), t + 100_000, parse=True)
 
     def retention_runs():
         other = db.make_engine(paths.db_path())

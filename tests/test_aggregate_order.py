@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 
-from conftest import fixture_payloads
 from spool import aggregate, db, hook, ingest, paths
-from test_aggregate import SID, _project, _rewrite, _traces
+
+from support.recorded import fixture_payloads
+from support.sessions import SID, project_with_rollout, read_traces, rewrite_payload
 
 
 def test_overflowed_early_events_ingested_last_do_not_reopen_the_session(tmp_path, spool_home):
-    project, rollout = _project(tmp_path, "both")
+    project, rollout = project_with_rollout(tmp_path, "both")
     engine = db.open_db()
-    payloads = [_rewrite(p, project, rollout) for _, p in fixture_payloads()]
+    payloads = [rewrite_payload(p, project, rollout) for _, p in fixture_payloads()]
     t0 = 1_800_000_000.0
     # The first 17 events went to overflow (no database yet); the last 3 reached the
     # database directly - so they get the lower row ids.
@@ -25,7 +26,7 @@ def test_overflowed_early_events_ingested_last_do_not_reopen_the_session(tmp_pat
     end = t0 + len(payloads)
     aggregate.aggregate(engine, end + 60)
     aggregate.sweep(engine, end + 60)
-    kinds = sorted(t["kind"] for t in _traces(engine))
+    kinds = sorted(t["kind"] for t in read_traces(engine))
     assert kinds == ["session", "turn", "turn"]
     conn = sqlite3.connect(paths.db_path())
     state, ended_at = conn.execute("SELECT state, ended_at FROM sessions WHERE session_id = ?",
@@ -36,9 +37,9 @@ def test_overflowed_early_events_ingested_last_do_not_reopen_the_session(tmp_pat
 
 
 def test_a_resume_after_sessionend_still_reopens(tmp_path, spool_home):
-    project, rollout = _project(tmp_path, "session")
+    project, rollout = project_with_rollout(tmp_path, "session")
     engine = db.open_db()
-    payloads = [_rewrite(p, project, rollout) for _, p in fixture_payloads()]
+    payloads = [rewrite_payload(p, project, rollout) for _, p in fixture_payloads()]
     t0 = 1_800_000_000.0
     for i, p in enumerate(payloads[:10]):  # first exec: ends with SessionEnd
         hook.insert(str(spool_home), t0 + i, "hook", str(project), p, len(p), 0)
@@ -48,7 +49,7 @@ def test_a_resume_after_sessionend_still_reopens(tmp_path, spool_home):
         hook.insert(str(spool_home), t0 + 30 + i, "hook", str(project), p, len(p), 0)
     ingest.ingest_all(engine)
     aggregate.aggregate(engine, t0 + 200)
-    sessions = [t for t in _traces(engine) if t["kind"] == "session"]
+    sessions = [t for t in read_traces(engine) if t["kind"] == "session"]
     assert len(sessions) == 1  # one summary covering both execs, not one per exec
     assert sessions[0]["body"]["event_count"] == 20
     engine.dispose()

@@ -1,7 +1,6 @@
 """Property tests: random event sequences never make the aggregator lose, double or invent."""
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spool import db, ingest
-from spool.aggregate import EVENT_TRACES, aggregate, sweep
+from spool.aggregate import aggregate, sweep
 
-# Which traces hold each raw event (derived from the aggregator's watermarks).
-EVENTS = f"({EVENT_TRACES}) AS raw_events"
+from support.rows import insert_raw
+from support.sessions import check_invariants
 
-LIFECYCLE = ("SessionStart", "SessionEnd")
+
 T0 = 1_800_000_000.0
 
 
@@ -110,69 +109,10 @@ def scenarios(draw):
     return order, list(zip(cuts, gaps)), granularity
 
 
-def _insert(engine, events, start_at: float) -> float:
-    t = start_at
-    with db.write(engine) as conn:
-        for e in events:
-            t += 0.5
-            raw = json.dumps(e).encode()
-            conn.exec_driver_sql(
-                "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated)"
-                " VALUES (?, 'hook', ?, ?, ?, 0)", (t, e.get("cwd"), raw, len(raw)))
-    return t
-
-
 def _snapshot(engine):
     with db.read(engine) as conn:
         return (conn.exec_driver_sql("SELECT trace_id, body FROM traces ORDER BY trace_id").fetchall(),
                 conn.exec_driver_sql("SELECT trace_id, sink FROM outbox ORDER BY id").fetchall())
-
-
-def check_invariants(engine, granularity: str) -> None:
-    with db.read(engine) as conn:
-        q = conn.exec_driver_sql
-        assert q("SELECT count(*) FROM errors").scalar() == 0, q("SELECT message FROM errors").all()
-        assert q("SELECT count(*) FROM raw_events WHERE status != 'ok'").scalar() == 0
-        assert q("SELECT count(*) FROM sessions WHERE state != 'final'").scalar() == 0
-        assert q("SELECT count(*) FROM turns WHERE state != 'traced'").scalar() == 0
-        events = q("SELECT id, session_id, event, turn_trace_id, session_trace_id, late"
-                   f" FROM {EVENTS}").fetchall()
-        nonempty = {r[1] for r in events if r[2] not in LIFECYCLE}
-        current_turn = {r[0] for r in q("SELECT trace_id FROM turns")}
-        current_sess = {r[0] for r in q(
-            "SELECT t.trace_id FROM traces t JOIN sessions s ON s.session_id = t.session_id"
-            " WHERE t.kind = 'session' AND t.revision = s.summary_revision")}
-        for rid, sid, ev, tt, stt, late in events:
-            if granularity in ("turn", "both") and ev not in LIFECYCLE:
-                # In a turn trace, or (both) late and carried by the session summary.
-                assert tt in current_turn or (granularity == "both" and late and stt), (rid, ev)
-            if granularity in ("session", "both") and sid in nonempty:
-                assert stt in current_sess, (rid, ev)
-            if granularity == "turn":
-                assert stt is None
-            if granularity == "session":
-                assert tt is None
-        # Nobody counted twice: each current trace's event_count is exactly the
-        # number of rows that point at it (a row holds one id per kind).
-        for tid, kind, n in q("SELECT trace_id, kind, event_count FROM traces"):
-            col = "turn_trace_id" if kind == "turn" else "session_trace_id"
-            marked = q(f"SELECT count(*) FROM {EVENTS} WHERE {col} = ?", (tid,)).scalar()
-            if tid in current_turn or tid in current_sess:
-                assert marked == n, (kind, tid, marked, n)
-            else:  # superseded by a later revision that covers its events
-                assert marked == 0
-        if granularity == "turn":
-            assert q("SELECT count(*) FROM traces WHERE kind = 'session'").scalar() == 0
-        if granularity == "session":
-            assert q("SELECT count(*) FROM traces WHERE kind = 'turn'").scalar() == 0
-        # Empty sessions emit nothing; every trace has its outbox row.
-        assert {r[0] for r in q("SELECT DISTINCT session_id FROM traces")} <= nonempty
-        assert q("SELECT count(*) FROM traces t WHERE NOT EXISTS"
-                 " (SELECT 1 FROM outbox o WHERE o.trace_id = t.trace_id)").scalar() == 0
-        # Supersession chains are consistent.
-        for tid, sup, rev in q("SELECT trace_id, supersedes, revision FROM traces"):
-            if sup is not None:
-                assert q("SELECT revision FROM traces WHERE trace_id = ?", (sup,)).scalar() == rev - 1
 
 
 @settings(max_examples=60, deadline=None,
@@ -188,14 +128,14 @@ def test_random_sequences_lose_nothing(template_db, tmp_path, scenario):
         t = T0
         done = 0
         for cut, gap in passes:
-            t = _insert(engine, order[done:cut], t)
+            t = insert_raw(engine, order[done:cut], t)
             done = max(done, cut)
             ingest.ingest_all(engine, home=home)
             t += gap
             res = aggregate(engine, t, env=env)
             assert res.errors == 0
             sweep(engine, t, env=env)
-        t = _insert(engine, order[done:], t)
+        t = insert_raw(engine, order[done:], t)
         ingest.ingest_all(engine, home=home)
         assert aggregate(engine, t + 11, env=env).errors == 0
         sweep(engine, t + 700, env=env)

@@ -3,11 +3,8 @@ validated by Harbor's own validator, and checked against the rollout Codex wrote
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,21 +15,13 @@ from spool import aggregate, config, db, ingest
 from spool.cli import get_app
 from spool.deliver import Dispatcher
 
-from conftest import fixture_payloads, fixture_rollout, run_hook
+from support.atif import harbor_validate
+from support.hookproc import run_hook
+from support.recorded import fixture_payloads, fixture_rollout
+
 
 SID = "01a20038-88d1-76a3-89e0-645a8f69229c"
 TURNS = ["01a20038-88e8-7592-844d-9a4c2114b9d0", "01a20038-a3f6-7272-b707-136584472438"]
-
-
-def harbor_validate(path: Path) -> subprocess.CompletedProcess:
-    """Harbor's own validator, as its users run it."""
-    import importlib.util
-
-    assert importlib.util.find_spec("harbor") is not None, (
-        "Harbor's validator is missing: run scripts/test.sh, or pip install --no-deps "
-        "--ignore-requires-python harbor==0.26.0 pydantic")
-    return subprocess.run([sys.executable, "-m", "harbor.utils.trajectory_validator", str(path)],
-                          capture_output=True, text=True, timeout=120)
 
 
 def rollout_truth(path: Path) -> dict:

@@ -11,9 +11,11 @@ import subprocess
 
 import pytest
 
-from codex_env import codex_binary, codex_version, make_codex_home, make_project, run_session
-from test_atif import harbor_validate
-from test_e2e import FAILING, FINALS, PROMPTS, read_rollout, script, spool_cli
+from support.atif import harbor_validate
+from support.codex import (codex_binary, codex_version, make_codex_home, make_codex_project,
+                           run_session)
+from support.e2e import FAILING, FINALS, PROMPTS, read_rollout, script, spool_cli
+
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +33,7 @@ def rollout_outputs(path) -> dict:
 def test_real_codex_session_exports_as_a_valid_atif_trajectory(tmp_path, spool_home):
     binary = codex_binary()
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     r = subprocess.run([spool_cli(), "init", "--no-interactive", "--granularity", "both",
                         "--project", str(proj), "--codex-home", str(home),
                         "--codex-bin", str(binary)],

@@ -5,12 +5,16 @@ import json
 import subprocess
 import time
 
-from conftest import CANARY_SECRET, fixture_payloads, hook_cmd, run_hook
-from test_worker_support import wait_until, worker_pids, workers  # noqa: F401
 
 from spool import db, paths
 from spool import worker as w
 from spool.demo.receiver import Receiver
+
+from support.canary import CANARY_SECRET
+from support.hookproc import hook_cmd, run_hook
+from support.recorded import fixture_payloads
+from support.waiting import wait_until
+from support.workers import worker_pids
 
 AGENT = "agent-autostart"
 SECRET = CANARY_SECRET  # conftest checks no file of the run contains it

@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from spool import config, db, paths
 from spool.cli import get_app
 
-from conftest import fixture_payloads, run_hook
-from test_queries import (T0, add_attempt, add_error, add_quarantine, add_session, add_trace,
-                          outbox_rows)
+from support.hookproc import run_hook
+from support.queries import (T0, add_attempt, add_error, add_quarantine, add_session, add_trace,
+                             outbox_rows)
+from support.recorded import fixture_payloads
 
 SPOOL = str(Path(sys.executable).parent / "spool")
 

@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from codex_env import codex_binary, make_codex_home, make_project, run_session
-from fake_model import default_script
 from spool import db, ingest
 from spool.cli import get_app
+
+from support.codex import codex_binary, make_codex_home, make_codex_project, run_session
+from support.fake_model import default_script
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +29,7 @@ EXPECTED = {"SessionStart", "UserPromptSubmit", "PreModelRequest", "PostModelReq
 def test_codex_exec_and_resume_fire_every_hook_into_raw_events(tmp_path):
     binary = codex_binary()
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     r = CliRunner().invoke(get_app(), ["init", "--no-interactive", "--project", str(proj),
                                        "--codex-home", str(home), "--codex-bin", str(binary)])
     assert r.exit_code == 0, r.output

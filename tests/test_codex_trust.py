@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from codex_env import codex_binary, make_codex_home, make_project
 from spool import codex as cx
 from spool.cli import get_app
+
+from support.codex import codex_binary, make_codex_home, make_codex_project
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,7 @@ OTHER = {"type": "command", "command": "/usr/local/bin/other-tool pre", "timeout
 def setup(tmp_path):
     binary = codex_binary()
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     (proj / ".codex").mkdir()
     (proj / ".codex" / "hooks.json").write_text(json.dumps(
         {"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [OTHER]}]}}, indent=2))

@@ -28,13 +28,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CANARY_SECRET, codex_like_session, hook_cmd
 from spool import db, hook
 from spool.aggregate import EVENT_TRACES
 from spool.demo.receiver import Receiver
-from test_aggregate_props import check_invariants
-from test_deliver_support import AGENT
-from test_worker_support import wait_until, worker_pids, workers  # noqa: F401
+
+from support.canary import CANARY_SECRET
+from support.delivery import AGENT
+from support.hookproc import hook_cmd
+from support.recorded import codex_like_session
+from support.sessions import check_invariants
+from support.waiting import wait_until
+from support.workers import worker_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 50
@@ -154,7 +158,8 @@ def test_sigkill_worker_across_aggregation_and_delivery(spool_home, workers, tmp
                     wait_until(lambda: log.exists() and running in log.read_bytes(), 30, 0.005,
                                what="the worker's first job")
                 # a random kill point, not synchronisation (later in rounds that waited for
-                # the first job, so that some kills land among sends and acks)
+                # the first job, so that some kills land among sends and acks): the sleep IS
+                # the behaviour under test, a kill at an unknown moment
                 time.sleep(rng.uniform(0, 0.6 if rnd % 2 else 0.3))
                 proc.send_signal(signal.SIGKILL)
                 assert proc.wait(timeout=10) == -signal.SIGKILL

@@ -7,7 +7,8 @@ from keyring.backends import fail
 
 from spool import config, credentials
 from spool.errors import SpoolError
-from test_deliver_support import AGENT, MemoryKeyring
+
+from support.delivery import AGENT, MemoryKeyring
 
 URL = "https://platform.i42m.ai/api/v1"
 
@@ -81,7 +82,7 @@ def test_a_secret_a_header_cannot_carry_is_refused_without_echoing_it(tmp_path):
     from spool import config
     from spool.credentials import InvalidSecret, resolve
 
-    from conftest import CANARY_SECRET
+    from support.canary import CANARY_SECRET
 
     project = tmp_path / "p"
     project.mkdir()

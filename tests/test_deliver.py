@@ -17,17 +17,17 @@ from spool.demo.receiver import Receiver
 from spool.retry import RetryConfig
 from spool.sinks.base import Sink
 from spool.sinks.infinium import InfiniumSink
-from test_deliver_support import (AGENT, SECRET, MemoryKeyring, add_many, add_trace, attempts,
-                                  make_project, outbox, states)
+
+from support.delivery import (AGENT, SECRET, MemoryKeyring, add_many, add_trace, attempts,
+                              make_project, outbox, states)
 
 ONE = lambda: 1.0  # noqa: E731 - full backoff step
 ZERO = lambda: 0.0  # noqa: E731
 
 
 @pytest.fixture
-def rx():
-    with Receiver(timeout_seconds=1.5) as r:
-        yield r
+def receiver_options():  # of conftest's rx
+    return {"timeout_seconds": 1.5}
 
 
 @pytest.fixture

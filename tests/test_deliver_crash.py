@@ -20,8 +20,9 @@ import pytest
 
 from spool import db, paths
 from spool.demo.receiver import Receiver
-from test_deliver_support import SECRET, add_many, make_project, states
-from test_worker_support import wait_until
+
+from support.delivery import SECRET, add_many, make_project, states
+from support.waiting import wait_until
 
 WORKER = r'''
 import os, signal, sys, time
@@ -58,7 +59,7 @@ with Dispatcher(engine, sinks={"infinium": Crashy()}) as d:
                         "SELECT COUNT(*) FROM outbox WHERE state != 'sent'").scalar()
                 if left == 0:
                     break
-            time.sleep(0.02)
+            time.sleep(0.02)  # the child dispatcher's idle poll (its loop), not the test's sync
 '''
 
 N = 200

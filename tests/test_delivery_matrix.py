@@ -29,7 +29,8 @@ import pytest
 from spool.deliver import Dispatcher
 from spool.demo.receiver import Receiver
 from spool.retry import RetryConfig
-from test_deliver_support import SECRET, add_trace, attempts, make_project, outbox
+
+from support.delivery import SECRET, add_trace, attempts, make_project, outbox
 
 ONE = lambda: 1.0  # noqa: E731 - always the full backoff step
 NOW = 1_780_000_000.0  # a realistic epoch, so HTTP dates make sense
@@ -37,9 +38,8 @@ CFG = RetryConfig(base=1.0, cap=8.0, max_attempts=5, max_age=3600.0, lease_secon
 
 
 @pytest.fixture
-def rx():
-    with Receiver(secret=SECRET, timeout_seconds=1.5, slow_seconds=0.15) as r:
-        yield r
+def receiver_options():  # of conftest's rx
+    return {"secret": SECRET, "timeout_seconds": 1.5, "slow_seconds": 0.15}
 
 
 @pytest.fixture

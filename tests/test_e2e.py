@@ -4,11 +4,11 @@ A scratch git project and an isolated CODEX_HOME; the installed ``spool`` CLI
 runs ``spool init --no-interactive --granularity both`` (the real hooks.json,
 the real trust step through ``codex app-server``; the agent secret only in the
 environment); then ``codex exec`` and ``codex exec resume --last`` (stdin
-/dev/null) against the scripted fake model (tests/fake_model.py).  The hooks
+/dev/null) against the scripted fake model (tests/support/fake_model.py).  The hooks
 autostart spool's worker, exactly as users get it, which delivers to a loopback
 Infinium-compatible receiver (spool.demo.receiver.Receiver).  Everything - fake
 model, Codex, hooks, worker, receiver - runs inside ``unshare -n`` (loopback
-only) when the machine allows it (tests/codex_env.py).
+only) when the machine allows it (tests/support/codex.py).
 
 The ground truth is what Codex itself wrote (its rollout file: turn ids,
 ``token_count`` lines, CommandExecution exit codes, last agent messages) and
@@ -18,127 +18,20 @@ against it.  The negative test shows the trust step is what makes capture work.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from codex_env import codex_binary, free_port, make_codex_home, make_project, run_session
-from fake_model import Final, ToolCall
 from spool import db, paths
 
+from support.codex import codex_binary, free_port, make_codex_home, make_codex_project, run_session
+from support.e2e import (FAILING, PROMPTS, FINALS, script, spool_init, codex_run_env, read_rollout,
+                         expected_hook_counts)
+from support.fake_model import ToolCall
+
 pytestmark = pytest.mark.e2e
-
-FAILING = "sh -c 'echo failing >&2; exit 3'"
-PROMPTS = ["inspect the project: run the listed commands", "one more check please"]
-FINALS = ["Turn one done: four commands, one failed with exit 3.",
-          "Turn two done: the project still looks fine."]
-
-
-def script() -> list:
-    """Two turns: several tool calls (two in one response), one failing command, a final."""
-    return [
-        [
-            [ToolCall("echo hello"), ToolCall("ls -1")],
-            [ToolCall(FAILING)],
-            [ToolCall("git log --oneline -1")],
-            [Final(FINALS[0])],
-        ],
-        [
-            [ToolCall("echo resumed")],
-            [ToolCall("wc -l README.md")],
-            [Final(FINALS[1])],
-        ],
-    ]
-
-
-def spool_cli() -> str:
-    """The `spool` console script installed next to this interpreter."""
-    exe = Path(sys.executable).parent / "spool"
-    assert exe.exists(), f"the spool CLI is not installed at {exe} (pip install -e .)"
-    return str(exe)
-
-
-def spool_init(proj: Path, home: Path, base_url: str, agent_id: str, secret: str,
-               *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CODEX_HOME=str(home), INFINIUM_AGENT_SECRET=secret)
-    argv = [spool_cli(), "init", "--no-interactive", "--granularity", "both",
-            "--agent-id", agent_id, "--base-url", base_url, "--project", str(proj),
-            "--codex-home", str(home), "--codex-bin", str(codex_binary()), *extra]
-    assert secret not in " ".join(argv)
-    r = subprocess.run(argv, env=env, cwd=proj, capture_output=True, text=True, timeout=120,
-                       stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
-
-
-def codex_run_env(secret: str) -> dict:
-    """What users get: hooks autostart the worker; short grace / idle exit for the test."""
-    return {"SPOOL_NO_AUTOSTART": "0", "SPOOL_SESSION_END_GRACE": "3",
-            "SPOOL_WORKER_IDLE_EXIT": "1", "INFINIUM_AGENT_SECRET": secret}
-
-
-# --- ground truth: the rollout file Codex wrote -------------------------------------------
-
-
-USAGE_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens",
-              "reasoning_output_tokens", "total_tokens")
-
-
-def read_rollout(codex_home: Path) -> dict:
-    files = sorted((codex_home / "sessions").rglob("rollout-*.jsonl"))
-    assert len(files) == 1, files  # resume appends to the same file
-    turns: list[dict] = []
-    by_id: dict[str, dict] = {}
-    current = None
-    total = None
-    session_id = None
-    commands: dict[str, dict] = {}
-    for line in files[0].read_text().splitlines():
-        if not line.strip():
-            continue
-        obj = json.loads(line)
-        p = obj.get("payload") or {}
-        kind = p.get("type")
-        if obj.get("type") == "session_meta":
-            session_id = p.get("id") or p.get("session_id")
-        elif obj.get("type") == "event_msg" and kind == "task_started":
-            tid = (p.get("turn_attribution") or {}).get("turn_id") or p.get("turn_id")
-            current = by_id.setdefault(tid, {"turn_id": tid, "usages": [], "last_message": None,
-                                             "commands": []})
-            if current not in turns:
-                turns.append(current)
-        elif obj.get("type") == "event_msg" and kind == "token_count" and p.get("info"):
-            assert current is not None, "token_count outside a turn"
-            current["usages"].append(p["info"]["last_token_usage"])
-            total = p["info"]["total_token_usage"]
-        elif obj.get("type") == "event_msg" and kind == "item_completed" and \
-                (p.get("item") or {}).get("type") == "CommandExecution":
-            item = p["item"]
-            commands[item["id"]] = item
-            by_id[p["turn_id"]]["commands"].append(item["id"])
-        elif obj.get("type") == "event_msg" and kind == "task_complete":
-            by_id[p["turn_id"]]["last_message"] = p.get("last_agent_message")
-            current = None
-    for t in turns:
-        t["usage"] = {k: sum(u[k] for u in t["usages"]) for k in USAGE_KEYS}
-    return {"session_id": session_id, "turns": turns, "total": total, "commands": commands,
-            "path": files[0]}
-
-
-def expected_hook_counts(res, n_runs: int) -> Counter:
-    """The hook invocations Codex made, from what we observed: the served model requests."""
-    requests = len(res.served)
-    tool_calls = sum(len(s["commands"]) for s in res.served)
-    return Counter({"SessionStart": n_runs, "UserPromptSubmit": n_runs, "Stop": n_runs,
-                    "SessionEnd": n_runs, "PreModelRequest": requests,
-                    "PostModelRequest": requests, "PreToolUse": tool_calls,
-                    "PostToolUse": tool_calls})
 
 
 def tool_steps(body: dict) -> list[dict]:
@@ -151,7 +44,7 @@ def tool_steps(body: dict) -> list[dict]:
 def test_real_codex_session_is_traced_and_delivered_to_infinium(tmp_path):
     binary = codex_binary()
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     agent_id = str(uuid.uuid4())
     secret = "e2e-" + uuid.uuid4().hex
     port = free_port()
@@ -299,7 +192,7 @@ def test_without_the_trust_step_codex_runs_no_hook_and_nothing_is_stored(tmp_pat
     """`spool init --no-trust-project`: the same run stores no event, sends no trace."""
     binary = codex_binary()
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     secret = "e2e-" + uuid.uuid4().hex
     port = free_port()
     out = spool_init(proj, home, f"http://127.0.0.1:{port}", str(uuid.uuid4()), secret,

@@ -1,7 +1,7 @@
 """End to end (issue 14): the REAL Codex CLI -> spool's hooks -> worker -> OTLP sink -> a REAL
 Arize Phoenix (the session-scoped ``phoenix`` fixture), read back through Phoenix's REST API.
 
-Codex runs against the scripted fake model (tests/fake_model.py) with the script of
+Codex runs against the scripted fake model (tests/support/fake_model.py) with the script of
 tests/test_e2e.py (two turns, one failing command ``exit 3``).  Not inside ``unshare -n``: the
 worker the hooks autostart must reach Phoenix on the host's loopback (all traffic stays on
 127.0.0.1; the test config.toml turns Codex's own telemetry off).
@@ -21,10 +21,11 @@ from collections import defaultdict
 import pytest
 from sqlalchemy import text
 
-from codex_env import codex_binary, make_codex_home, make_project, run_session
 from spool import db, deliver
 from spool import outbox as outbox_mod
-from test_e2e import FAILING, FINALS, PROMPTS, read_rollout, script, spool_init
+
+from support.codex import codex_binary, make_codex_home, make_codex_project, run_session
+from support.e2e import FAILING, FINALS, PROMPTS, read_rollout, script, spool_init
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.e2e
 def test_real_codex_session_lands_in_a_real_phoenix(tmp_path, phoenix, monkeypatch):
     binary = codex_binary()
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     project_name = f"spool-e2e-{uuid.uuid4().hex[:8]}"  # one Phoenix project per run
     spool_init(proj, home, "http://127.0.0.1:9", str(uuid.uuid4()), "unused-secret")
     otel = {"SPOOL_SINKS": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": phoenix.url,

@@ -16,8 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import fixture_payloads, hook_cmd
 from spool import db, hook, ingest, paths
+
+from support.hookproc import hook_cmd
+from support.recorded import fixture_payloads
 
 pytestmark = pytest.mark.slow
 

@@ -11,27 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fixture_payloads, hook_cmd, run_hook
 from spool import db, hook, ingest, paths
 
+from support.hookproc import hook_cmd, run_hook
+from support.recorded import fixture_payloads
+from support.rows import db_rows
+
+RAW = "SELECT payload, status, source, cwd, size, truncated FROM raw_events ORDER BY id"
+QUARANTINE = "SELECT payload, reason, size FROM quarantine ORDER BY id"
 HEAVY = ("sqlalchemy", "typer", "httpx", "keyring", "alembic", "apscheduler", "platformdirs",
          "rich", "click")
-
-
-def _rows(sql="SELECT payload, status, source, cwd, size, truncated FROM raw_events ORDER BY id"):
-    conn = sqlite3.connect(paths.db_path())
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def _quarantine():
-    conn = sqlite3.connect(paths.db_path())
-    try:
-        return conn.execute("SELECT payload, reason, size FROM quarantine ORDER BY id").fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -56,7 +45,7 @@ def test_hook_as_installed_runs_without_site(ready_db, tmp_path):
     payload = fixture_payloads()[1][1]
     res = run_hook(payload, cwd=tmp_path)
     assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
-    rows = _rows()
+    rows = db_rows(RAW)
     assert rows == [(payload, "new", "hook", str(tmp_path), len(payload), 0)]
 
 
@@ -65,17 +54,17 @@ def test_python_m_spool_hook_works_too(ready_db, tmp_path):
     res = subprocess.run([sys.executable, "-m", "spool.hook"], input=payload, capture_output=True,
                          cwd=tmp_path)
     assert (res.returncode, res.stdout) == (0, b"")
-    assert [r[0] for r in _rows()] == [payload]
+    assert [r[0] for r in db_rows(RAW)] == [payload]
 
 
 def test_real_payload_round_trip_and_file_modes(ready_db, tmp_path, spool_home):
     for _, payload in fixture_payloads():
         res = run_hook(payload, cwd=tmp_path)
         assert (res.returncode, res.stdout) == (0, b"")
-    stored = [r[0] for r in _rows()]
+    stored = [r[0] for r in db_rows(RAW)]
     assert stored == [p for _, p in fixture_payloads()]
     ingest.ingest_all(ready_db)
-    names = [r[0] for r in _rows("SELECT event FROM raw_events ORDER BY id")]
+    names = [r[0] for r in db_rows("SELECT event FROM raw_events ORDER BY id")]
     assert names == [n for n, _ in fixture_payloads()]
     assert stat.S_IMODE(spool_home.stat().st_mode) == 0o700
     for f in spool_home.iterdir():
@@ -85,7 +74,7 @@ def test_real_payload_round_trip_and_file_modes(ready_db, tmp_path, spool_home):
 def test_received_at_has_sub_millisecond_resolution(ready_db, tmp_path):
     for _ in range(3):
         run_hook(fixture_payloads()[2][1], cwd=tmp_path)
-    stamps = [r[0] for r in _rows("SELECT received_at FROM raw_events")]
+    stamps = [r[0] for r in db_rows("SELECT received_at FROM raw_events")]
     assert len(set(stamps)) == 3
     assert any(abs(s * 1000 - round(s * 1000)) > 1e-6 for s in stamps)
 
@@ -103,10 +92,10 @@ def test_bad_inputs_exit_zero_silently_and_are_findable(ready_db, tmp_path):
     for name, data in BAD_INPUTS.items():
         res = run_hook(data, cwd=tmp_path)
         assert (res.returncode, res.stdout, res.stderr) == (0, b"", b""), name
-    assert len(_rows()) == len(BAD_INPUTS)
+    assert len(db_rows(RAW)) == len(BAD_INPUTS)
     ingest.ingest_all(ready_db)
-    assert _rows() == []  # none of them is an event...
-    quarantined = {bytes(p): reason for p, reason, _ in _quarantine()}
+    assert db_rows(RAW) == []  # none of them is an event...
+    quarantined = {bytes(p): reason for p, reason, _ in db_rows(QUARANTINE)}
     assert set(quarantined) == set(BAD_INPUTS.values())  # ...and every one is kept, bytes intact
     assert quarantined[b""] == "empty input"
     assert quarantined[b"not json"].startswith("not JSON")
@@ -121,11 +110,11 @@ def test_huge_prompt_is_kept_truncated_and_flagged(ready_db, tmp_path):
     data = json.dumps(obj).encode()
     res = run_hook(data, cwd=tmp_path)
     assert (res.returncode, res.stdout) == (0, b"")
-    (payload, status, _, _, size, truncated), = _rows()
+    (payload, status, _, _, size, truncated), = db_rows(RAW)
     assert (len(payload), size, truncated) == (hook.MAX_PAYLOAD, len(data), 1)
     assert payload == data[: hook.MAX_PAYLOAD]
     ingest.ingest_all(ready_db)
-    (sid, event, status), = _rows("SELECT session_id, event, status FROM raw_events")
+    (sid, event, status), = db_rows("SELECT session_id, event, status FROM raw_events")
     assert (sid, event, status) == (obj["session_id"], "UserPromptSubmit", "ok")
 
 
@@ -139,7 +128,7 @@ def test_paused_project_records_nothing(ready_db, tmp_path):
     payload = fixture_payloads()[1][1]
     for cwd in (project, project / "sub", other):
         assert run_hook(payload, cwd=cwd).returncode == 0
-    assert [r[3] for r in _rows()] == [str(other)]  # a sibling with a common prefix still records
+    assert [r[3] for r in db_rows(RAW)] == [str(other)]  # a sibling with a common prefix still records
 
 
 def test_no_database_yet_goes_to_overflow_then_ingested_once(spool_home, tmp_path):
@@ -153,7 +142,7 @@ def test_no_database_yet_goes_to_overflow_then_ingested_once(spool_home, tmp_pat
     r1 = ingest.ingest_overflow(engine)
     r2 = ingest.ingest_overflow(engine)
     assert (r1.events, r2.events) == (1, 0)
-    assert _rows("SELECT payload, source, cwd FROM raw_events") == [(payload, "overflow", str(tmp_path))]
+    assert db_rows("SELECT payload, source, cwd FROM raw_events") == [(payload, "overflow", str(tmp_path))]
     engine.dispose()
 
 
@@ -168,7 +157,7 @@ def test_overflow_ingest_is_exactly_once_across_a_crash(spool_home, tmp_path):
     f.write_bytes(saved)  # as if the unlink never happened
     res = ingest.ingest_overflow(engine)
     assert (res.events, res.duplicates) == (0, 1)
-    assert len(_rows()) == 1
+    assert len(db_rows(RAW)) == 1
     assert not f.exists()
     engine.dispose()
 
@@ -204,7 +193,7 @@ def test_read_only_database_goes_to_overflow(ready_db, tmp_path, spool_home):
     # fault removed: the worker ingests it exactly once
     ingest.ingest_overflow(ready_db)
     ingest.ingest_overflow(ready_db)
-    assert [r[0] for r in _rows()] == [payload]
+    assert [r[0] for r in db_rows(RAW)] == [payload]
 
 
 def test_locked_database_goes_to_overflow(ready_db, tmp_path, spool_home):
@@ -220,7 +209,7 @@ def test_locked_database_goes_to_overflow(ready_db, tmp_path, spool_home):
     assert len(list(spool_home.glob("overflow-*.jsonl"))) == 1
     ingest.ingest_overflow(ready_db)
     ingest.ingest_overflow(ready_db)
-    assert _rows("SELECT payload, source FROM raw_events") == [(payload, "overflow")]
+    assert db_rows("SELECT payload, source FROM raw_events") == [(payload, "overflow")]
 
 
 def test_unwritable_home_falls_back_to_user_dir(tmp_path, monkeypatch):
@@ -267,6 +256,7 @@ def test_a_planted_fallback_dir_is_never_used(tmp_path, monkeypatch):
     engine.dispose()
 
 
+@pytest.mark.slow  # 1600 real hook processes: ~55 s
 def test_parallel_hooks_lose_nothing(ready_db, tmp_path):
     """8 processes x 200 hook invocations at once -> 1600 rows, 0 failures."""
     payload = fixture_payloads()[4][1]
@@ -283,7 +273,7 @@ def test_parallel_hooks_lose_nothing(ready_db, tmp_path):
                               stdout=subprocess.PIPE, text=True) for _ in range(8)]
     fails = [int(p.communicate(timeout=600)[0]) for p in procs]
     assert fails == [0] * 8
-    assert _rows("SELECT count(*), count(DISTINCT id) FROM raw_events") == [(1600, 1600)]
+    assert db_rows("SELECT count(*), count(DISTINCT id) FROM raw_events") == [(1600, 1600)]
     # and none had to overflow
     assert list(paths.spool_home().glob("overflow-*.jsonl")) == []
 
@@ -314,8 +304,8 @@ def test_a_lone_surrogate_id_is_quarantined_and_blocks_nothing(ready_db, tmp_pat
     for data in (poison, good):
         assert run_hook(data, cwd=tmp_path).returncode == 0
     ingest.ingest_all(ready_db)
-    assert _rows("SELECT payload, status FROM raw_events") == [(good, "ok")]
-    ((payload, reason, _),) = _quarantine()
+    assert db_rows("SELECT payload, status FROM raw_events") == [(good, "ok")]
+    ((payload, reason, _),) = db_rows(QUARANTINE)
     assert payload == poison and "session_id is not valid Unicode" in reason
 
 
@@ -326,7 +316,7 @@ def test_an_undecodable_project_path_is_stored_readably(ready_db, tmp_path):
     res = subprocess.run(hook_cmd(), input=payload, capture_output=True, cwd=weird)
     assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
     ingest.ingest_all(ready_db)
-    ((cwd, status),) = _rows("SELECT cwd, status FROM raw_events")
+    ((cwd, status),) = db_rows("SELECT cwd, status FROM raw_events")
     assert status == "ok" and cwd == str(tmp_path) + "/proj\ufffd"
 
 
@@ -335,4 +325,4 @@ def test_unusable_hook_settings_fall_back_to_defaults(ready_db, tmp_path):
     res = run_hook(payload, cwd=tmp_path, env={"SPOOL_HOOK_BUSY_TIMEOUT": "2s",
                                                 "SPOOL_WORKER_IDLE_EXIT": "soon"})
     assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
-    assert [r[0] for r in _rows()] == [payload]
+    assert [r[0] for r in db_rows(RAW)] == [payload]

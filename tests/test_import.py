@@ -14,7 +14,9 @@ from spool import aggregate, backfill, config, db, ingest
 from spool.cli import get_app
 from spool.trace import trace_id
 
-from conftest import fixture_payloads, fixture_rollout, run_hook
+from support.hookproc import run_hook
+from support.recorded import fixture_payloads, fixture_rollout
+
 
 SID = "01a20038-88d1-76a3-89e0-645a8f69229c"
 TURN1 = "01a20038-88e8-7592-844d-9a4c2114b9d0"

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from codex_env import codex_binary, make_codex_home, make_project, run_session
-from fake_model import Final, ToolCall
 from spool import aggregate, config, credentials, db, ingest
 from spool.deliver import deliver
 from spool.demo.receiver import Receiver
 from spool.trace import trace_id
-from test_deliver_support import AGENT, SECRET
-from test_e2e import USAGE_KEYS, read_rollout
+
+from support.codex import codex_binary, make_codex_home, make_codex_project, run_session
+from support.delivery import AGENT, SECRET
+from support.e2e import USAGE_KEYS, read_rollout
+from support.fake_model import Final, ToolCall
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,7 @@ SCRIPT = [
 
 def test_real_codex_session_without_hooks_is_imported_and_delivered(tmp_path, monkeypatch):
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     res = run_session(proj, home, PROMPTS, script=SCRIPT, codex_bin=codex_binary()).check()
     assert len(res.served) == sum(len(t) for t in SCRIPT)
     truth = read_rollout(home)

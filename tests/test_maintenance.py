@@ -11,12 +11,13 @@ import os
 
 import pytest
 
-from conftest import fixture_payloads
 
 from spool import db, maintenance, paths
 from spool.errors import SpoolError
 from spool.hook import insert
 from spool.worker import Worker
+
+from support.recorded import fixture_payloads
 
 DAY = 86400.0
 T0 = 1_800_000_000.0

@@ -8,6 +8,7 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -233,6 +234,7 @@ _step = st.fixed_dictionaries({}, optional={
     "error": st.one_of(st.none(), st.fixed_dictionaries({"type": _text, "message": _text}))})
 
 
+@pytest.mark.slow  # 150 generated bodies: 25 s under load
 @settings(max_examples=150, deadline=None)
 @given(st.fixed_dictionaries({"trace_id": _text, "session_id": _text}, optional={
     "started_at": _num, "ended_at": _num, "steps": st.lists(_step, max_size=8),

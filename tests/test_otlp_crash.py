@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from otlp_receiver import OtlpReceiver
 from spool import config, db, otlp
-from test_deliver_support import states
-from test_worker_support import wait_until
+
+from support.delivery import states
+from support.otlp_receiver import OtlpReceiver
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

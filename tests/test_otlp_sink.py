@@ -1,5 +1,5 @@
 """The OTLP sink through the real dispatcher against a loopback OTLP receiver that decodes the
-protobuf (tests/otlp_receiver.py): the fault matrix (OTLP retry rules), batching, byte-identical
+protobuf (tests/support/otlp_receiver.py): the fault matrix (OTLP retry rules), batching, byte-identical
 resends, session summaries, header secrets, partial success in `spool errors`."""
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from conftest import CANARY_SECRET
-from otlp_receiver import OtlpReceiver
 from spool import config, db, deliver, otlp, otlp_wire, queries
 from spool.deliver import Dispatcher
 from spool import outbox as outbox_mod
 from spool.retry import RetryConfig
-from test_deliver_support import add_trace, attempts, outbox
+
+from support.canary import CANARY_SECRET
+from support.delivery import add_trace, attempts, outbox
+from support.otlp_receiver import OtlpReceiver
 
 BODIES = json.loads((Path(__file__).parent / "fixtures" / "otlp" / "bodies.json").read_text())
 ONE = lambda: 1.0  # noqa: E731 - always the full backoff step
@@ -33,9 +34,13 @@ def body(tid: str, n: int = 0) -> dict:
 
 
 @pytest.fixture
-def rx():
-    with OtlpReceiver(timeout_seconds=1.5) as r:
-        yield r
+def receiver_class():  # of conftest's rx
+    return OtlpReceiver
+
+
+@pytest.fixture
+def receiver_options():  # of conftest's rx
+    return {"timeout_seconds": 1.5}
 
 
 @pytest.fixture

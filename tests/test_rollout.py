@@ -5,7 +5,8 @@ import json
 
 from spool.rollout import RolloutState, read_incremental
 
-from conftest import fixture_rollout
+from support.recorded import fixture_rollout
+
 
 TURN1 = "01a20038-88e8-7592-844d-9a4c2114b9d0"
 TURN2 = "01a20038-a3f6-7272-b707-136584472438"

@@ -19,6 +19,10 @@ import pytest
 
 from spool import codex, codex_run, paths, run_summary
 
+from support.rows import insert_raw
+from support.waiting import wait_until
+
+
 SPOOL = str(Path(sys.executable).parent / "spool")
 
 
@@ -197,17 +201,12 @@ def test_codex_found_on_path_gets_overrides_first_and_its_exit_code_is_spools(tm
 def _insert(engine, payloads: list[dict], cwd: str, at: float) -> None:
     from spool import ingest
 
-    with engine.begin() as conn:
-        for p in payloads:
-            raw = json.dumps(p).encode()
-            conn.exec_driver_sql(
-                "INSERT INTO raw_events (received_at, source, cwd, payload, size) VALUES (?,?,?,?,?)",
-                (at, "hook", cwd, raw, len(raw)))
+    insert_raw(engine, payloads, at, step=0.0, cwd=cwd)
     ingest.parse_new(engine)
 
 
 def test_summary_counts_only_events_after_the_mark_in_codex_dir(engine, tmp_path):
-    from conftest import codex_like_session
+    from support.recorded import codex_like_session
 
     _insert(engine, codex_like_session("old", 1, cwd=str(tmp_path)), str(tmp_path), 1000.0)
     since = 1500.0
@@ -230,7 +229,6 @@ def test_summary_counts_only_events_after_the_mark_in_codex_dir(engine, tmp_path
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signals_reach_codex_and_its_exit_code_is_spools(tmp_path, signame):
     import signal
-    import time
 
     log = tmp_path / "signals.log"
     script = tmp_path / "codex"
@@ -246,10 +244,12 @@ while :; do sleep 0.05; done
     proc = subprocess.Popen([SPOOL, "run", "--no-summary", "--", str(script)], cwd=tmp_path,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while not (log.exists() and "started" in log.read_text()):
-        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
+    def started():
+        return log.exists() and "started" in log.read_text()
+
+    wait_until(lambda: started() or proc.poll() is not None, 30, 0.02,
+               what="the stand-in Codex to start")
+    assert started(), proc.communicate()
     proc.send_signal(getattr(signal, signame))
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 42, err
@@ -263,7 +263,6 @@ def test_codex_gets_the_terminal_and_a_typed_ctrl_c_reaches_it(tmp_path):
     that keeps spool from sending a second one.)"""
     import pty
     import select
-    import time
 
     log = tmp_path / "tty.log"
     script = tmp_path / "codex"
@@ -283,10 +282,8 @@ exit 5
     if pid == 0:  # the child: a new session whose controlling terminal is the pty
         os.chdir(tmp_path)
         os.execv(SPOOL, [SPOOL, "run", "--no-summary", "--", str(script)])
-    deadline = time.monotonic() + 30
-    while not (log.exists() and "ready" in log.read_text()):
-        assert time.monotonic() < deadline, "the stand-in Codex did not start"
-        time.sleep(0.02)
+    wait_until(lambda: log.exists() and "ready" in log.read_text(), 30, 0.02,
+               what="the stand-in Codex to start")
     os.write(fd, b"\x03")  # Ctrl-C typed at the terminal
     output = b""
     while True:

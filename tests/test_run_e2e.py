@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from codex_env import codex_binary, codex_env, free_port, make_codex_home, make_project, run_session
-from fake_model import Final, ToolCall
 from spool import codex, codex_run, db
-from test_e2e import expected_hook_counts, read_rollout, spool_cli, spool_init
+
+from support.codex import (codex_binary, codex_env, free_port, make_codex_home, make_codex_project,
+                           run_session)
+from support.e2e import expected_hook_counts, read_rollout, spool_cli, spool_init
+from support.fake_model import Final, ToolCall
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +52,7 @@ def wrapped_codex(tmp_path: Path, overrides: list[str]) -> Path:
 
 def test_hashes_match_codex_hooks_list_and_installed_spool_hooks_are_turned_off(tmp_path):
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     spool_init(proj, home, "http://127.0.0.1:9", str(uuid.uuid4()), "s-" + uuid.uuid4().hex)
     command = codex.hook_command()
     installed = codex_run.installed_keys([(codex.hooks_path(proj).resolve(),
@@ -82,7 +84,7 @@ def run_env(secret: str, port: int, agent_id: str) -> dict:
 
 def test_spool_run_traces_exec_and_resume_in_a_project_never_inited(tmp_path):
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     before = file_hashes(home)
     port = free_port()
     secret, agent_id = "e2e-" + uuid.uuid4().hex, str(uuid.uuid4())
@@ -136,7 +138,7 @@ def test_spool_run_traces_exec_and_resume_in_a_project_never_inited(tmp_path):
 
 def test_a_failing_codex_invocation_returns_codex_own_exit_code(tmp_path):
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     # Codex refuses a missing --output-schema file and exits non-zero
     argv = [str(codex_binary()), "exec", "--json", "--output-schema", str(tmp_path / "none"),
             "hello"]
@@ -152,7 +154,7 @@ def test_a_failing_codex_invocation_returns_codex_own_exit_code(tmp_path):
 
 def test_in_an_inited_project_every_fired_event_is_stored_once(tmp_path):
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     port = free_port()
     secret, agent_id = "e2e-" + uuid.uuid4().hex, str(uuid.uuid4())
     spool_init(proj, home, f"http://127.0.0.1:{port}", agent_id, secret)
@@ -172,7 +174,7 @@ def test_in_an_inited_project_every_fired_event_is_stored_once(tmp_path):
 def test_sink_option_routes_this_run_only(tmp_path):
     """--sink file: the run's trace goes to files although an agent id would pick Infinium."""
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     port = free_port()
     secret, agent_id = "e2e-" + uuid.uuid4().hex, str(uuid.uuid4())
     out_dir = tmp_path / "file-sink"

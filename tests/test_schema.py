@@ -160,6 +160,7 @@ def test_a_first_landing_database_is_upgraded_in_place(tmp_path):
         "SELECT name FROM sqlite_master WHERE type = 'index'")}
 
 
+@pytest.mark.slow  # real processes racing one migration: 60 s under load
 def test_processes_upgrading_one_database_at_once_take_turns(tmp_path):
     """A worker, a hook-started worker and a CLI command may all open an old
     database right after spool was upgraded: each must succeed."""

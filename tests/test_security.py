@@ -18,12 +18,16 @@ from pathlib import Path
 import keyring
 import pytest
 
-from conftest import CANARY_SECRET, canary_leaks, fixture_payloads, hook_cmd, with_cwd
 from spool import config, credentials, db
 from spool.errors import SpoolError
 from spool.demo.receiver import Receiver
-from test_deliver_support import AGENT, MemoryKeyring, add_trace, outbox
-from test_worker_support import wait_until, worker_pids, workers  # noqa: F401
+
+from support.canary import CANARY_SECRET, canary_leaks
+from support.delivery import AGENT, MemoryKeyring, add_trace, outbox
+from support.hookproc import hook_cmd
+from support.recorded import fixture_payloads, with_cwd
+from support.waiting import wait_until
+from support.workers import worker_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = CANARY_SECRET.encode()
@@ -155,6 +159,7 @@ def test_secret_never_leaks_and_files_stay_private_under_umask_000(spool_home, w
     assert assert_private(spool_home, project / ".spool") >= 4
 
 
+@pytest.mark.slow  # real CLI + worker processes: 27 s under load
 def test_cli_and_worker_create_private_files_under_umask_000(spool_home, tmp_path):
     project = tmp_path / "p"
     project.mkdir()

@@ -7,9 +7,13 @@ import sqlite3
 
 import pytest
 
-from conftest import fixture_payloads
 from spool import db, ingest, paths
 from spool.server import INGEST_PATH, MAX_BODY, IngestServer
+
+from support.recorded import fixture_payloads
+from support.rows import db_rows
+
+RAW = "SELECT payload, source, cwd FROM raw_events"
 
 
 @pytest.fixture
@@ -31,27 +35,19 @@ def _post(srv, body: bytes, headers: dict) -> tuple[int, dict]:
         conn.close()
 
 
-def _rows():
-    conn = sqlite3.connect(paths.db_path())
-    try:
-        return conn.execute("SELECT payload, source, cwd FROM raw_events").fetchall()
-    finally:
-        conn.close()
-
-
 def test_requests_without_the_token_are_rejected(server):
     payload = fixture_payloads()[1][1]
     assert _post(server, payload, {})[0] == 401
     assert _post(server, payload, {"Authorization": "Bearer wrong"})[0] == 401
     assert _post(server, payload, {"Authorization": "t0ken-for-tests"})[0] == 401
-    assert _rows() == []
+    assert db_rows(RAW) == []
 
 
 def test_an_event_is_stored_like_the_hook_stores_it(server):
     payload = fixture_payloads()[1][1]
     status, body = _post(server, payload, {"Authorization": "Bearer t0ken-for-tests"})
     assert (status, body) == (202, {"stored": "db"})
-    assert _rows() == [(payload, "http", json.loads(payload)["cwd"])]
+    assert db_rows(RAW) == [(payload, "http", json.loads(payload)["cwd"])]
     engine = db.open_db()
     ingest.ingest_all(engine)
     engine.dispose()
@@ -70,7 +66,7 @@ def test_bodies_over_the_cap_are_refused_unread(server):
     resp = conn.getresponse()
     assert resp.status == 413
     conn.close()
-    assert _rows() == []
+    assert db_rows(RAW) == []
 
 
 def test_health_needs_no_token_and_says_nothing_secret(server):
@@ -94,4 +90,4 @@ def test_a_body_cut_short_is_not_stored_as_an_event(server):
     answer = sock.recv(4096)
     sock.close()
     assert answer.startswith(b"HTTP/1.1 400")
-    assert _rows() == []
+    assert db_rows(RAW) == []

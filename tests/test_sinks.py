@@ -7,7 +7,6 @@ import os
 import stat
 
 import httpx
-import pytest
 
 from spool import __version__, config
 from spool.demo.receiver import Receiver
@@ -16,7 +15,8 @@ from spool.sinks.base import TraceRow
 from spool.sinks.file import FileSink
 from spool.sinks.infinium import InfiniumSink, check_url, mark_shrunk
 from spool.sinks.size import MAX_BODY, shrink
-from test_deliver_support import AGENT, SECRET, body_for, make_project
+
+from support.delivery import AGENT, SECRET, body_for, make_project
 
 ENV = {"INFINIUM_AGENT_SECRET": SECRET}
 
@@ -24,12 +24,6 @@ ENV = {"INFINIUM_AGENT_SECRET": SECRET}
 def row(trace_id="t-1", project=None, **body):
     return TraceRow(trace_id=trace_id, kind="turn", project=str(project) if project else None,
                     name="n", body=body_for(trace_id, **body))
-
-
-@pytest.fixture
-def rx():
-    with Receiver() as r:
-        yield r
 
 
 def send(sink, r):

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fixture_payloads, run_hook
 from spool import db, ingest, paths
+
+from support.hookproc import run_hook
+from support.recorded import fixture_payloads
 
 PAYLOAD = fixture_payloads()[1][1]
 

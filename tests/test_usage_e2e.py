@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from codex_env import codex_binary, free_port, make_codex_home, make_project, run_session
 from spool import db, usage
-from test_e2e import PROMPTS, codex_run_env, read_rollout, script, spool_cli, spool_init
+
+from support.codex import codex_binary, free_port, make_codex_home, make_codex_project, run_session
+from support.e2e import PROMPTS, codex_run_env, read_rollout, script, spool_cli, spool_init
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ def ccusage_binary() -> Path:
 def test_spool_tokens_equal_ccusage_and_cost_within_2_percent(tmp_path):
     cc = ccusage_binary()
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     port = free_port()
     secret = "e2e-" + uuid.uuid4().hex
     spool_init(proj, home, f"http://127.0.0.1:{port}", str(uuid.uuid4()), secret)

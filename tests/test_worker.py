@@ -5,18 +5,22 @@ import fcntl
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import fixture_payloads
-from test_worker_support import wait_until, worker_pids, workers  # noqa: F401
 
 from spool import db, paths
 from spool import worker as w
 from spool.errors import SpoolError
+
+from support.recorded import fixture_payloads
+from support.rows import db_rows
+from support.waiting import wait_until
+from support.workers import worker_pids
 
 
 def _insert_raw(home, payload: bytes, now: float | None = None) -> None:
@@ -169,7 +173,7 @@ def test_a_failing_job_is_recorded_once_and_the_others_keep_running(spool_home, 
         write_overflow(str(spool_home), time.time(), "/tmp", payload, len(payload), 0, "test")
         wait_until(lambda: _count(engine, "SELECT count(*) FROM raw_events WHERE status='ok'")
                    == 1, 20, what="the overflow event to be ingested")
-        rows = _rows(engine, "SELECT source, message FROM errors")
+        rows = db_rows("SELECT source, message FROM errors")
         # Identical failures within a minute are recorded once.
         assert rows == [("job:sweep", "RuntimeError: sweep exploded")]
         assert any("job sweep failed: RuntimeError: sweep exploded" in r.getMessage()
@@ -184,11 +188,6 @@ def test_a_failing_job_is_recorded_once_and_the_others_keep_running(spool_home, 
 def _count(engine, sql):
     with db.read(engine) as conn:
         return conn.exec_driver_sql(sql).scalar()
-
-
-def _rows(engine, sql):
-    with db.read(engine) as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(sql)]
 
 
 def test_serve_releases_its_own_leases_on_stop(spool_home):
@@ -279,10 +278,8 @@ def test_idle_exit_waits_for_open_work(spool_home, workers):
     env = workers.env(SPOOL_INTERVAL_SWEEP="3600", SPOOL_INTERVAL_AGGREGATE="3600")
     proc = workers.start("--idle-exit", "0.3", env=env)
     wait_until(lambda: w.holder_pid(spool_home) == proc.pid, 30, what="the worker")
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:  # well past its idle time: still there
-        assert proc.poll() is None
-        time.sleep(0.1)
+    with pytest.raises(subprocess.TimeoutExpired):  # well past its idle time: still there
+        proc.wait(timeout=1.5)  # (returns, and fails the test, the moment the worker exits)
     with db.write(engine) as conn:
         conn.exec_driver_sql("UPDATE sessions SET state = 'final'")
     proc.wait(30)
@@ -332,7 +329,7 @@ def test_once_needs_no_lock_and_reports_failed_jobs(spool_home):
         engine = db.make_engine(paths.db_path(spool_home))
         # Ingest ran despite the lock: the event is parsed.
         assert _count(engine, "SELECT count(*) FROM raw_events WHERE status = 'new'") == 0
-        failed = _rows(engine, "SELECT source FROM errors")
+        failed = db_rows("SELECT source FROM errors")
         engine.dispose()
         if failed:  # a job module not there yet: reported, exit 1
             assert result.exit_code == 1 and "failed" in result.output

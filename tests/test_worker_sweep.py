@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from conftest import fixture_payloads
 
 from spool import db
 from spool.hook import insert
 from spool.worker import Worker
+
+from support.recorded import fixture_payloads
 
 T0 = 1_800_000_000.0
 TTL = 600.0

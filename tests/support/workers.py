@@ -1,31 +1,14 @@
-"""Helpers for the worker tests (real processes): find, start and always kill workers.
-
-No tests here; test_worker*.py, test_autostart.py and test_maintenance.py import it.
-"""
+"""Real `spool worker` processes in tests: find, start and always kill them (the
+``workers`` fixture in conftest.py wraps ``Workers``)."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(cond, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+ROOT = Path(__file__).resolve().parent.parent.parent  # the repository
 
 
 def _read(path: str) -> bytes:
@@ -93,11 +76,3 @@ class Workers:
             except ProcessLookupError:
                 pass
 
-
-@pytest.fixture
-def workers(spool_home):
-    tracker = Workers(spool_home)
-    try:
-        yield tracker
-    finally:
-        tracker.kill_all()

@@ -1,4 +1,4 @@
-"""Helpers shared by the delivery tests (no tests here): rows, projects, a keyring."""
+"""Delivery test helpers: traces with outbox rows, a sink project's config, an in-memory keyring."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from conftest import CANARY_SECRET
 from spool import config, credentials, db
+
+from support.canary import CANARY_SECRET
 
 AGENT = "0b6f1c2e-9a49-4a51-9d1f-5f3a2b6c7d8e"
 SECRET = CANARY_SECRET  # grepped for after the whole suite (conftest.pytest_sessionfinish)
@@ -68,8 +69,6 @@ def attempts(engine, trace_id: str) -> list[dict]:
 def states(engine) -> dict[str, int]:
     with db.read(engine) as conn:
         return dict(conn.execute(text("SELECT state, COUNT(*) FROM outbox GROUP BY state")).all())
-
-
 
 
 class MemoryKeyring:

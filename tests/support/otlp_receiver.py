@@ -154,7 +154,7 @@ class OtlpReceiver:
 
 
 def main() -> None:
-    """``python tests/otlp_receiver.py``: serve until stdin closes; prints the URL first.
+    """``python tests/support/otlp_receiver.py``: serve until stdin closes; prints the URL first.
     ``GET /_stats`` answers {"requests": n, "spans": unique spans} (the benchmark's check)."""
     import json
     import sys

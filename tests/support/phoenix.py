@@ -8,12 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+from support.waiting import wait_until
+
+SCRIPTS = Path(__file__).resolve().parent.parent.parent / "scripts"
 READY_DEADLINE = 240.0  # ~20 s idle; much more with both cores busy
 
 
@@ -50,18 +51,21 @@ class Phoenix:
             self.proc = subprocess.Popen([str(binary), "serve"], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
-        deadline = time.monotonic() + READY_DEADLINE
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"phoenix exited {self.proc.returncode}:\n{self.tail()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
+                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)  # polling a server's readiness, bounded by the deadline
-        self.stop()
-        raise RuntimeError(f"phoenix not ready in {READY_DEADLINE:.0f} s:\n{self.tail()}")
+                return False
+
+        try:
+            wait_until(ready, READY_DEADLINE, 0.5, what="phoenix to be ready")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"phoenix not ready in {READY_DEADLINE:.0f} s:\n{self.tail()}")
+        return self
 
     def tail(self) -> str:
         try:
@@ -97,11 +101,15 @@ class Phoenix:
 
     def wait_spans(self, project: str, predicate, deadline_s: float = 60.0) -> list[dict]:
         """Spans of ``project`` once ``predicate(spans)`` holds (ingestion is asynchronous)."""
-        end = time.monotonic() + deadline_s
         spans: list[dict] = []
-        while time.monotonic() < end:
-            spans = self.spans(project)
-            if predicate(spans):
-                return spans
-            time.sleep(0.3)
-        raise AssertionError(f"phoenix spans of {project!r} never matched: {len(spans)} spans")
+
+        def matched() -> bool:
+            spans[:] = self.spans(project)
+            return bool(predicate(spans))
+
+        try:
+            wait_until(matched, deadline_s, 0.3, what=f"phoenix spans of {project!r}")
+        except AssertionError:
+            raise AssertionError(
+                f"phoenix spans of {project!r} never matched: {len(spans)} spans") from None
+        return spans

@@ -2,15 +2,15 @@
 
 * ``codex_binary()``: the pinned Codex from npm (``scripts/install_codex.py``).
 * ``make_codex_home(root)``: an isolated CODEX_HOME whose config.toml points at
-  the fake model server (tests/fake_model.py) through the provider "fake"; the
+  the fake model server (tests/support/fake_model.py) through the provider "fake"; the
   server's URL is passed per run with ``-c model_providers.fake.base_url=...``.
-* ``make_project(root)``: a scratch git project with one commit.
+* ``make_codex_project(root)``: a scratch git project with one commit.
 * ``run_session(...)``: runs ``codex exec --json PROMPT </dev/null`` and then
   ``codex exec resume --last --json PROMPT </dev/null`` for each further
   prompt, against a fresh FakeModel, inside ``unshare -n`` (a network
   namespace with only loopback up) when the machine allows it, else on plain
   loopback.  The fake server runs in the same namespace: this module is also
-  the runner script executed there (``python tests/codex_env.py SPEC OUT``).
+  the runner script executed there (``python tests/support/codex.py SPEC OUT``).
 * ``run_session(..., receiver_port=N, wait_worker=S)``: also serves a loopback
   Infinium-compatible receiver (spool.demo.receiver.Receiver, secret from
   INFINIUM_AGENT_SECRET in the environment) on port N inside the namespace, so
@@ -33,10 +33,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+TESTS = Path(__file__).resolve().parent.parent  # on sys.path: ``support`` is importable
+REPO = TESTS.parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 CONFIG_TOML = """\
 # isolated CODEX_HOME for spool's tests: every model request goes to a local fake server
@@ -103,7 +103,8 @@ def make_codex_home(root: Path) -> Path:
     return home
 
 
-def make_project(root: Path, name: str = "proj") -> Path:
+def make_codex_project(root: Path, name: str = "proj") -> Path:
+    """A scratch git project with one commit (what Codex needs to trust and run in)."""
     proj = Path(root) / name
     proj.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
@@ -217,7 +218,7 @@ def free_port() -> int:
 def _script_to_json(script):
     if script is None:
         return None
-    from fake_model import Final, ToolCall
+    from support.fake_model import Final, ToolCall
 
     out = []
     for turn in script:
@@ -232,7 +233,7 @@ def _script_to_json(script):
 def _script_from_json(data):
     if data is None:
         return None
-    from fake_model import Final, ToolCall
+    from support.fake_model import Final, ToolCall
 
     return [[[Final(s["final"]) if "final" in s else ToolCall(s["cmd"]) for s in step]
              for step in turn] for turn in data]
@@ -290,8 +291,8 @@ def _start_fake_dns() -> None:
 
 def _runner(spec_path: str, out_path: str) -> int:
     """Inside the (possibly isolated) namespace: serve the fake model, run Codex."""
-    sys.path.insert(0, str(HERE))
-    from fake_model import FakeModel
+    sys.path.insert(0, str(TESTS))
+    from support.fake_model import FakeModel
 
     spec = json.loads(Path(spec_path).read_text())
     if spec["isolated"]:
@@ -341,28 +342,34 @@ def _wait_for_worker(deadline_s: float) -> tuple[float, bool]:
     from spool import db, paths
     from spool import worker as w
 
+    from support.waiting import wait_until
+
     home = paths.spool_home()
     t0 = time.monotonic()
-    while True:
-        if not w.lock_is_held(home):
-            if not paths.db_path(home).exists():
-                return time.monotonic() - t0, False
-            engine = db.make_engine(paths.db_path(home))
+
+    def done() -> bool:
+        if w.lock_is_held(home):
+            return False
+        if not paths.db_path(home).exists():
+            return True
+        engine = db.make_engine(paths.db_path(home))
+        try:
+            idle = w.is_idle(engine, home)
+        finally:
+            engine.dispose()
+        return idle and not w.lock_is_held(home)
+
+    try:
+        wait_until(done, deadline_s, 0.1, what="the spool worker to finish")
+    except AssertionError:
+        pid = w.holder_pid(home)
+        if pid:
             try:
-                idle = w.is_idle(engine, home)
-            finally:
-                engine.dispose()
-            if idle and not w.lock_is_held(home):
-                return time.monotonic() - t0, False
-        if time.monotonic() - t0 > deadline_s:
-            pid = w.holder_pid(home)
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except OSError:
-                    pass
-            return time.monotonic() - t0, True
-        time.sleep(0.1)
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        return time.monotonic() - t0, True
+    return time.monotonic() - t0, False
 
 
 def _dump_request(r, secret: str | None) -> dict:

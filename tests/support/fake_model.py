@@ -19,7 +19,7 @@ accounting against the numbers the model really sent.  A compaction request
 small usage, and every later response reports small usage too, so Codex does
 not compact in a loop.
 
-Run standalone for manual experiments: ``python tests/fake_model.py`` prints
+Run standalone for manual experiments: ``python tests/support/fake_model.py`` prints
 the base URL and serves the default script until interrupted.
 """
 from __future__ import annotations
@@ -259,6 +259,6 @@ if __name__ == "__main__":  # pragma: no cover - manual use
         print(fm.base_url, flush=True)
         try:
             while True:
-                time.sleep(3600)
+                time.sleep(3600)  # manual use: serve until Ctrl-C (no test runs this)
         except KeyboardInterrupt:
             pass
