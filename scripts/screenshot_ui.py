@@ -34,7 +34,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     from spool import db
-    from ui_support import fill_from_codex, ui_server
+    from support.ui import fill_from_codex, ui_server
 
     engine = db.open_db()
     try:

@@ -153,7 +153,7 @@ def test_spool_test_refuses_while_the_project_is_paused(tmp_path, spool_home):
 import signal  # noqa: E402
 import time  # noqa: E402
 
-from test_queries import add_attempt, add_error, add_session, add_trace  # noqa: E402
+from support.queries import add_attempt, add_error, add_session, add_trace  # noqa: E402
 
 SID = "019abcde-1111-7222-8333-444455556666"
 LONG_NAME = "please refactor the delivery module so that it fits on one screen"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from codex_env import codex_binary, make_codex_home, make_project, run_session
+from support.codex import codex_binary, make_codex_home, make_codex_project, run_session
 from spool import codex as cx
 from spool import db, ingest
 
@@ -31,7 +31,7 @@ def spool(*args, cwd, home):
 def test_init_user_hooks_run_in_an_untrusted_project_with_no_codex_files(tmp_path):
     binary = codex_binary()
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     r = spool("init", "--user", "--no-interactive", "--no-trust-project",
               "--codex-bin", str(binary), cwd=proj, home=home)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -77,7 +77,7 @@ def test_init_user_hooks_run_in_an_untrusted_project_with_no_codex_files(tmp_pat
 def test_doctor_finds_a_committed_hooks_json_with_another_machines_interpreter(tmp_path):
     binary = codex_binary()
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     r = spool("init", "--no-interactive", "--codex-bin", str(binary), cwd=proj, home=home)
     assert r.returncode == 0, r.stdout + r.stderr
     hooks = proj / ".codex" / "hooks.json"

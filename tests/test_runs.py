@@ -16,7 +16,8 @@ from spool import aggregate, db, ingest, otlp
 from spool.cli import get_app
 from spool.render import to_infinium
 
-from conftest import codex_like_session, hook_cmd, run_hook
+from support.hookproc import hook_cmd, run_hook
+from support.recorded import codex_like_session
 
 
 def _feed(events, env=None, cwd=None):

@@ -11,7 +11,8 @@ import pytest
 
 from spool import aggregate, config, db, ingest
 
-from conftest import FIXTURES, run_hook
+from support.hookproc import run_hook
+from support.recorded import FIXTURES
 
 DIR = FIXTURES / "codex-0.169.0" / "subagent"
 SID = "01a22677-bd26-7d92-8f45-61085437c7fe"
@@ -217,7 +218,7 @@ def test_otlp_child_span_under_the_parent_spawn_span(traced):
 def test_atif_subagent_trajectory_validates(traced, tmp_path):
     from spool.export import atif_document
 
-    from test_atif import harbor_validate
+    from support.atif import harbor_validate
 
     engine, t = traced
     doc = atif_document(engine, SID)

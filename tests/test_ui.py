@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from spool import db
 from spool.cli import get_app
 from spool.ui.waterfall import waterfall
-from ui_support import fill_from_fixture, fill_from_subagent_fixture, get, ui_server
+from support.ui import fill_from_fixture, fill_from_subagent_fixture, get, ui_server
 
 SECRET = "sk-proj-" + "Q7w9xZ2kLm4Np6Rt8Vb0Yc3Hd5Jf1Gs"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ui_support import FAILING, fill_from_codex, fill_from_fixture, ui_server
+from support.ui import FAILING, fill_from_codex, fill_from_fixture, ui_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

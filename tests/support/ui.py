@@ -9,7 +9,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import fixture_payloads, fixture_rollout, run_hook
+from support.hookproc import run_hook
+from support.recorded import fixture_payloads, fixture_rollout
 from spool import aggregate, config, db, ingest
 
 
@@ -39,7 +40,7 @@ def fill_from_fixture(tmp_path: Path, engine, secret: str | None = None) -> dict
 
 def fill_from_subagent_fixture(tmp_path: Path, engine) -> dict:
     """The recorded session with a subagent, replayed through the hook and aggregated."""
-    from conftest import FIXTURES
+    from support.recorded import FIXTURES
 
     project = tmp_path / "project"
     project.mkdir(exist_ok=True)
@@ -95,7 +96,7 @@ E2E_PROMPTS = ["inspect the project: run the listed commands"]
 
 
 def e2e_script() -> list:
-    from fake_model import Final, ToolCall
+    from support.fake_model import Final, ToolCall
 
     return [[[ToolCall("echo hello"), ToolCall("ls -1")], [ToolCall(FAILING)],
              [ToolCall("git log --oneline -1")],
@@ -108,10 +109,10 @@ def fill_from_codex(tmp_path: Path, engine) -> dict:
     import os
     import sys
 
-    from codex_env import make_codex_home, make_project, run_session
+    from support.codex import make_codex_home, make_codex_project, run_session
 
     home = make_codex_home(tmp_path)
-    proj = make_project(tmp_path)
+    proj = make_codex_project(tmp_path)
     spool = str(Path(sys.executable).with_name("spool"))
     run_session(proj, home, E2E_PROMPTS, script=e2e_script(),
                 env={"SPOOL_NO_AUTOSTART": "1", "SPOOL_HOME": os.environ["SPOOL_HOME"]},
