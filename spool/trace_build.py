@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from .reconcile import reconcile
 from .trace import (DESCRIPTION_CHARS, INPUT_SUMMARY_MAX, LIFECYCLE_EVENTS, OUTPUT_SUMMARY_MAX, WS,
                     Event, Limits, RolloutFacts, SessionFacts, Step, StepError, Trace, add_usage,
                     clip, empty_usage, short_name, trace_id, usage_from_tokens)
@@ -258,8 +259,10 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                                    _last_str(events, "permission_mode"), _last_str(events, "cwd"))
     if real and turn_id is not None:
         model = model or rollout.turn_models.get(turn_id)
-    return TurnPart(turn_id, list(events), steps, prompts, last_message, has_stop, usage, source,
+    part = TurnPart(turn_id, list(events), steps, prompts, last_message, has_stop, usage, source,
                     model, permission_mode, cwd, notes, started_at, ended_at, late_count)
+    # Async hook events lost at exit: filled in from the rollout (spool/reconcile.py).
+    return reconcile(part, rollout, li) if real else part
 
 
 def _last_str(events: Sequence[Event], key: str) -> str | None:

@@ -92,6 +92,11 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
             if broken:
                 add(Check("hooks installed", "fail", f"the hook command points at a missing "
                           f"interpreter or file: {broken[0]}", init_fix))
+            elif cx.outdated_events(data):
+                hooks_ok = True  # they still work, synchronously: upgrade, do not fail
+                add(Check("hooks installed", "warn", "the hooks are an older spool's set: "
+                          f"{', '.join(cx.outdated_events(data))} make Codex wait (they run "
+                          "async now)", "Run `spool init` again to upgrade them."))
             else:
                 hooks_ok = True
                 add(Check("hooks installed", "ok", f"{len(cx.EVENTS)} events in {cx.hooks_path(project)}"))
