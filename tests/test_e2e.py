@@ -141,6 +141,19 @@ def expected_hook_counts(res, n_runs: int) -> Counter:
                     "PostToolUse": tool_calls})
 
 
+def assert_hook_counts(got: Counter, expected: Counter) -> None:
+    """Lifecycle hooks are synchronous: each fired once, stored once.  Mid-turn hooks
+    run async (issue 20) and `codex exec` kills those still running at exit, so the
+    last ones of a run may be missing (the traces take them from the rollout); none
+    is ever stored twice."""
+    from spool.codex import ASYNC_EVENTS
+
+    assert {e: n for e, n in got.items() if e not in ASYNC_EVENTS} == \
+        {e: n for e, n in expected.items() if e not in ASYNC_EVENTS}
+    for e in ASYNC_EVENTS:
+        assert got.get(e, 0) <= expected.get(e, 0), (e, got, expected)
+
+
 def tool_steps(body: dict) -> list[dict]:
     return [s for s in body["steps"] if s["action"] == "tool_use"]
 
@@ -192,7 +205,7 @@ def test_real_codex_session_is_traced_and_delivered_to_infinium(tmp_path):
             outbox = conn.execute(text("SELECT trace_id, sink, state FROM outbox")).all()
     finally:
         engine.dispose()
-    assert Counter(r.event for r in rows) == expected_hook_counts(res, len(PROMPTS))
+    assert_hook_counts(Counter(r.event for r in rows), expected_hook_counts(res, len(PROMPTS)))
     assert {r.status for r in rows} == {"ok"}
     assert {r.session_id for r in rows} == {rollout["session_id"]}
     assert outbox and {(o.sink, o.state) for o in outbox} == {("infinium", "sent")}, outbox
