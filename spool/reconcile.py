@@ -9,9 +9,11 @@ also in the rollout, which is the ground truth: each request's token usage
 (``token_usage_record``, in order per turn) and each command's exit code,
 status, duration and times (``item_completed``).  ``reconcile`` fills the gaps:
 
-* the i-th model request of the turn gets the rollout's i-th usage when its
-  PostModelRequest was lost (and the rollout's usage wherever the two differ);
-  requests with no hook event at all become steps of their own;
+* the turn's model requests become the rollout's, one step per request with
+  its usage (``_models``): a lost PostModelRequest is filled, a request with no
+  hook event at all becomes a step of its own;
+* async hooks finish in any order: a Post that arrived before its Pre makes no
+  double step (``_models``, ``_dedupe_tools``);
 * a command with no hook event becomes a ``tool_use`` step; one whose
   PostToolUse (or PreToolUse) was lost gets its end (or start) from the rollout;
 * the turn's usage is then the sum of the rollout's requests.
@@ -21,9 +23,10 @@ output is not kept).  A turn the rollout knows nothing about is left as built.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .trace import USAGE_KEYS, RolloutFacts, Step, StepError, add_usage, clip, empty_usage
+from .trace import (USAGE_KEYS, Event, RolloutFacts, Step, StepError, add_usage, clip,
+                    empty_usage)
 
 if TYPE_CHECKING:
     from .trace_build import TurnPart
@@ -47,6 +50,58 @@ def _place(steps: list[Step], step: Step) -> None:
     steps.append(step)
 
 
+def _tool_id(e: Event) -> str | None:
+    v = e.payload.get("tool_use_id")
+    return v if isinstance(v, str) and v else None
+
+
+def settle_order(events: Sequence[Event]) -> list[Event]:
+    """A turn's events with each async Pre before its Post (pure).
+
+    Async hooks finish in any order, so a PostToolUse or PostModelRequest can
+    arrive before its Pre.  A PreToolUse after its PostToolUse (same
+    tool_use_id) moves to just before it; a PostModelRequest with no request
+    open, directly followed (among model events) by a PreModelRequest, swaps
+    with it (a turn's model requests are sequential).  Anything else keeps its
+    arrival order.
+    """
+    evs = list(events)
+    first_post: dict[str, int] = {}
+    for i, e in enumerate(evs):
+        if e.event == "PostToolUse" and _tool_id(e):
+            first_post.setdefault(_tool_id(e), i)  # type: ignore[arg-type]
+    before: dict[int, list[Event]] = {}
+    late_pre: set[int] = set()
+    for i, e in enumerate(evs):
+        j = first_post.get(_tool_id(e) or "") if e.event == "PreToolUse" else None
+        if j is not None and j < i:
+            before.setdefault(j, []).append(e)
+            late_pre.add(i)
+    if late_pre:
+        moved: list[Event] = []
+        for k, e in enumerate(evs):
+            moved.extend(before.get(k, ()))
+            if k not in late_pre:
+                moved.append(e)
+        evs = moved
+    model_idx = [i for i, e in enumerate(evs) if e.event in ("PreModelRequest", "PostModelRequest")]
+    open_requests = 0
+    k = 0
+    while k < len(model_idx):
+        i = model_idx[k]
+        if evs[i].event == "PreModelRequest":
+            open_requests += 1
+        elif open_requests:
+            open_requests -= 1
+        elif k + 1 < len(model_idx) and evs[model_idx[k + 1]].event == "PreModelRequest":
+            j = model_idx[k + 1]
+            evs[i], evs[j] = evs[j], evs[i]  # Pre, then its Post: the pair is closed
+            k += 2
+            continue
+        k += 1
+    return evs
+
+
 def reconcile(part: "TurnPart", rollout: RolloutFacts, input_preview: int = 200) -> "TurnPart":
     """``part`` with what its rollout says and its hook events did not (in place)."""
     tid = part.turn_id
@@ -54,6 +109,7 @@ def reconcile(part: "TurnPart", rollout: RolloutFacts, input_preview: int = 200)
         return part
     records = list(rollout.turn_requests.get(tid) or ())
     filled_models = _models(part, records, rollout.turn_models.get(tid))
+    _dedupe_tools(part)
     filled_tools = _tools(part, rollout, input_preview)
     if records:
         total = empty_usage()
@@ -71,32 +127,76 @@ def reconcile(part: "TurnPart", rollout: RolloutFacts, input_preview: int = 200)
 
 
 def _models(part: "TurnPart", records: list, model: str | None) -> int:
-    """Usage per model request from the rollout's records; returns how many it filled."""
+    """The turn's model requests as the rollout has them; returns how many it filled.
+
+    When the hooks' requests already match the rollout's one by one (count and
+    usage), nothing changes.  Otherwise (a lost PostModelRequest, or async hooks
+    that arrived out of order, a Post before its Pre) each rollout request takes
+    the hook step with the same usage, else the next step whose Post never came,
+    else a new step; hook steps left over without usage or error are the
+    out-of-order doubles and go.  A failed request (an error, no usage) stays.
+    """
     if not records:
         return 0
     models = [s for s in part.steps if s.action == "model_request"]
+    usages = [_usage(r) for r in records]
+    if len(models) == len(records) and all(s.usage == u for s, u in zip(models, usages)):
+        return 0
+    used: set[int] = set()
+    chosen: list[Step | None] = []
+    for u in usages:  # the step whose PostModelRequest said exactly this
+        s = next((s for s in models if id(s) not in used and s.usage == u), None)
+        if s is not None:
+            used.add(id(s))
+        chosen.append(s)
+    waiting = sorted((s for s in models if id(s) not in used and s.usage is None
+                      and s.error is None), key=lambda s: s.started_at or 0.0)
     filled = 0
-    for i, rec in enumerate(records):
-        usage = _usage(rec)
+    for i, (rec, u) in enumerate(zip(records, usages)):
+        if chosen[i] is not None:
+            continue
         at = rec.get("at")
-        if i < len(models):
-            s = models[i]
-            if s.usage is None:
-                filled += 1
-                if s.status in (None, "no_response"):
-                    s.status = "completed"
-                if at is not None:
-                    s.ended_at = max(at, s.started_at or at)
-            if s.usage != usage:
-                s.usage = usage
+        filled += 1
+        if waiting:  # its Pre arrived, its Post did not
+            s = waiting.pop(0)
+            used.add(id(s))
+            s.usage = u
+            s.status = "completed"
+            if at is not None:
+                s.ended_at = max(at, s.started_at or at)
             continue
         s = Step("model_request", "Model request", part.turn_id, 0, at, at)
         s.model = model or part.model
         s.status = "completed"
-        s.usage = usage
+        s.usage = u
+        used.add(id(s))
         _place(part.steps, s)
-        filled += 1
+    part.steps[:] = [s for s in part.steps if s.action != "model_request" or id(s) in used
+                     or s.error is not None or s.usage is not None]
     return filled
+
+
+def _dedupe_tools(part: "TurnPart") -> None:
+    """One step per tool call: a PreToolUse that arrived after its PostToolUse (async
+    hooks finish in any order) made a second step; keep the one with the output."""
+    by_id: dict[str, list[Step]] = {}
+    for s in part.steps:
+        if s.action == "tool_use" and s.tool_use_id:
+            by_id.setdefault(s.tool_use_id, []).append(s)
+    for cid, group in by_id.items():
+        if len(group) < 2:
+            continue
+        keep = next((s for s in group if s.output_preview is not None), group[0])
+        starts = [s.started_at for s in group if s.started_at is not None]
+        if starts:
+            keep.started_at = min(starts)
+        if keep.status == "no_result":
+            keep.status = "completed"
+        part.steps[:] = [s for s in part.steps if s is keep or s not in group]
+        for note in (f"tool call {cid}: no PostToolUse received",
+                     f"tool call {cid}: PostToolUse without PreToolUse"):
+            while note in part.notes:
+                part.notes.remove(note)
 
 
 def _tools(part: "TurnPart", rollout: RolloutFacts, li: int) -> int:

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .reconcile import reconcile
+from .reconcile import reconcile, settle_order
 from .trace import (DESCRIPTION_CHARS, INPUT_SUMMARY_MAX, LIFECYCLE_EVENTS, OUTPUT_SUMMARY_MAX, WS,
                     Event, Limits, RolloutFacts, SessionFacts, Step, StepError, Trace, add_usage,
                     clip, empty_usage, short_name, trace_id, usage_from_tokens)
@@ -68,6 +68,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                rollout: RolloutFacts | None = None) -> TurnPart:
     """Steps, usage and summary facts of one turn's events (sorted by id)."""
     rollout = rollout or RolloutFacts()
+    events = settle_order(events)  # async hooks: each Pre before its Post (spool/reconcile.py)
     li, lo = limits.max_input_preview, limits.max_output_preview
     steps: list[Step] = []
     prompts: list[str] = []

@@ -89,13 +89,35 @@ DROPS = {
 }
 
 
+def _posts_first(evs: list[Event]) -> list[Event]:
+    """Each Post before its Pre (async hooks finish in any order)."""
+    out = list(evs)
+    for i in range(len(out) - 1):
+        a, b = out[i].event, out[i + 1].event
+        if a.startswith("Pre") and b == "Post" + a[3:]:
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
+def _arrived(evs: list[Event]) -> list[Event]:
+    """Ids and arrival times in list order (as ingest would number them)."""
+    base = evs[0].id
+    return [Event(base + k, 1795300034.0 + (base + k) * 0.1, e.event, e.turn_id, e.payload)
+            for k, e in enumerate(evs)]
+
+
+DROPS["every Post before its Pre"] = lambda evs: _arrived(_posts_first(evs))
+DROPS["Posts first, the last one lost"] = lambda evs: _arrived(
+    [e for e in _posts_first(evs) if e.event != "Stop"][:-1] + [e for e in evs if e.event == "Stop"])
+
+
 @pytest.mark.parametrize("drop", list(DROPS))
 def test_a_turn_missing_async_events_keeps_the_rollouts_tokens_and_exit_codes(drop):
     facts = read_incremental(fixture_rollout()).facts()
     for turn_id, evs in turns(fixture_events()).items():
         full = facts_of(build_part(turn_id, evs, Limits(), facts))
         kept = DROPS[drop](evs)
-        assert len(kept) < len(evs)
+        assert len(kept) < len(evs) or [e.event for e in kept] != [e.event for e in evs]
         lost = facts_of(build_part(turn_id, kept, Limits(), facts))
         want = truth(turn_id)
         assert full["requests"] == want["requests"] and full["exit_codes"] == want["exit_codes"]
@@ -118,6 +140,17 @@ def test_filled_steps_are_noted_and_a_turn_with_every_event_is_untouched():
     assert any("2 model request(s) and 1 tool call(s) completed from the rollout" in n
                for n in lost["notes"]), lost["notes"]
     assert lost["usage_source"] == "rollout" and full["usage_source"] == "hooks"
+
+
+def test_out_of_order_async_events_make_no_double_steps_even_without_a_rollout():
+    turn_id, evs = next(iter(turns(fixture_events()).items()))
+    full = build_part(turn_id, evs, Limits())
+    part = build_part(turn_id, DROPS["every Post before its Pre"](evs), Limits())
+    assert [s.action for s in part.steps] == [s.action for s in full.steps]
+    assert [s.usage for s in part.steps] == [s.usage for s in full.steps]
+    assert [s.status for s in part.steps] == [s.status for s in full.steps] == [
+        None, "completed", "completed", "completed"]
+    assert part.notes == full.notes == []
 
 
 def test_without_rollout_facts_nothing_is_invented():
@@ -217,3 +250,37 @@ def test_doctor_says_an_old_synchronous_install_needs_init_again(tmp_path):
     assert "spool init" in c["fix"]
     codex.hooks_path(proj).write_text(json.dumps(codex.merge_hooks(doc, codex.hook_command())))
     assert hooks_check()["status"] == "ok"
+
+
+def test_spool_run_summary_takes_a_traced_turns_tokens_from_its_trace(engine, tmp_path):
+    """The last PostModelRequest of an exec is often killed (async): once the turn is
+    traced, `spool run`'s line counts the trace's tokens (the rollout's), not the hooks'."""
+    import time as _time
+
+    from conftest import codex_like_session
+    from spool import aggregate, ingest, paths, run_summary
+
+    cwd = str(tmp_path)
+    evs = [e for e in codex_like_session("s", 1, cwd=cwd) if e["hook_event_name"] != "PostModelRequest"]
+    with engine.begin() as conn:
+        for p in evs:
+            raw = json.dumps(p).encode()
+            conn.exec_driver_sql("INSERT INTO raw_events (received_at, source, cwd, payload, size)"
+                                 " VALUES (?,?,?,?,?)", (2000.0, "hook", cwd, raw, len(raw)))
+    ingest.ingest_all(engine)
+
+    def line() -> str:
+        con = run_summary.connect(paths.db_path())
+        try:
+            act = run_summary.activity(con, 1500.0, cwd)
+        finally:
+            con.close()
+        return run_summary.summary_line(act, exit_code=0, waited=0.0, timed_out=False)
+
+    assert "0 tokens" in line()  # not traced yet: what the hooks said (nothing)
+    assert aggregate.aggregate(engine, _time.time() + 3600).turn_traces == 1
+    with engine.begin() as conn:  # the trace's usage (as reconcile would have set it)
+        conn.exec_driver_sql("UPDATE traces SET body = json_set(body, '$.usage.input', 1200,"
+                             " '$.usage.cached', 200, '$.usage.output', 34, '$.usage.total', 1234)"
+                             " WHERE kind = 'turn'")
+    assert "1,234 tokens (in 1,200, cached 200, out 34)" in line(), line()
