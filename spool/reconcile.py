@@ -221,6 +221,8 @@ def _tools(part: "TurnPart", rollout: RolloutFacts, li: int) -> int:
                     s.started_at = cf.started_at
                 filled += 1
             continue
+        if cf.source and "user" in cf.source:
+            continue  # a shell command the user ran (no tool hook ever fires for it)
         s = Step("tool_use", cf.command or COMMAND_TOOL, part.turn_id, 0, cf.started_at,
                  cf.ended_at)
         s.tool_name = COMMAND_TOOL

@@ -80,7 +80,8 @@ class RolloutState:
     def facts(self) -> RolloutFacts:
         cmds = {k: CommandFacts(v.get("exit_code"), v.get("status"), v.get("duration_ms"),
                                 v.get("command"), v.get("turn_id"), v.get("started_at"),
-                                v.get("ended_at")) for k, v in self.commands.items()}
+                                v.get("ended_at"), v.get("source"))
+                for k, v in self.commands.items()}
         return RolloutFacts(commands=cmds, turn_usage=self.turns, turn_models=self.models,
                             turn_requests=self.requests,
                             total_usage=usage_from_tokens(self.total) if self.total else None)
@@ -208,6 +209,7 @@ class RolloutState:
             "turn_id": p.get("turn_id") if isinstance(p.get("turn_id"), str) else None,
             "started_at": _ms(p.get("started_at_ms")),
             "ended_at": _ms(p.get("completed_at_ms")),
+            "source": item.get("source") if isinstance(item.get("source"), str) else None,
         }
 
 

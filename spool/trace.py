@@ -151,6 +151,7 @@ class CommandFacts:
     turn_id: str | None = None
     started_at: float | None = None  # epoch seconds (item_completed started_at_ms)
     ended_at: float | None = None
+    source: str | None = None  # "unified_exec_startup" (the model's), "user_shell"…
 
 
 @dataclass(slots=True)
