@@ -16,7 +16,7 @@ status, duration and times (``item_completed``).  ``reconcile`` fills the gaps:
   double step (``_models``, ``_dedupe_tools``);
 * a command with no hook event becomes a ``tool_use`` step; one whose
   PostToolUse (or PreToolUse) was lost gets its end (or start) from the rollout;
-* the turn's usage is then the sum of the rollout's requests.
+* the turn's usage is then the sum of its requests' usage.
 
 What cannot be recovered: a lost PostToolUse's output preview (the rollout's
 output is not kept).  A turn the rollout knows nothing about is left as built.
@@ -112,9 +112,12 @@ def reconcile(part: "TurnPart", rollout: RolloutFacts, input_preview: int = 200)
     _dedupe_tools(part)
     filled_tools = _tools(part, rollout, input_preview)
     if records:
+        # every request's usage once: the rollout's, plus any hook-reported request the
+        # rollout has not written yet (it can lag behind the Stop hook)
         total = empty_usage()
-        for r in records:
-            add_usage(total, _usage(r))
+        for s in part.steps:
+            if s.action == "model_request" and s.usage is not None:
+                add_usage(total, s.usage)
         if total != part.usage:
             part.usage = total
             if part.usage_source == "none":

@@ -153,6 +153,18 @@ def test_out_of_order_async_events_make_no_double_steps_even_without_a_rollout()
     assert part.notes == full.notes == []
 
 
+def test_a_rollout_lagging_behind_the_hooks_takes_nothing_away():
+    """Traced at Stop while the rollout's last token_usage_record is not written yet."""
+    from dataclasses import replace
+
+    facts = read_incremental(fixture_rollout()).facts()
+    turn_id, evs = next(iter(turns(fixture_events()).items()))
+    full = facts_of(build_part(turn_id, evs, Limits(), facts))
+    lagging = replace(facts, turn_requests={turn_id: facts.turn_requests[turn_id][:1]})
+    part = facts_of(build_part(turn_id, evs, Limits(), lagging))
+    assert part["requests"] == full["requests"] and part["usage"] == full["usage"]
+
+
 def test_without_rollout_facts_nothing_is_invented():
     turn_id, evs = next(iter(turns(fixture_events()).items()))
     part = build_part(turn_id, DROPS["all async events"](evs), Limits())
