@@ -8,7 +8,10 @@ no file written anywhere.  The trusted hash is Codex's own rule:
 
     "sha256:" + hex sha256 of the compact JSON (keys sorted, non-ASCII kept) of
     {"event_name": <snake>, "matcher": <only if set>,
-     "hooks": [{"type": "command", "command": …, "timeout": <s>, "async": false}]}
+     "hooks": [{"type": "command", "command": …, "timeout": <s>, "async": <bool>}]}
+
+Mid-turn events run ``"async": true`` (spool.codex.hooks_json.ASYNC_EVENTS),
+except in a run that keeps no rollout (``keeps_rollout``).
 
 SessionEnd and Interrupt are hashed with timeout 3 (Codex clamps them; hashed
 with more, the hook is "modified" and silently skipped).  tests/test_run.py checks
@@ -83,9 +86,10 @@ def toml_key(key: str) -> str:
 
 # --- the override list ------------------------------------------------------------
 
-def run_hooks(command: str, events: Iterable[str] = EVENTS) -> dict[str, dict]:
+def run_hooks(command: str, events: Iterable[str] = EVENTS,
+              async_ok: bool = True) -> dict[str, dict]:
     """{event: handler group} for spool's hook on every event (same as `spool init`)."""
-    return {e: spool_group(e, command) for e in events}
+    return {e: spool_group(e, command, async_ok) for e in events}
 
 
 def trust_entries(groups: dict[str, dict]) -> dict[str, str]:
@@ -102,13 +106,14 @@ def installed_keys(hooks_files: Iterable[tuple[Path, dict | None]]) -> list[str]
     return keys
 
 
-def overrides(command: str, disabled: Iterable[str] = ()) -> list[str]:
+def overrides(command: str, disabled: Iterable[str] = (), async_ok: bool = True) -> list[str]:
     """The ``-c`` arguments (flag and value pairs) that run spool's hooks for one run.
 
     ``disabled``: trust keys of spool hooks installed elsewhere, turned off for
-    the run so no event is recorded twice.
+    the run so no event is recorded twice.  ``async_ok=False``: every hook
+    synchronous (a run that keeps no rollout, see ``keeps_rollout``).
     """
-    groups = run_hooks(command)
+    groups = run_hooks(command, async_ok=async_ok)
     state: dict[str, dict] = {k: {"trusted_hash": h} for k, h in trust_entries(groups).items()}
     for key in disabled:
         state[key] = {"enabled": False}
@@ -137,6 +142,18 @@ def split_codex(argv: list[str]) -> tuple[str | None, list[str]]:
     if "/" in first.replace("\\", "/") and name.startswith("codex"):
         return first, argv[1:]
     return None, list(argv)
+
+
+def keeps_rollout(args: list[str]) -> bool:
+    """Will Codex write a rollout file for this run?  ``--ephemeral`` keeps none
+    (``transcript_path`` is then null): with nothing to reconcile against, the
+    mid-turn hooks must stay synchronous."""
+    for a in args:
+        if a == "--":
+            break
+        if a == "--ephemeral":
+            return False
+    return True
 
 
 def with_overrides(args: list[str], extra: list[str]) -> list[str]:

@@ -17,7 +17,10 @@ Facts kept (everything else in the file is skipped without parsing JSON):
   A line whose total did not move is a repeat (rate-limit refresh, all-zero line
   after compaction) and is not counted again;
 * ``event_msg`` ``item_completed`` with a ``CommandExecution`` item: exit code,
-  status, duration and command, by item id (= the hook's ``tool_use_id``);
+  status, duration, command and times, by item id (= the hook's ``tool_use_id``);
+* ``token_usage_record``: each model request's usage, in order, per turn (with
+  the line's time): what spool.reconcile fills in for a
+  Pre/PostModelRequest hook that Codex killed (async hooks, ``codex exec``);
 * a forked subagent's ``subagent_history_start_ordinal``: ``token_count`` lines
   with a lower ``ordinal`` are the parent's copied history and are not counted
   (usage counted before the marker, from lines below it, is dropped).
@@ -27,12 +30,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .trace import CommandFacts, RolloutFacts, add_usage, empty_usage, usage_from_tokens
 
 _MARKERS = (b'"session_meta"', b'"turn_context"', b'"task_started"', b'"token_count"',
-            b'"CommandExecution"', b'"subagent_history_start_ordinal"')
+            b'"CommandExecution"', b'"subagent_history_start_ordinal"',
+            b'"token_usage_record"')
 # Never hold more than this in memory for one line (a session_meta line can be
 # tens of KB; an aggregated_output a few MB).  Longer lines are skipped.
 MAX_LINE = 64 * 1024 * 1024
@@ -46,6 +51,7 @@ class RolloutState:
     models: dict[str, str] = field(default_factory=dict)
     commands: dict[str, dict] = field(default_factory=dict)
     turns: dict[str, dict] = field(default_factory=dict)  # turn id -> usage (+requests)
+    requests: dict[str, list] = field(default_factory=dict)  # turn id -> [usage + "at"]
     total: dict | None = None
     lines: int = 0
     # A forked subagent's rollout starts with a copy of the parent's history:
@@ -56,7 +62,8 @@ class RolloutState:
     def to_json(self) -> str:
         return json.dumps({"v": 1, "offset": self.offset, "turn": self.turn, "meta": self.meta,
                            "models": self.models, "commands": self.commands,
-                           "turns": self.turns, "total": self.total, "lines": self.lines,
+                           "turns": self.turns, "requests": self.requests,
+                           "total": self.total, "lines": self.lines,
                            "history_below": self.history_below},
                           separators=(",", ":"))
 
@@ -69,6 +76,7 @@ class RolloutState:
             return cls(offset=int(d.get("offset", 0)), turn=d.get("turn"),
                        meta=dict(d.get("meta") or {}), models=dict(d.get("models") or {}),
                        commands=dict(d.get("commands") or {}), turns=dict(d.get("turns") or {}),
+                       requests=dict(d.get("requests") or {}),
                        total=d.get("total"), lines=int(d.get("lines", 0)),
                        history_below=int(d.get("history_below", 0) or 0))
         except (ValueError, TypeError, AttributeError):
@@ -80,8 +88,11 @@ class RolloutState:
     # -- what the trace builders use --
     def facts(self) -> RolloutFacts:
         cmds = {k: CommandFacts(v.get("exit_code"), v.get("status"), v.get("duration_ms"),
-                                v.get("command")) for k, v in self.commands.items()}
+                                v.get("command"), v.get("turn_id"), v.get("started_at"),
+                                v.get("ended_at"), v.get("source"))
+                for k, v in self.commands.items()}
         return RolloutFacts(commands=cmds, turn_usage=self.turns, turn_models=self.models,
+                            turn_requests=self.requests,
                             total_usage=usage_from_tokens(self.total) if self.total else None)
 
     @property
@@ -123,6 +134,8 @@ class RolloutState:
             return  # the parent's usage, copied into a forked child's rollout
         if kind == "session_meta":
             self._meta(payload)
+        elif kind == "token_usage_record":
+            self._request(payload, obj.get("timestamp"))
         elif kind == "turn_context":
             turn = payload.get("turn_id")
             if isinstance(turn, str) and turn:
@@ -174,6 +187,14 @@ class RolloutState:
             acc = self.turns[key] = empty_usage()
         add_usage(acc, u)
 
+    def _request(self, p: dict, stamp: Any) -> None:
+        usage, turn = p.get("usage"), p.get("turn_id")
+        if not isinstance(usage, dict) or not isinstance(turn, str) or not turn:
+            return
+        u: dict = usage_from_tokens(usage)
+        u["at"] = _epoch(stamp)
+        self.requests.setdefault(turn, []).append(u)
+
     def _item(self, p: dict) -> None:
         item = p.get("item")
         if not isinstance(item, dict) or item.get("type") != "CommandExecution":
@@ -205,7 +226,24 @@ class RolloutState:
             "duration_ms": duration_ms,
             "command": cmd if isinstance(cmd, str) else None,
             "turn_id": p.get("turn_id") if isinstance(p.get("turn_id"), str) else None,
+            "started_at": _ms(p.get("started_at_ms")),
+            "ended_at": _ms(p.get("completed_at_ms")),
+            "source": item.get("source") if isinstance(item.get("source"), str) else None,
         }
+
+
+def _ms(v: Any) -> float | None:
+    return v / 1000.0 if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _epoch(stamp: Any) -> float | None:
+    """A rollout line's ``timestamp`` ("2026-11-21T22:27:15.637Z") as epoch seconds."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def read_incremental(path: str | os.PathLike | None, state: RolloutState | None = None,

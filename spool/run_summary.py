@@ -14,6 +14,10 @@ from pathlib import Path
 
 # outbox states that are still on their way
 IN_PROGRESS = ("pending", "in_flight", "failed")
+# a trace body's usage key -> the PostModelRequest token_usage key
+_TRACE_USAGE = (("input", "input_tokens"), ("cached", "cached_input_tokens"),
+                ("output", "output_tokens"), ("reasoning", "reasoning_output_tokens"),
+                ("total", "total_tokens"))
 NOTHING = {"events": 0, "unparsed": 0, "sessions": [], "turns": [], "open_turns": [],
            "usages": [], "outbox": []}
 
@@ -30,7 +34,8 @@ def activity(con: sqlite3.Connection, since: float, cwd: str) -> dict:
 
     Keys: events, unparsed (not yet ingested), sessions, turns ([(session_id,
     turn_id)] with a Stop), open_turns (of those, not yet traced), usages
-    (PostModelRequest token_usage payloads), outbox ([{trace_id, kind, sink,
+    (per turn: its trace's usage once traced, else its PostModelRequest token_usage
+    payloads), outbox ([{trace_id, kind, sink,
     state}] of the traces made from them).  Reads only the rows received since
     then (ix_raw_events_received), their turns and their traces.
     """
@@ -45,7 +50,7 @@ def activity(con: sqlite3.Connection, since: float, cwd: str) -> dict:
         (mark, since, cwd, cwd, cwd)).fetchall()
     sessions: list[str] = []
     stopped: list[tuple[str, str]] = []
-    usages: list[dict] = []
+    usages_of: dict[tuple[str, str], list[dict]] = {}
     for sid, tid, event, payload in rows:
         if sid and sid not in sessions:
             sessions.append(sid)
@@ -57,7 +62,7 @@ def activity(con: sqlite3.Connection, since: float, cwd: str) -> dict:
             except (ValueError, AttributeError):
                 usage = None
             if isinstance(usage, dict):
-                usages.append(usage)
+                usages_of.setdefault((sid, tid), []).append(usage)
     states = {}
     for sid, tid in stopped:  # uq_turns_session_turn lookups
         row = con.execute("SELECT state, trace_id FROM turns WHERE session_id = ? AND turn_id = ?",
@@ -66,6 +71,20 @@ def activity(con: sqlite3.Connection, since: float, cwd: str) -> dict:
             states[(sid, tid)] = row
     open_turns = [k for k in stopped if states.get(k, (None, None))[0] != "traced"]
     trace_ids = [t for _state, t in states.values() if t]
+    # A traced turn's tokens are its trace's: exact even when an async
+    # PostModelRequest hook was killed at exit (the trace took it from the rollout).
+    for key, (state, tid) in states.items():
+        if state != "traced" or not tid:
+            continue
+        row = con.execute("SELECT json_extract(body, '$.usage') FROM traces WHERE trace_id = ?",
+                          (tid,)).fetchone()
+        try:
+            u = json.loads(row[0]) if row and row[0] else None
+        except ValueError:
+            u = None
+        if isinstance(u, dict):
+            usages_of[key] = [{theirs: u.get(ours, 0) for ours, theirs in _TRACE_USAGE}]
+    usages = [u for us in usages_of.values() for u in us]
     outbox: list[dict] = []
     if sessions:
         (first_at,) = con.execute("SELECT min(received_at) FROM raw_events WHERE id > ?",

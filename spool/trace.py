@@ -12,7 +12,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import orjson
 
@@ -149,6 +149,10 @@ class CommandFacts:
     status: str | None = None
     duration_ms: float | None = None
     command: str | None = None
+    turn_id: str | None = None
+    started_at: float | None = None  # epoch seconds (item_completed started_at_ms)
+    ended_at: float | None = None
+    source: str | None = None  # "unified_exec_startup" (the model's), "user_shell"…
 
 
 @dataclass(slots=True)
@@ -159,6 +163,8 @@ class RolloutFacts:
     turn_usage: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     turn_models: Mapping[str, str] = field(default_factory=dict)
     total_usage: Mapping[str, int] | None = None
+    # turn id -> each model request's usage in order (+ "at": its time), token_usage_record
+    turn_requests: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
 
 
 # --- the model -----------------------------------------------------------------

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from .reconcile import reconcile, settle_order
 from .trace import (DESCRIPTION_CHARS, INPUT_SUMMARY_MAX, LIFECYCLE_EVENTS, OUTPUT_SUMMARY_MAX, WS,
                     Event, Limits, RolloutFacts, SessionFacts, Step, StepError, Trace, add_usage,
                     clip, empty_usage, short_name, trace_id, usage_from_tokens)
@@ -73,6 +74,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                rollout: RolloutFacts | None = None) -> TurnPart:
     """Steps, usage and summary facts of one turn's events (sorted by id)."""
     rollout = rollout or RolloutFacts()
+    events = settle_order(events)  # async hooks: each Pre before its Post (spool/reconcile.py)
     li, lo = limits.max_input_preview, limits.max_output_preview
     steps: list[Step] = []
     prompts: list[str] = []
@@ -280,11 +282,15 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                                    _last_str(events, "permission_mode"), _last_str(events, "cwd"))
     if real and turn_id is not None:
         model = model or rollout.turn_models.get(turn_id)
-    for sp in spawns:  # the step object -> its place among the turn's steps
-        sp["step"] = next(i for i, x in enumerate(steps, 1) if x is sp["step"])
-    return TurnPart(turn_id, list(events), steps, prompts, last_message, has_stop, usage, source,
+    part = TurnPart(turn_id, list(events), steps, prompts, last_message, has_stop, usage, source,
                     model, permission_mode, cwd, notes, started_at, ended_at, late_count,
                     agent_id, agent_type, spawns)
+    # Async hook events lost at exit: filled in from the rollout (spool/reconcile.py).
+    if real:
+        part = reconcile(part, rollout, li)
+    for sp in spawns:  # the step object -> its place among the turn's steps
+        sp["step"] = next(i for i, x in enumerate(part.steps, 1) if x is sp["step"])
+    return part
 
 
 def _spawned(resp: Any) -> tuple[str, str | None] | None:

@@ -27,11 +27,13 @@ from sqlalchemy import text
 from spool import db, paths
 
 from support.codex import codex_binary, free_port, make_codex_home, make_codex_project, run_session
-from support.e2e import (FAILING, PROMPTS, FINALS, script, spool_init, codex_run_env, read_rollout,
+from support.e2e import (assert_hook_counts, FAILING, PROMPTS, FINALS, script, spool_init, codex_run_env, read_rollout,
                          expected_hook_counts)
 from support.fake_model import ToolCall
 
 pytestmark = pytest.mark.e2e
+
+
 
 
 def tool_steps(body: dict) -> list[dict]:
@@ -85,7 +87,7 @@ def test_real_codex_session_is_traced_and_delivered_to_infinium(tmp_path):
             outbox = conn.execute(text("SELECT trace_id, sink, state FROM outbox")).all()
     finally:
         engine.dispose()
-    assert Counter(r.event for r in rows) == expected_hook_counts(res, len(PROMPTS))
+    assert_hook_counts(Counter(r.event for r in rows), expected_hook_counts(res, len(PROMPTS)))
     assert {r.status for r in rows} == {"ok"}
     assert {r.session_id for r in rows} == {rollout["session_id"]}
     assert outbox and {(o.sink, o.state) for o in outbox} == {("infinium", "sent")}, outbox

@@ -25,11 +25,11 @@ from .binary import (INSTALL_HINT, MIN_HOOK_TRUST_VERSION, codex_version, find_c
                      version_tuple)
 from .config_toml import (codex_home, config_toml, ensure_feature_flag, feature_flag,
                           hooks_state, project_trust, read_toml, remove_trust_entries)
-from .hooks_json import (CLAMPED_EVENTS, CLAMPED_TIMEOUT_S, EVENTS, HOOK_TIMEOUT_S,
-                         MATCHER_EVENTS, HooksChange, HooksRemoval, Unmerged, dump_hooks,
-                         hook_command, hooks_path, install_hooks, is_spool_command,
-                         merge_hooks, read_hooks, snake, spool_group, spool_positions,
-                         trust_key, uninstall_hooks, unmerge_hooks, user_hooks_path,
-                         write_codex_file)
+from .hooks_json import (ASYNC_EVENTS, CLAMPED_EVENTS, CLAMPED_TIMEOUT_S, EVENTS,
+                         HOOK_TIMEOUT_S, MATCHER_EVENTS, HooksChange, HooksRemoval, Unmerged,
+                         dump_hooks, hook_command, hooks_path, install_hooks, is_spool_command,
+                         merge_hooks, outdated_events, read_hooks, snake, spool_group,
+                         spool_positions, trust_key, uninstall_hooks, unmerge_hooks,
+                         user_hooks_path, write_codex_file)
 from .trust import TrustResult, spool_listed, trust_spool_hooks
 

@@ -31,6 +31,11 @@ MATCHER_EVENTS = frozenset({
     "PreCompact", "PostCompact", "SubagentStart", "SubagentStop",
 })
 CLAMPED_EVENTS = frozenset({"SessionEnd", "Interrupt"})  # Codex clamps these to 3 s
+# Mid-turn events run ``"async": true``: the turn does not wait for their hook.
+# Everything they carry is also in the rollout (token_usage_record,
+# item_completed), and the aggregator fills in from it what a lost one would
+# have said (spool.reconcile).  Lifecycle events stay synchronous.
+ASYNC_EVENTS = frozenset({"PreModelRequest", "PostModelRequest", "PreToolUse", "PostToolUse"})
 HOOK_TIMEOUT_S = 30
 CLAMPED_TIMEOUT_S = 3
 _SPOOL_MARKERS = re.compile(r"(^|[\s/\\'\"])spool[/\\]hook\.py(['\"]|\s|$)|-m\s+spool\.hook(\s|$)")
@@ -59,9 +64,13 @@ def snake(event: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", event).lower()
 
 
-def spool_group(event: str, command: str) -> dict:
-    handler = {"type": "command", "command": command,
-               "timeout": CLAMPED_TIMEOUT_S if event in CLAMPED_EVENTS else HOOK_TIMEOUT_S}
+def spool_group(event: str, command: str, async_ok: bool = True) -> dict:
+    """spool's handler group for ``event``; ``async_ok=False``: every event synchronous
+    (when Codex keeps no rollout to reconcile against)."""
+    handler: dict = {"type": "command", "command": command,
+                     "timeout": CLAMPED_TIMEOUT_S if event in CLAMPED_EVENTS else HOOK_TIMEOUT_S}
+    if async_ok and event in ASYNC_EVENTS:
+        handler["async"] = True
     group: dict = {"hooks": [handler]}
     if event in MATCHER_EVENTS:
         group = {"matcher": "*", "hooks": [handler]}
@@ -165,6 +174,17 @@ def merge_hooks(data: dict | None, command: str, events: Iterable[str] = EVENTS)
             new_groups.append(want)
         hooks[event] = new_groups
     return doc
+
+
+def outdated_events(data: dict | None) -> list[str]:
+    """Events whose spool handler is not the current one (e.g. synchronous where
+    it now runs async): installed by an older spool; ``spool init`` upgrades them."""
+    out = []
+    for event, gi, hi, _cmd in spool_positions(data):
+        h = data["hooks"][event][gi]["hooks"][hi]
+        if bool(h.get("async", False)) != (event in ASYNC_EVENTS):
+            out.append(event)
+    return out
 
 
 @dataclass

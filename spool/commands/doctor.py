@@ -107,6 +107,11 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
                           "so Codex's hooks fail silently",
                           f"Run `spool init` in {project} to rewrite it; `spool init --user` "
                           "keeps machine paths out of the project."))
+            elif cx.outdated_events(data):
+                hooks_ok = True  # they still work, synchronously: upgrade, do not fail
+                add(Check("hooks installed", "warn", "the hooks are an older spool's set: "
+                          f"{', '.join(cx.outdated_events(data))} make Codex wait (they run "
+                          "async now)", "Run `spool init` again to upgrade them."))
             else:
                 hooks_ok = True
                 add(Check("hooks installed", "ok", f"{len(cx.EVENTS)} events in {source}"))

@@ -249,7 +249,8 @@ def run(
     mine = codex_run.overrides(command)
     version = _checked(binary, mine, cwd)
     argv = [str(binary), *codex_run.with_overrides(
-        codex_args, codex_run.overrides(command, _installed_keys(workdir)))]
+        codex_args, codex_run.overrides(command, _installed_keys(workdir),
+                                       codex_run.keeps_rollout(codex_args)))]
     configured: tuple[str, ...] = ()
     if otlp_endpoint and not sink:
         try:

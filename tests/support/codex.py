@@ -383,3 +383,14 @@ def _dump_request(r, secret: str | None) -> dict:
 
 if __name__ == "__main__":
     raise SystemExit(_runner(sys.argv[1], sys.argv[2]))
+
+def wrapped_codex(tmp_path: Path, overrides: list[str]) -> Path:
+    """A `codex` that passes these overrides first (for AppServer, which takes a binary)."""
+    import shlex
+    import stat
+
+    w = tmp_path / "codex-with-overrides"
+    w.write_text(f"#!/bin/sh\nexec {shlex.quote(str(codex_binary()))} "
+                 f"{shlex.join(overrides)} \"$@\"\n")
+    w.chmod(w.stat().st_mode | stat.S_IXUSR)
+    return w
