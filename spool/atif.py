@@ -222,7 +222,8 @@ class _Builder:
             elif action == "model_request":
                 current = self.add(_drop_none({
                     "timestamp": when, "source": "agent", "model_name": st.get("model"),
-                    "message": "", "llm_call_count": 1, "metrics": _metrics(st.get("usage"), st.get("cost_usd")),
+                    "message": "", "llm_call_count": 1, "metrics": _metrics(st.get("usage"),
+                                                                    st.get("cost_usd")),
                     "extra": _drop_none({"turn_id": src.turn_id, "status": st.get("status"),
                                          "duration_ms": st.get("duration_ms"),
                                          "error": st.get("error")})}))
