@@ -20,6 +20,8 @@ The mapping:
   ``system`` steps;
 * ``final_metrics`` totals are the rollout's final ``total_token_usage`` when
   known, else the sum of the steps' usage, plus the subagents' totals;
+  cost: each agent step's ``metrics.cost_usd`` is its request's (spool.cost),
+  ``total_cost_usd`` their sum with the subagents' (left out when unpriced);
 * each subagent (its turns: traces with an ``agent`` link) is an embedded
   trajectory in ``subagent_trajectories`` (``trajectory_id`` = its agent id),
   referred to by the spawn_agent call's ``subagent_trajectory_ref``; its steps
@@ -153,12 +155,15 @@ def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def _metrics(usage: Mapping | None) -> dict | None:
+def _metrics(usage: Mapping | None, cost_usd: Any = None) -> dict | None:
     if not usage:
         return None
+    cost = float(cost_usd) if isinstance(cost_usd, (int, float)) and not isinstance(
+        cost_usd, bool) else None  # unpriced: left out
     return {"prompt_tokens": int(usage.get("input", 0)),
             "completion_tokens": int(usage.get("output", 0)),
             "cached_tokens": int(usage.get("cached", 0)),
+            **({} if cost is None else {"cost_usd": cost}),
             "extra": {"reasoning_output_tokens": int(usage.get("reasoning", 0)),
                       "cache_write_input_tokens": int(usage.get("cache_write", 0)),
                       "total_tokens": int(usage.get("total", 0))}}
@@ -217,7 +222,8 @@ class _Builder:
             elif action == "model_request":
                 current = self.add(_drop_none({
                     "timestamp": when, "source": "agent", "model_name": st.get("model"),
-                    "message": "", "llm_call_count": 1, "metrics": _metrics(st.get("usage")),
+                    "message": "", "llm_call_count": 1, "metrics": _metrics(st.get("usage"),
+                                                                    st.get("cost_usd")),
                     "extra": _drop_none({"turn_id": src.turn_id, "status": st.get("status"),
                                          "duration_ms": st.get("duration_ms"),
                                          "error": st.get("error")})}))
@@ -298,6 +304,9 @@ class _Builder:
             out["total_cached_tokens"] += fm["total_cached_tokens"]
             for k in ("reasoning_output_tokens", "total_tokens", "model_requests"):
                 out["extra"][k] += fm["extra"][k]
+            if fm.get("total_cost_usd") is not None:
+                out["total_cost_usd"] = round(out.get("total_cost_usd", 0.0)
+                                              + fm["total_cost_usd"], 10)
         if children:
             out["extra"]["includes_subagents"] = len(children)
         return out
@@ -320,8 +329,15 @@ class _Builder:
                      "total_tokens": sum(m["extra"]["total_tokens"] for m in metrics),
                      "source": "sum of the steps' usage"}
         extra["model_requests"] = sum(1 for st in self.steps if st.get("llm_call_count"))
-        return {"total_prompt_tokens": prompt, "total_completion_tokens": completion,
-                "total_cached_tokens": cached, "total_steps": len(self.steps), "extra": extra}
+        out = {"total_prompt_tokens": prompt, "total_completion_tokens": completion,
+               "total_cached_tokens": cached, "total_steps": len(self.steps), "extra": extra}
+        costs = [m["cost_usd"] for m in metrics if "cost_usd" in m]
+        if costs:  # the priced requests' sum (spool.cost); none priced: left out
+            out["total_cost_usd"] = round(sum(costs), 10)
+        unpriced = len(metrics) - len(costs)
+        if unpriced:
+            extra["unpriced_model_requests"] = unpriced
+        return out
 
 
 def render(session: Session) -> dict:

@@ -28,7 +28,9 @@ count them); ``output`` includes reasoning.  LLM spans carry ``gen_ai.usage.*`` 
 ``llm.token_count.*`` (prompt/completion/total, ``prompt_details.cache_read``/``cache_write``,
 ``completion_details.reasoning``: the two Phoenix does not derive from ``gen_ai.*``).  The root
 carries the turn totals as ``gen_ai.usage.*`` only, so a backend that sums ``llm.token_count`` over
-a trace does not count them twice.
+a trace does not count them twice.  Cost likewise: each LLM span carries its request's
+``llm.cost.total`` (OpenInference, which Phoenix reads) and ``spool.cost_usd``; the root only
+``spool.cost_usd`` (the turn's) and ``spool.cost_flags``; an unpriced request has neither.
 
 Ids: the OTel trace id is the spool trace id's 16 UUID bytes (any other id: the first 16 bytes of
 its SHA-256); span ids are the first 8 bytes of SHA-256(trace id, step number) (the root: "root").
@@ -119,6 +121,10 @@ def _int(v: Any) -> int:
     if isinstance(v, float) and not math.isfinite(v):
         return 0
     return max(min(int(v), _MAX_NS), -_MAX_NS)
+
+
+def _cost(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _clip(text: Any, limit: int) -> str:
@@ -283,6 +289,8 @@ class _Builder:
                    ("spool.parent.spawn_step", _int(a.get("spawn_step"))),
                    ("spool.parent.spawn_tool_use_id", a.get("spawn_tool_use_id"))]
         ra += _usage_attrs(usage, openinference=False)
+        ra += [("spool.cost_usd", _cost(b.get("cost_usd"))),  # the turn's; not llm.cost.*
+               ("spool.cost_flags", "; ".join(map(str, b.get("cost_flags") or ())))]
         self.content(ra, [("input.value", b.get("input_summary"), INPUT_SUMMARY_MAX),
                           ("output.value", b.get("output_summary"), OUTPUT_SUMMARY_MAX)])
         if o.capture_content and b.get("input_summary"):
@@ -347,6 +355,8 @@ class _Builder:
             ("spool.step.number", _int(s.get("number"))), ("spool.step.status", s.get("status"))]
         if isinstance(s.get("usage"), Mapping):
             a += _usage_attrs(s["usage"], openinference=True)
+        c = _cost(s.get("cost_usd"))  # None (unpriced): both left out
+        a += [("llm.cost.total", c), ("spool.cost_usd", c)]
         _set_status(sp, s, "ModelError", a, self.opts, self.text)
         _put(sp.attributes, a)
         return sp

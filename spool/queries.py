@@ -327,15 +327,17 @@ def session_trace_ids(conn: Connection, session_id: str) -> list[str]:
 
 def session_page(conn: Connection, limit: int, *, after: tuple[float, int] | None = None,
                  project: str | None = None, state: str | None = None,
-                 since: float | None = None, until: float | None = None) -> list[dict]:
+                 since: float | None = None, until: float | None = None,
+                 run: str | None = None) -> list[dict]:
     """One page of sessions for `spool ui`, newest activity first (keyset pagination).
 
     ``after`` is the (last_event_at, row) of the previous page's last row: the query
     walks ``ix_sessions_last`` (``ix_sessions_open`` for a state other than 'final')
     backwards from there and stops at ``LIMIT``, so a page costs the same on any
     history; a filter on a rare project or day still walks past the rows it skips.  ``since``/``until`` bound last_event_at [since,
-    until).  Keys: row, session_id, project, cwd, model, state, first_event_at,
-    last_event_at, events, turns.
+    until).  ``run``: only that run's sessions (their SPOOL_RUN_ID), found through
+    ``ix_sessions_run`` (a run's few sessions, sorted).  Keys: row, session_id, project,
+    cwd, model, state, first_event_at, last_event_at, events, turns, run_id.
     """
     where, params = ["1"], {"n": limit}
     if after is not None:
@@ -357,11 +359,15 @@ def session_page(conn: Connection, limit: int, *, after: tuple[float, int] | Non
         if state != "final":  # the few not-final sessions have their own partial index
             where.append("s.state != 'final'")
             index = "ix_sessions_open"
+    if run:
+        where.append("s.run_id = :run")
+        params["run"] = run
+        index = "ix_sessions_run"
     return _rows(conn.execute(text(
         "SELECT s.rowid AS row, s.session_id, s.project, s.cwd, s.model, s.state,"
         " s.first_event_at, s.last_event_at, s.event_count AS events,"
-        " (SELECT count(*) FROM turns AS u WHERE u.session_id = s.session_id) AS turns"
-        f" FROM sessions AS s INDEXED BY {index}"
+        " (SELECT count(*) FROM turns AS u WHERE u.session_id = s.session_id) AS turns,"
+        f" s.run_id FROM sessions AS s INDEXED BY {index}"
         f" WHERE {' AND '.join(where)}"
         " ORDER BY s.last_event_at DESC, s.rowid DESC LIMIT :n"), params))
 
@@ -370,6 +376,6 @@ def session_info(conn: Connection, session_id: str) -> dict | None:
     """One session's row for `spool ui` (None: unknown)."""
     row = conn.execute(text(
         "SELECT session_id, project, cwd, model, state, first_event_at, last_event_at,"
-        " event_count AS events, codex_version, git_branch, source, ended_at"
+        " event_count AS events, codex_version, git_branch, source, ended_at, run_id"
         " FROM sessions WHERE session_id = :s"), {"s": session_id}).first()
     return dict(row._mapping) if row is not None else None

@@ -48,6 +48,10 @@ def _int(v: Any) -> int:
         return 0
 
 
+def _cost(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _step(s: Mapping[str, Any], li: int, lo: int) -> dict:
     action = str(s.get("action") or "event")
     description = str(s.get("description") or action)
@@ -133,6 +137,8 @@ def to_infinium(trace: Mapping[str, Any], *, max_input_preview: int = 200,
         "incomplete": bool(trace.get("incomplete")),
         "usage_source": trace.get("usage_source"),
         "run_id": env.get("run_id"),
+        "cost_usd": _cost(trace.get("cost_usd")),  # None (unpriced): left out
+        "cost_flags": "; ".join(str(f) for f in trace.get("cost_flags") or ()) or None,
     }
     agent = trace.get("agent") if isinstance(trace.get("agent"), Mapping) else None
     if agent is not None:  # a subagent's trace: its link to the parent turn and spawn step

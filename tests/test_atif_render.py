@@ -7,7 +7,9 @@ import json
 import pytest
 
 from spool import atif, transcript
+from spool.cost import add_cost
 from spool.trace import INPUT_SUMMARY_MAX, Limits
+from support.atif import harbor_validate
 
 Trajectory = pytest.importorskip(
     "harbor.models.trajectories", reason="Harbor's validator: run scripts/test.sh").Trajectory
@@ -166,3 +168,26 @@ def test_rollout_text_is_redacted_before_it_is_clipped():
     msg = doc["steps"][0]["message"]
     assert "BBBB" not in json.dumps(doc) and msg.endswith(" [REDAC...")
     assert len(msg) == INPUT_SUMMARY_MAX
+
+
+def test_cost_per_agent_step_and_in_final_metrics_unknown_model_left_out(tmp_path):
+    body = add_cost(turn_body([
+        step(1, "user_prompt", 1.0, input_preview="do it"),
+        step(2, "model_request", 2.0, usage=USAGE, model="gpt-5"),
+        step(3, "model_request", 3.0, usage=USAGE, model="gpt-fake"),
+        step(4, "model_request", 4.0, usage=USAGE, model="gpt-5")]))
+    costs = [s.get("cost_usd") for s in body["steps"] if s["action"] == "model_request"]
+    assert costs[0] > 0 and costs[1] is None and costs[2] == costs[0]
+    doc = valid(atif.render(atif.Session("s1", [body])))
+    agents = [s for s in doc["steps"] if s["source"] == "agent"]
+    assert [a["metrics"].get("cost_usd") for a in agents] == costs
+    assert "cost_usd" not in agents[1]["metrics"]  # unpriced: absent, never 0
+    fm = doc["final_metrics"]
+    assert fm["total_cost_usd"] == body["cost_usd"] == pytest.approx(2 * costs[0])
+    assert fm["extra"]["unpriced_model_requests"] == 1
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    assert harbor_validate(path).returncode == 0
+    unknown = add_cost(turn_body([step(1, "model_request", 1.0, usage=USAGE, model="gpt-fake")]))
+    fm = valid(atif.render(atif.Session("s1", [unknown])))["final_metrics"]
+    assert "total_cost_usd" not in fm and fm["extra"]["unpriced_model_requests"] == 1

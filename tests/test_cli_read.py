@@ -114,7 +114,7 @@ def test_history_json_and_table(runner, engine):
     assert [r["trace_id"] for r in rows] == ["eeee-pending", "dddd-held"]
     assert set(rows[0]) == {"trace_id", "kind", "name", "session_id", "project", "created_at",
                             "sink", "state", "attempts", "sent_at", "last_status", "last_error",
-                            "next_attempt_at"}
+                            "next_attempt_at", "cost_usd", "cost_flags"}
     res = invoke(runner, "history")
     assert res.exit_code == 0
     for tid in ("aaaa-sent", "bbbb-faile", "eeee-pendi"):

@@ -251,3 +251,31 @@ def test_any_body_maps_to_valid_spans(body):
         assert s.end_time_unix_nano <= root.end_time_unix_nano
     data = otlp_wire.encode(otlp.export_request([(OPTS, [body])]))
     assert otlp_wire.decode_request(data) == otlp.export_request([(OPTS, [body])])
+
+
+def _priced(body, model):
+    """``body`` as if its requests used ``model``, priced as aggregation prices it."""
+    from spool.cost import add_cost
+
+    b = copy.deepcopy(body)
+    b["environment"]["model"] = model
+    b["steps"] = [dict(s, model=model) if s.get("action") == "model_request" else s
+                  for s in b["steps"]]
+    return add_cost(b)
+
+
+def test_cost_on_chat_spans_and_the_turn_total_on_the_root():
+    body = _priced(TURN, "gpt-5")
+    costs = [s["cost_usd"] for s in body["steps"] if s.get("action") == "model_request"]
+    assert len(costs) == 2 and all(c > 0 for c in costs)
+    spans = otlp.spans_for(body, OPTS)
+    chats = [attrs(s) for s in spans if s.name.startswith("chat")]
+    assert [a["llm.cost.total"] for a in chats] == costs
+    assert [a["spool.cost_usd"] for a in chats] == costs
+    root = attrs(spans[0])
+    assert root["spool.cost_usd"] == body["cost_usd"] == pytest.approx(sum(costs))
+    assert "llm.cost.total" not in root and "spool.cost_flags" not in root  # not counted twice
+    unknown = _priced(TURN, "gpt-fake")
+    spans = otlp.spans_for(unknown, OPTS)
+    assert not any("llm.cost.total" in attrs(s) or "spool.cost_usd" in attrs(s) for s in spans)
+    assert attrs(spans[0])["spool.cost_flags"] == "no price for model gpt-fake"

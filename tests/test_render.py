@@ -78,3 +78,25 @@ def test_session_body_and_size_limit():
 def test_missing_fields_render():
     body = to_infinium({"kind": "turn"})
     assert body["name"] == "Codex trace" and body["steps"] == [] and body["duration"] == 0.0
+
+
+def _priced(model):
+    """A turn body whose one model request used ``model``, priced as aggregation does."""
+    from spool.cost import add_cost
+
+    body = build_turn_trace(S, _turn()).to_dict()
+    body["environment"]["model"] = model
+    body["steps"] = [dict(s, model=model) if s.get("action") == "model_request" else s
+                     for s in body["steps"]]
+    return add_cost(body)
+
+
+def test_cost_in_custom_tags_matches_the_body_and_unknown_model_leaves_it_out():
+    body = _priced("gpt-5")
+    assert body["cost_usd"] > 0
+    tags = to_infinium(body)["environment"]["custom_tags"]
+    assert tags["cost_usd"] == body["cost_usd"] and "cost_flags" not in tags
+    unknown = _priced("gpt-fake")
+    assert unknown["cost_usd"] is None
+    tags = to_infinium(unknown)["environment"]["custom_tags"]
+    assert "cost_usd" not in tags and tags["cost_flags"] == "no price for model gpt-fake"

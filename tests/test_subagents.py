@@ -353,3 +353,32 @@ def test_grandchild_depth_two(tmp_path):
     assert gc["usage"]["input"] == 50 and usage_of(c) == post_usage(child=True)
     assert t[("session", None)]["usage"]["input"] == (
         post_usage(False)["input"] + post_usage(True)["input"] + 50)
+
+
+def test_atif_total_cost_includes_the_subagents(traced, tmp_path):
+    """final_metrics.total_cost_usd = the root's agent steps' cost_usd + the subagent's
+    total (Harbor: "including cost for subagents"); the recorded gpt-fake is unpriced."""
+    from spool import atif, export
+    from spool.cost import add_cost
+
+    from support.atif import harbor_validate
+
+    engine, _ = traced
+    with db.read(engine) as conn:
+        bodies = export.latest_traces(conn, SID)
+    doc = atif.render(atif.Session(SID, bodies))
+    assert "total_cost_usd" not in doc["final_metrics"]  # gpt-fake: no price, never 0
+    assert doc["final_metrics"]["extra"]["unpriced_model_requests"] >= 1
+    for b in bodies:  # the same session as if the model were gpt-5
+        b["environment"]["model"] = "gpt-5"
+        b["steps"] = [dict(s, model="gpt-5") if s.get("action") == "model_request" else s
+                      for s in b["steps"]]
+        add_cost(b)
+    doc = atif.render(atif.Session(SID, bodies))
+    own = [st["metrics"]["cost_usd"] for st in doc["steps"] if "cost_usd" in st.get("metrics", {})]
+    sub = doc["subagent_trajectories"][0]["final_metrics"]["total_cost_usd"]
+    assert own and sub > 0
+    assert doc["final_metrics"]["total_cost_usd"] == pytest.approx(sum(own) + sub)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    assert harbor_validate(path).returncode == 0

@@ -197,3 +197,32 @@ def test_a_session_with_a_subagent_lists_it(engine, tmp_path):
     assert status == 200 and "<h2>Subagents</h2>" in page
     for agent in filled["agents"]:
         assert agent in page
+
+
+def test_filter_by_run_lists_a_runs_sessions_together(engine):
+    """Two sessions started with one SPOOL_RUN_ID (through the real hook) are listed
+    together by ?run=, each shows its run, and the session page names it."""
+    import json
+
+    from support.hookproc import run_hook
+    from support.recorded import codex_like_session
+    from spool import aggregate, ingest
+
+    for sid, env in (("run-s1", {"SPOOL_RUN_ID": "run-A"}), ("run-s2", {"SPOOL_RUN_ID": "run-A"}),
+                     ("other", None)):
+        for e in codex_like_session(sid, turns=1):
+            assert run_hook(json.dumps(e).encode(), env=env).returncode == 0
+    ingest.ingest_all(engine)
+    aggregate.aggregate(engine, time.time() + 60)
+    with ui_server(engine) as s:
+        listed = lambda page: sorted(re.findall(r'href="session/([^"]+)"', page))  # noqa: E731
+        assert listed(get(s.url)[1]) == ["other", "run-s1", "run-s2"]
+        page = get(s.url + "?run=run-A")[1]
+        assert listed(page) == ["run-s1", "run-s2"]
+        assert page.count('href="./?run=run-A">run run-A</a>') == 2  # each row links its run
+        assert 'name="run" placeholder="run id" value="run-A"' in page  # the form keeps it
+        assert listed(get(s.url + "?run=run-B")[1]) == []
+        status, page = get(s.url + "session/run-s1")
+        assert status == 200 and "<th>Run</th>" in page and "run run-A" in page
+        status, page = get(s.url + "session/other")
+        assert status == 200 and "<th>Run</th>" not in page

@@ -259,3 +259,30 @@ def test_console_script_answers_usage_without_typer(engine, spool_home):
         "Error: --until 'soon' is not a date. Pass YYYY-MM-DD, e.g. --until 2026-11-01."]
     r = subprocess.run([exe, "usage", "--help"], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "--since" in r.stdout  # Typer's help
+
+
+def test_history_and_sessions_show_cost_in_80_columns_and_json(engine, monkeypatch):
+    from support.queries import add_session, add_trace
+
+    turns, _ = _session("019abcde-1111-7222-8333-444455556666", DAY1, [["gpt-5"], ["gpt-fake"]])
+    sid = turns[0]["session_id"]
+    _write(engine, turns)
+    add_session(engine, sid, last=DAY1 + 500, project="/home/dev/a-rather-long-project-name")
+    for k, b in enumerate(turns):
+        add_trace(engine, b["trace_id"], created_at=DAY1 + k, session_id=sid, body=b,
+                  name="please refactor the delivery module so that it fits on one screen")
+    monkeypatch.setenv("COLUMNS", "80")
+    runner, app = CliRunner(), cli.get_app()
+    one = f"${ONE:.4f}"
+    r = runner.invoke(app, ["history"])
+    assert r.exit_code == 0 and max(map(len, r.output.splitlines())) <= 80, r.output
+    assert one in r.output and "n/a" in r.output, r.output
+    rows = {x["trace_id"]: x for x in json.loads(runner.invoke(app, ["history", "--json"]).output)}
+    assert rows[turns[0]["trace_id"]]["cost_usd"] == turns[0]["cost_usd"] == pytest.approx(ONE)
+    assert rows[turns[1]["trace_id"]]["cost_usd"] is None  # unknown model: null, never 0
+    assert rows[turns[1]["trace_id"]]["cost_flags"] == ["no price for model gpt-fake"]
+    r = runner.invoke(app, ["sessions"])
+    assert r.exit_code == 0 and max(map(len, r.output.splitlines())) <= 80, r.output
+    assert f"cost {one}*" in r.output, r.output  # partly priced: one request was not
+    (row,) = json.loads(runner.invoke(app, ["sessions", "--json"]).output)
+    assert row["cost_usd"] == pytest.approx(ONE) and row["unpriced"] == 1

@@ -85,3 +85,11 @@ def report(title: str, done: list[str], nothing: str) -> None:
         typer.echo(f"  - {line}")
     if not done:
         typer.echo(f"  {nothing}")
+
+
+def fmt_usd(usd: float | None, partial: bool = False) -> str:
+    """A cost for a table cell: ``$0.0123`` (``$1.23`` from a dollar), ``*`` when some
+    requests were not priced, ``n/a`` when none was (never $0)."""
+    if usd is None:
+        return "n/a"
+    return (f"${usd:,.2f}" if usd >= 1 else f"${usd:.4f}") + ("*" if partial else "")

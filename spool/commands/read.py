@@ -22,7 +22,8 @@ from ..app import app, friendly
 from ..errors import SpoolError, UsageError
 from ..lockfile import worker_state
 from .context import database, open_engine, parse_limit, parse_since, project_here
-from .output import fmt_time, fmt_when, print_json, print_rows, rich_console, short, table
+from .output import (fmt_time, fmt_usd, fmt_when, print_json, print_rows, rich_console, short,
+                     table)
 
 DEFAULT_LIMIT = "20"
 
@@ -102,6 +103,8 @@ def _history_cells(r: dict) -> list:
     """One 80-column history row: the trace id prefix and the state never shrink;
     the name folds, with kind and session on its second line."""
     what = f"{r['name'] or '(unnamed)'}\n{r['kind']} · session {short(r['session_id'], 8) or '-'}"
+    if r.get("cost_usd") is not None or r.get("cost_flags"):  # bodies from before cost: none
+        what += f" · {fmt_usd(r.get('cost_usd'), bool(r.get('cost_flags')))}"
     state = r["state"] or "-"
     if (r["attempts"] or 0) > 1:
         state += f" ({r['attempts']} tries)"
@@ -171,12 +174,14 @@ def history(
     JSON: an array of objects with keys trace_id, kind, name, session_id,
     project, created_at (epoch), sink, state (pending|in_flight|sent|failed|
     dead|held, null if not queued), attempts (requests made), sent_at
-    (epoch|null), last_status (HTTP status|null), last_error, next_attempt_at.
+    (epoch|null), last_status (HTTP status|null), last_error, next_attempt_at,
+    cost_usd (the trace's, USD|null when not priced), cost_flags (why not).
+    The table shows the cost after the session (`*`: partly priced).
 
     --clear deletes only traces whose every outbox row is 'sent' (with their
     outbox rows and attempts); nothing undelivered is ever touched.
     """
-    from .. import db, queries
+    from .. import db, queries, usage
     from ..schema import OUTBOX_STATES
 
     if clear:
@@ -209,6 +214,9 @@ def history(
                "project": str(Path(project).expanduser().resolve()) if project else None}
     with database() as conn:
         rows = queries.history(conn, n, **filters)
+        costs = usage.trace_costs(conn, sorted({r["trace_id"] for r in rows}))
+    for r in rows:
+        r.update(costs.get(r["trace_id"]) or {"cost_usd": None, "cost_flags": []})
     print_rows(rows, as_json, "No traces yet." if not any(filters.values())
                else "No traces match.", f"history (newest {n} traces)", HISTORY_COLUMNS,
                _history_cells)
@@ -275,20 +283,33 @@ def sessions(
 
     JSON: an array of objects with keys session_id, project, cwd, model,
     state (open|ended|final), first_event_at, last_event_at (epoch), events,
-    turns, traces (int), run_id.
+    turns, traces (int), run_id, cost_usd (USD, null when nothing was priced),
+    unpriced (model requests without a price).  The table shows the cost
+    under the project (`*`: partly priced).
     """
-    from .. import queries
+    from .. import queries, usage
 
     n = parse_limit(limit)
     with database() as conn:
         rows = queries.sessions(conn, n, run)
+        costs = usage.session_costs(conn, [r["session_id"] for r in rows])
+    for r in rows:
+        c = costs.get(r["session_id"]) or {}
+        r["cost_usd"], r["unpriced"] = c.get("cost_usd"), c.get("unpriced", 0)
     print_rows(
         rows, as_json, f"No sessions of run {run}." if run else "No sessions yet.",
         f"sessions of run {run} (newest {n})" if run else f"sessions (newest {n})",
         ["session / project", "state", "last event", "events", "turns"],
         lambda r: [f"{r['session_id']}\n{r['project'] or r['cwd'] or '-'}"
-                   + (f"\nrun {r['run_id']}" if r.get("run_id") else ""), r["state"],
+                   + (f"\nrun {r['run_id']}" if r.get("run_id") else "")
+                   + _session_cost(r), r["state"],
                    fmt_when(r["last_event_at"]), r["events"], r["turns"]])
+
+
+def _session_cost(r: dict) -> str:
+    if r["cost_usd"] is None and not r["unpriced"]:
+        return ""  # no priced usage recorded (yet)
+    return f"\ncost {fmt_usd(r['cost_usd'], bool(r['unpriced']))}"
 
 
 def _show_ids(conn, given: str) -> list[str]:

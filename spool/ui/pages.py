@@ -63,13 +63,15 @@ def sessions_page(rows: Sequence[Mapping[str, Any]], costs: Mapping[str, Mapping
     form = (f'<form class="filters" method="get" action="./">'
             f'<input name="project" placeholder="project path" value="{esc(filters.get("project"))}">'
             f'<input name="date" type="date" value="{esc(filters.get("date"))}">'
+            f'<input name="run" placeholder="run id" value="{esc(filters.get("run"))}">'
             f'<select name="state">{state_opts}</select><button>Filter</button>'
             f'<a href="./">clear</a></form>')
     body = table(
         ("Last activity", "Session", "Project", "Model", "State", "Turns", "Events", "Tokens",
          "Cost"),
         ([esc(when(r["last_event_at"])),
-          f'<a class="mono" href="{href("session/" + r["session_id"])}">{esc(r["session_id"])}</a>',
+          f'<a class="mono" href="{href("session/" + r["session_id"])}">{esc(r["session_id"])}</a>'
+          + _run_link(r.get("run_id")),
           esc(r.get("project") or r.get("cwd")), esc(r.get("model")), esc(r.get("state")),
           num(r.get("turns")), num(r.get("events")),
           num((costs.get(r["session_id"]) or {}).get("total")),
@@ -82,6 +84,15 @@ def sessions_page(rows: Sequence[Mapping[str, Any]], costs: Mapping[str, Mapping
         more = {k: v for k, v in filters.items() if v}
         pager = f'<p class="pager"><a id="next" href="{href("./", **more, after=next_after)}">Older sessions →</a></p>'
     return layout("Sessions", form + body + pager, base=base)
+
+
+def _run_link(run_id: Any, link: bool = True, br: bool = True) -> str:
+    """A session's run (its SPOOL_RUN_ID), linking to the sessions of that run."""
+    if not run_id:
+        return ""
+    text = (f'<a class="run" href="{href("./", run=run_id)}">run {esc(run_id)}</a>' if link
+            else f"run {esc(run_id)}")
+    return ("<br>" if br else "") + text
 
 
 def _session_parts(info: Mapping[str, Any], bodies: Sequence[Mapping[str, Any]],
@@ -102,6 +113,7 @@ def _session_parts(info: Mapping[str, Any], bodies: Sequence[Mapping[str, Any]],
         ("Project", esc(info.get("project") or info.get("cwd"))), ("Model", esc(info.get("model"))),
         ("State", esc(info.get("state"))), ("Codex", esc(info.get("codex_version"))),
         ("Branch", esc(info.get("git_branch"))),
+        ("Run", _run_link(info.get("run_id"), link, br=False)),
         ("First event", esc(when(info.get("first_event_at")))),
         ("Last event", esc(when(info.get("last_event_at")))),
         ("Tokens", esc(" · ".join(f"{k} {num(v)}" for k, v in usage.items() if v))),

@@ -58,12 +58,13 @@ class Views:
         with db.read(self.engine) as conn:
             rows = queries.session_page(conn, PAGE_SIZE + 1, after=after,
                                         project=q.get("project") or None,
-                                        state=q.get("state") or None, since=since, until=until)
+                                        state=q.get("state") or None, since=since, until=until,
+                                        run=q.get("run") or None)
             more = len(rows) > PAGE_SIZE
             rows = rows[:PAGE_SIZE]
             costs = usage.session_costs(conn, [r["session_id"] for r in rows])
         nxt = f"{rows[-1]['last_event_at']!r}:{rows[-1]['row']}" if more else None
-        filters = {k: q.get(k, "") for k in ("project", "date", "state")}
+        filters = {k: q.get(k, "") for k in ("project", "date", "state", "run")}
         return pages.sessions_page(rows, costs, filters, nxt, base=self.base)
 
     def session(self, session_id: str) -> str:
