@@ -4,11 +4,14 @@ Pure functions, no I/O.  The renderer is tolerant: it reads the neutral trace
 model's usual keys (``steps``, ``errors``, ``usage``, times as epoch seconds or
 ISO strings, durations in ms) and falls back to close synonyms, so a body
 shape it does not know still prints something useful rather than failing.
+Secrets are redacted before any text is cut to the terminal width (spool.redact).
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
+
+from .redact import cut, redact
 
 _STEP_KIND = ("kind", "type", "action", "event", "source", "role")
 _STEP_LABEL = ("description", "command", "tool_name", "tool", "name", "title", "message",
@@ -100,8 +103,11 @@ def _short(value: Any, n: int) -> str:
         import json
 
         value = json.dumps(value, ensure_ascii=False, default=str)
-    value = " ".join(value.split())
-    return value if len(value) <= n else value[: n - 1] + "…"
+    return cut(" ".join(value.split()), n, mark="…")
+
+
+def _fit(line: str, width: int, red: bool = True) -> str:
+    return cut(line, width, redact=red, mark="")
 
 
 def _error_text(err: Any) -> str:
@@ -182,8 +188,12 @@ def summary(body: Mapping[str, Any]) -> dict:
     }
 
 
-def render(body: Mapping[str, Any], width: int = 100) -> str:
-    """The whole trace as plain text lines (rich-free, so tests can read it)."""
+def render(body: Mapping[str, Any], width: int = 100, *, redact_secrets: bool = True) -> str:
+    """The whole trace as plain text lines (rich-free, so tests can read it); secrets
+    redacted (the whole body first, then each cut) unless ``redact_secrets`` is off."""
+    if redact_secrets:
+        body = redact(body)
+    red = redact_secrets
     s = summary(body)
     lines = [f"{s['name'] or '(unnamed trace)'}  [{s['kind'] or '?'}]"]
     facts = [f"started {fmt_time(s['started_at'])}"]
@@ -203,7 +213,7 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
     for r in rows:
         off = f"+{fmt_duration(r['offset_ms'])}" if r["offset_ms"] is not None else ""
         head = f"  {str(r['n']):>3}. {off:>9} {r['kind'][:18]:<18} {r['label']}"
-        lines.append(head[:width].rstrip())
+        lines.append(_fit(head, width, red).rstrip())
         details = []
         if r["duration_ms"] is not None:
             details.append(fmt_duration(r["duration_ms"]))
@@ -214,10 +224,10 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
         if details:
             lines.append(f"{'':>16}{' · '.join(details)}")
         if r["output"]:
-            lines.append(f"{'':>16}→ {r['output']}"[:width])
+            lines.append(_fit(f"{'':>16}→ {r['output']}", width, red))
         if r["error"]:
-            lines.append(f"{'':>16}✗ {r['error']}"[:width])
+            lines.append(_fit(f"{'':>16}✗ {r['error']}", width, red))
     if s["errors"]:
         lines.append(f"  {len(s['errors'])} error(s):")
-        lines.extend(f"    ✗ {e}"[:width] for e in s["errors"])
+        lines.extend(_fit(f"    ✗ {e}", width, red) for e in s["errors"])
     return "\n".join(lines)

@@ -130,8 +130,9 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
     session = SessionFacts(
         session_id=sid, cwd=cwd, project=project, model=model, permission_mode=pmode,
         source=source or meta_src, codex_version=new_r.cli_version or cver,
-        git_branch=new_r.git_branch or gbranch, git_commit=new_r.git_commit or gcommit)
-    limits = Limits(w.cfg.max_input_preview, w.cfg.max_output_preview)
+        git_branch=new_r.git_branch or gbranch, git_commit=new_r.git_commit or gcommit,
+        redact=w.cfg.redact)
+    limits = Limits(w.cfg.max_input_preview, w.cfg.max_output_preview, w.cfg.redact)
 
     by_turn: dict[str, list[Event]] = {}
     lifecycle: list[Event] = []

@@ -189,11 +189,13 @@ class InfiniumSink(Sink):
     # -- the interface ---------------------------------------------------
     def render(self, row: TraceRow) -> bytes:
         cfg = self.config_for(row)
+        # Secrets in prompts / tool output never leave the machine: every text is redacted
+        # before it is cut (render, shrink), and the whole body once more (tags, paths).
         body = render.to_infinium(row.body, max_input_preview=cfg.max_input_preview,
-                                  max_output_preview=cfg.max_output_preview)
-        if cfg.redact:  # secrets in prompts / tool output never leave the machine
+                                  max_output_preview=cfg.max_output_preview, redact=cfg.redact)
+        if cfg.redact:
             body = redact(body)
-        body, _note = shrink(body, self.max_body, mark=mark_shrunk)
+        body, _note = shrink(body, self.max_body, mark=mark_shrunk, redact=cfg.redact)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     def send(self, row: TraceRow, payload: bytes) -> Outcome:
