@@ -92,6 +92,22 @@ __all__ = ["DELIVER_BATCH", "JOBS", "Intervals", "IngestDone", "Worker", "Worker
            "stop_grace"]
 
 
+def _prepare(home: Path | None) -> Path:
+    """The spool home made (0700), the umask, the log file; a home the worker cannot
+    write is one SpoolError line, not an OSError traceback."""
+    home = home or paths.spool_home()
+    try:
+        paths.ensure_home(home)
+        os.umask(0o077)
+        configure_logging(home)
+    except OSError as exc:
+        raise SpoolError(f"the worker cannot use the spool home {home} "
+                         f"({exc.strerror or exc}).",
+                         "Set SPOOL_HOME to a directory you can write (or fix the permissions "
+                         "of this one).") from None
+    return home
+
+
 def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
                lock_fd: int | None = None, env: Mapping[str, str] | None = None,
                stop: threading.Event | None = None,
@@ -104,9 +120,7 @@ def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
     ``on_busy(pid)`` is called when another worker runs, ``on_start(log path)``
     once this one runs.
     """
-    home = paths.ensure_home(home or paths.spool_home())
-    os.umask(0o077)
-    configure_logging(home)
+    home = _prepare(home)
     lock = WorkerLock.adopt(home, lock_fd) if lock_fd is not None else None
     if lock is None:
         if lock_fd is not None:
@@ -154,9 +168,7 @@ def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
 def run_once(home: Path | None = None, *, now: float | None = None,
              env: Mapping[str, str] | None = None) -> dict[str, bool]:
     """``spool worker --once``: every job once, in flow order, no lock."""
-    home = paths.ensure_home(home or paths.spool_home())
-    os.umask(0o077)
-    configure_logging(home)
+    home = _prepare(home)
     engine = db.open_db(home)
     worker = Worker(engine, home, env=env)
     try:
