@@ -77,7 +77,8 @@ from typing import Callable, Mapping
 
 from .. import db, paths, problems
 from ..errors import SpoolError
-from .jobs import (DELIVER_BATCH, JOBS, Intervals, IngestDone, Worker, did_work, is_idle,
+from .jobs import (DELIVER_BATCH, JOBS, Intervals, IngestDone, Worker, db_identity, did_work,
+                   is_idle, nothing_due,
                    new_owner, stop_grace)
 from .lock import WorkerLock, holder_pid, lock_is_held, lock_path
 from .process import configure_logging, install_signal_handlers
@@ -88,7 +89,8 @@ BUSY_PID_WAIT_S = 1.0  # a worker that lost the lock race waits this long to nam
 
 __all__ = ["DELIVER_BATCH", "JOBS", "Intervals", "IngestDone", "Worker", "WorkerLock",
            "configure_logging", "did_work", "holder_pid", "install_signal_handlers",
-           "is_idle", "lock_is_held", "lock_path", "new_owner", "run_once", "run_worker",
+           "db_identity", "is_idle", "lock_is_held", "lock_path", "new_owner", "nothing_due",
+           "run_once", "run_worker",
            "stop_grace"]
 
 
