@@ -184,7 +184,7 @@ def _sink_run(sink: str, url: str, n: int, batch: int) -> float:
     with Dispatcher(engine) as d:
         sent = 0
         while sent < n:
-            r = d.run_once(limit=batch)
+            r = d.run_once(limit=batch, full_batches=True)  # as the worker does
             sent += r.sent
             if r.claimed == 0 or r.sent == 0:
                 raise SystemExit(f"{sink}: stuck after {sent} sent ({r})")
@@ -200,7 +200,7 @@ def bench_sinks(n: int, rounds: int, batch: int) -> None:
     import httpx
 
     servers = {
-        "infinium": subprocess.Popen([sys.executable, "-m", "spool.receiver"], cwd=ROOT,
+        "infinium": subprocess.Popen([sys.executable, "-m", "spool.demo.receiver"], cwd=ROOT,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True),
         "otlp": subprocess.Popen([sys.executable, str(ROOT / "tests" / "otlp_receiver.py")],
                                  cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -245,7 +245,8 @@ def main() -> None:
                     help="only the Infinium vs OTLP side-by-side run")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=50,
-                    help="claim limit per pass (the worker's DELIVER_BATCH is 50)")
+                    help="claim limit per pass (the worker's DELIVER_BATCH is 50; a batching "
+                         "sink's claim is topped up to its max_batch_rows, as in the worker)")
     ap.add_argument("--traces", type=int, default=2000)
     ap.add_argument("--sent", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=200)

@@ -12,7 +12,11 @@ Runs, interleaved, each fed the same real Codex payload on stdin:
 
 and prints median / p95 wall time, peak RSS, and the ratios to F1.
 
-Usage: python scripts/bench_hook.py [--runs 200]   (with the python spool is installed in)
+  peer  (--peer FILE) another hook.py, e.g. the previous landing's, run the same way,
+        interleaved: `git show main:spool/hook.py > /tmp/peer_hook.py`
+
+Usage: python scripts/bench_hook.py [--runs 200] [--peer FILE]   (with the python spool is
+installed in)
 """
 from __future__ import annotations
 
@@ -60,6 +64,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--peer", help="another hook.py to run side by side (same flags)")
     args = ap.parse_args()
 
     py = sys.executable
@@ -81,6 +86,8 @@ def main() -> None:
         "hook (as in hooks.json)": shlex.split(codex.hook_command()),
         "hook via python -m spool.hook": [py, "-m", "spool.hook"],
     }
+    if args.peer:
+        cases["peer hook (--peer, as in hooks.json)"] = [py, "-I", "-S", args.peer]
     results: dict[str, list[float]] = {k: [] for k in cases}
     for name, cmd in cases.items():  # warm-up
         run_once(cmd, env, stdin_path)
@@ -94,7 +101,8 @@ def main() -> None:
     rss = {name: (peak_rss_kib(cmd, env, stdin_path) if have_time else 0)
            for name, cmd in cases.items()}
     rows = sqlite3.connect(home / "spool.db").execute("SELECT count(*) FROM raw_events").fetchone()[0]
-    expected = 2 * (args.runs + 1) + (10 if have_time else 0)  # two hook cases
+    hooks = 3 if args.peer else 2
+    expected = hooks * (args.runs + 1) + (5 * hooks if have_time else 0)
     print(f"python {sys.version.split()[0]}  runs={args.runs}  rows written={rows} (expected {expected})")
     f1 = statistics.median(results["F1  python -I -c 'import sqlite3'"])
     print(f"{'case':38} {'median ms':>10} {'p95 ms':>8} {'max RSS MiB':>12} {'median/F1':>10}")

@@ -17,7 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def friendly(fn):
-    """Decorator for commands: a SpoolError becomes one line on stderr and exit 1,
+    """Decorator for commands: a SpoolError becomes one line on stderr and exit 1
+    (a UsageError: exit 2),
     also when the app runs under Typer's CliRunner (tests) rather than main()."""
 
     @functools.wraps(fn)
@@ -26,7 +27,7 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except SpoolError as exc:
             typer.echo(f"Error: {exc.reason} {exc.instruction}".rstrip(), err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(getattr(exc, "exit_code", 1))
 
     return wrapper
 
@@ -40,3 +41,17 @@ def wake_worker() -> bool:
         return hook.start_worker(str(paths.spool_home()))
     except OSError:
         return False
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print spool's version and exit.")) -> None:
+    """spool: capture every Codex hook event, deliver exact traces."""

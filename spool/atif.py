@@ -19,7 +19,11 @@ The mapping:
 * compactions, subagent starts/stops, interrupts and permission requests are
   ``system`` steps;
 * ``final_metrics`` totals are the rollout's final ``total_token_usage`` when
-  known, else the sum of the steps' usage.
+  known, else the sum of the steps' usage, plus the subagents' totals;
+* each subagent (its turns: traces with an ``agent`` link) is an embedded
+  trajectory in ``subagent_trajectories`` (``trajectory_id`` = its agent id),
+  referred to by the spawn_agent call's ``subagent_trajectory_ref``; its steps
+  are not in the root's.
 
 ATIF rejects unknown keys: everything spool-specific lives under ``extra``.
 Content follows spool's preview limits (the trace previews; rollout text
@@ -35,6 +39,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from . import __version__
+from . import atif_subagents as subagents_mod
 from .redact import redact, redact_text
 from .trace import INPUT_SUMMARY_MAX, OUTPUT_SUMMARY_MAX, Limits, clip
 from .transcript import Response, Transcript, Turn
@@ -253,11 +258,15 @@ class _Builder:
             self.s.full and self.s.transcript) else None
         content = text.cut(full, limits.max_output_preview) if full is not None else (
             st.get("output_preview") or "")
-        agent.setdefault("observation", {"results": []})["results"].append({
+        result = {
             "source_call_id": call_id, "content": content,
             "extra": {"exit_code": st.get("exit_code"), **_drop_none({
                 "status": st.get("status"), "exec_duration_ms": st.get("exec_duration_ms"),
-                "duration_ms": st.get("duration_ms"), "error": st.get("error")})}})
+                "duration_ms": st.get("duration_ms"), "error": st.get("error")})}}
+        if st.get("agent_id") and str(st.get("tool_name") or "").endswith("spawn_agent"):
+            result["subagent_trajectory_ref"] = [{"trajectory_id": st["agent_id"],
+                                                  "session_id": self.s.session_id}]
+        agent.setdefault("observation", {"results": []})["results"].append(result)
 
     def _call(self, call_id: str):
         if self._calls is None:
@@ -279,8 +288,21 @@ class _Builder:
         if agent_steps and not agent_steps[-1]["message"] and src.final:
             agent_steps[-1]["message"] = text.cut(src.final, OUTPUT_SUMMARY_MAX)
 
-    def final_metrics(self) -> dict:
-        total = self.s.rollout_total
+    def final_metrics(self, children: Sequence[dict] = (), own_total: bool = True) -> dict:
+        out = self._own_metrics(own_total)
+        for c in children:  # totals include the subagents (their requests are not in ours)
+            fm = c["final_metrics"]
+            out["total_prompt_tokens"] += fm["total_prompt_tokens"]
+            out["total_completion_tokens"] += fm["total_completion_tokens"]
+            out["total_cached_tokens"] += fm["total_cached_tokens"]
+            for k in ("reasoning_output_tokens", "total_tokens", "model_requests"):
+                out["extra"][k] += fm["extra"][k]
+        if children:
+            out["extra"]["includes_subagents"] = len(children)
+        return out
+
+    def _own_metrics(self, own_total: bool) -> dict:
+        total = self.s.rollout_total if own_total else None
         metrics = [st["metrics"] for st in self.steps if st.get("metrics")]
         if total:
             prompt, completion, cached = (int(total.get("input", 0)), int(total.get("output", 0)),
@@ -304,9 +326,12 @@ class _Builder:
 def render(session: Session) -> dict:
     """The ATIF document of ``session`` (a JSON-ready dict)."""
     b = _Builder(session)
-    turns = _turns(session.bodies)
+    child_of = subagents_mod.child_turns(session.bodies)
+    all_turns = _turns(session.bodies)
+    turns = [t for t in all_turns if t.turn_id not in child_of]
     for src in turns:
         b.turn(src)
+    children = _subagents(session, [t for t in all_turns if t.turn_id in child_of], child_of)
     env: dict = {}
     project = None
     for body in sorted(session.bodies, key=lambda x: x.get("ended_at") or 0.0):
@@ -333,15 +358,42 @@ def render(session: Session) -> dict:
                              "extra": {"producer": f"spool {__version__}"}}),
         "steps": b.steps,
         "notes": "; ".join(notes),
-        "final_metrics": b.final_metrics(),
+        "final_metrics": b.final_metrics(children),
         "extra": {"spool": _drop_none({
             "project": project, "cwd": env.get("cwd"),
             "permission_mode": env.get("permission_mode"),
             "session_source": env.get("session_source"), "git_branch": env.get("git_branch"),
-            "git_commit": env.get("git_commit"), "still_open": session.still_open,
+            "git_commit": env.get("git_commit"), "run_id": env.get("run_id"),
+            "still_open": session.still_open,
             "content": "full" if session.full else "preview",
             "traces": [{"trace_id": x.get("trace_id"), "kind": x.get("kind"),
                         "turn_id": x.get("turn_id"), "revision": x.get("revision")}
                        for x in session.bodies]})},
     }
+    if children:
+        doc["subagent_trajectories"] = children
     return redact(doc)
+
+
+def _subagents(session: Session, turns: list[_TurnSource],
+               child_of: Mapping[str, Mapping]) -> list[dict]:
+    """One embedded trajectory per subagent (``trajectory_id`` = its agent id, which
+    the spawn call's ``subagent_trajectory_ref`` names), all in the root's array."""
+    by_agent: dict[str, list[_TurnSource]] = {}
+    for t in turns:
+        by_agent.setdefault(str(child_of[t.turn_id].get("agent_id")), []).append(t)
+    version = subagents_mod.codex_version(session.bodies)
+    out = []
+    for agent_id, agent_turns in by_agent.items():
+        b = _Builder(session)
+        for src in agent_turns:
+            b.turn(src)
+        agent, extra = subagents_mod.describe(child_of[agent_turns[0].turn_id], agent_id,
+                                              version, [t.turn_id for t in agent_turns])
+        out.append({
+            "schema_version": SCHEMA_VERSION, "session_id": session.session_id,
+            "trajectory_id": agent_id, "agent": agent,
+            "steps": b.steps or [{"step_id": 1, "source": "system",
+                                  "message": "spool has no steps of this subagent yet"}],
+            "final_metrics": b.final_metrics(own_total=False), "extra": extra})
+    return out

@@ -45,7 +45,7 @@ def main() -> None:
         app()
     except SpoolError as exc:
         typer.echo(f"Error: {exc.reason} {exc.instruction}".rstrip(), err=True)
-        raise SystemExit(1)
+        raise SystemExit(getattr(exc, "exit_code", 1))
 
 
 if __name__ == "__main__":

@@ -161,6 +161,44 @@ def write_file(project: Path, data: dict) -> Path:
     return path
 
 
+def check_base_url(value: str, where: str, *, usage: bool = False) -> str:
+    """``value`` as a normalized http(s) URL with a host, or an error naming ``where``
+    (a flag: UsageError, exit 2; an environment variable or a config key: SpoolError)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from .errors import UsageError
+
+    url = str(value).strip().rstrip("/")
+    why = ""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        why, host, parts = str(exc), "", None
+    if not why:
+        if parts.scheme not in ("http", "https"):
+            why = "it must start with https:// (or http://)"
+        elif not host:
+            why = "it has no host"
+        elif any(c.isspace() for c in url):
+            why = "it contains spaces"
+        elif host.replace(".", "").isdigit():
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                why = f"{host} is not an IP address"
+    if not why:
+        return url
+    reason = f"{where} {value!r} is not a valid URL: {why}."
+    if usage or where.startswith("--"):
+        raise UsageError(reason, f"Pass e.g. {where} {DEFAULT_BASE_URL}")
+    if where.isupper():
+        raise SpoolError(reason, f"Fix or unset the environment variable {where}.")
+    raise SpoolError(reason, "Fix it with `spool init --base-url URL`.")
+
+
 def _from_mapping(cfg: Config, data: Mapping[str, object],
                   names: Mapping[str, str] | None = None) -> Config:
     """Apply ``data``; ``names`` says where each key came from (for error messages)."""
@@ -173,6 +211,8 @@ def _from_mapping(cfg: Config, data: Mapping[str, object],
         if key == "sinks":
             updates[key] = tuple(value) if isinstance(value, (list, tuple)) else tuple(
                 s.strip() for s in str(value).split(",") if s.strip())
+        elif key == "base_url":
+            updates[key] = check_base_url(str(value), names.get(key, key))
         elif key == "file_sink_dir":
             updates[key] = Path(str(value)).expanduser()
         elif key in ("timeout", "session_ttl", "session_end_grace"):

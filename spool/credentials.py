@@ -86,6 +86,12 @@ def _keyring():
     return keyring
 
 
+def require_keyring() -> None:
+    """A SpoolError (one line: use INFINIUM_AGENT_SECRET) when there is no OS keyring
+    backend; ``spool init`` asks this before prompting for a secret or writing."""
+    _keyring()
+
+
 def _no_keyring() -> SpoolError:
     return SpoolError("no OS keyring is available on this machine to hold the agent secret.",
                       f"Set {ENV_SECRET} in the environment of the spool worker instead.")

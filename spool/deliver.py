@@ -14,13 +14,20 @@ One pass (:func:`deliver` / :meth:`Dispatcher.run_once`):
    ``ix_outbox_due`` (rows not finished), so its cost does not grow with the
    number of sent rows.
 2. Outside any transaction, each row is rendered and sent by its sink
-   (spool/sinks).  Before each send the remaining leases are renewed when
-   less than half the lease is left, so a long batch is never stolen mid-way.
-3. Each result is acknowledged in its own short transaction, conditionally on
+   (spool/sinks); rows of a batching sink (OTLP) go many per request, as
+   spool.batches groups them (a batch that cannot be rendered is sent one by
+   one, so each row's problem stays its own).  With ``full_batches`` (the
+   worker) a batching sink among the claimed rows gets more of its due rows,
+   up to one full request.  Before each send the remaining leases are renewed
+   when less than half the lease is left, so a long pass is never stolen mid-way.
+3. Each request's result is acknowledged in its own short transaction (every
+   row of a batch with its own decision: its attempts, its age; a delivered
+   batch in one statement), conditionally on
    the lease (``WHERE id=? AND lease_owner=? AND state='in_flight'``): a worker
    whose lease expired and was taken over cannot overwrite the new owner's work.
    Every attempt becomes a ``delivery_attempts`` row (when, duration, HTTP
-   status, error class, message, response id, outcome).
+   status, error class, message, response id, outcome); a delivery with a
+   warning (OTLP ``partial_success``) is also a line in ``errors``.
 
 States: pending -> in_flight -> sent | failed (waits for ``next_attempt_at``) |
 dead (gave up: a non-retryable answer, or the retry limits of spool.retry) |
@@ -54,7 +61,7 @@ from typing import Callable, Mapping
 
 from sqlalchemy import Connection, Engine
 
-from . import outbox, problems
+from . import batches, outbox, problems
 from .errors import SpoolError
 from .outbox import Claimed, OutboxState
 from .retry import Decision, Outcome, RetryConfig, classify, decide
@@ -131,8 +138,11 @@ class Dispatcher:
                     pass
 
     # -- one pass ----------------------------------------------------------
-    def run_once(self, now: float | None = None, *, limit: int = 50,
+    def run_once(self, now: float | None = None, *, limit: int = 50, full_batches: bool = False,
                  stop: threading.Event | None = None) -> DeliverResult:
+        """Claim up to ``limit`` due rows (with ``full_batches``, a batching sink among them
+        gets more of its due rows, up to one full request: ``sink.max_batch_rows``) and
+        deliver them."""
         start = now if now is not None else self.clock()
         mono = time.monotonic()
 
@@ -144,31 +154,38 @@ class Dispatcher:
         lease_until = start + lease
         with self._write() as conn:
             self._check_generation(conn)
-            held, rows = outbox.claim(conn, owner=self.owner, now=start,
-                                      lease_until=lease_until, limit=limit)
+            held, rows = outbox.claim(
+                conn, owner=self.owner, now=start, lease_until=lease_until, limit=limit,
+                top_up=batches.claim_sizes(self.sinks) if full_batches else None)
             traces = outbox.traces_of(conn, (r.trace_id for r in rows))
         result.held += held
         result.claimed = len(rows)
         rows.sort(key=lambda r: r.id)
+        units = batches.plan(rows, traces, self.sinks)
         reported: set[tuple[str, str]] = set()
         live = {r.id for r in rows}
-        for i, row in enumerate(rows):
-            if row.id not in live:
-                continue
+        done: set[int] = set()
+        for i, unit in enumerate(units):
+            ahead = [r.id for u in units[i:] for r in u.rows if r.id in live]
             if stop is not None and stop.is_set():
                 # due again at once (as of this pass), for the next worker run
-                result.released = self._release([r.id for r in rows[i:] if r.id in live],
-                                                start, current())
+                result.released = self._release(ahead, start, current())
                 break
             t = current()
             if lease_until - t < lease / 2:
                 lease_until = t + lease
-                kept = self._renew([r.id for r in rows[i:] if r.id in live], lease_until, t)
-                result.lost += len(live - kept - {r.id for r in rows[:i]})
-                live = kept | {r.id for r in rows[:i]}
-                if row.id not in live:
-                    continue
-            self._one(row, traces.get(row.trace_id), result, current, reported)
+                kept = self._renew(ahead, lease_until, t)
+                result.lost += len(live - kept - done)
+                live = kept | done
+            unit = batches.only(unit, live)
+            if not unit.rows:
+                continue
+            if unit.batch:
+                self._send_batch(unit, traces, result, current, reported)
+            else:
+                self._one(unit.rows[0], traces.get(unit.rows[0].trace_id), result, current,
+                          reported)
+            done.update(r.id for r in unit.rows)
         return result
 
     def _one(self, row: Claimed, trace: dict | None, result: DeliverResult,
@@ -177,27 +194,93 @@ class Dispatcher:
         t0 = time.perf_counter()
         outcome = self._attempt(row, trace)
         duration_ms = (time.perf_counter() - t0) * 1000.0
-        finished = current()
+        self._settle([row], outcome, started, duration_ms, current(), result, reported)
+
+    def _send_batch(self, unit: batches.Unit, traces: Mapping[str, dict], result: DeliverResult,
+                    current: Callable[[], float], reported: set) -> None:
+        """One request for a batch (halved while its payload is over the sink's byte bound);
+        rows of a batch that cannot be rendered are sent one by one, to find the culprit."""
+        sink = self.sinks[unit.sink]
+        try:
+            payload = sink.render_batch(unit.traces)
+        except Exception:  # noqa: BLE001 - each row's own problem, found one by one
+            for row in unit.rows:
+                self._one(row, traces.get(row.trace_id), result, current, reported)
+            return
+        if len(unit.rows) > 1 and len(payload) > batches.max_bytes(sink):
+            for half in batches.halves(unit):
+                self._send_batch(half, traces, result, current, reported)
+            return
+        started = current()
+        t0 = time.perf_counter()
+        try:
+            outcome = sink.send_batch(unit.traces, payload)
+        except SpoolError as exc:
+            outcome = Outcome(kind="held", error_class="SpoolError", message=str(exc),
+                              attempted=False)
+        except Exception as exc:  # noqa: BLE001 - a sink bug must not lose the rows
+            outcome = Outcome(kind="retry", error_class=f"SinkError:{type(exc).__name__}",
+                              message=str(exc)[:MAX_MESSAGE])
+        duration_ms = (time.perf_counter() - t0) * 1000.0
+        self._settle(unit.rows, outcome, started, duration_ms, current(), result, reported)
+
+    def _settle(self, rows: list[Claimed], outcome: Outcome, started: float,
+                duration_ms: float, finished: float, result: DeliverResult,
+                reported: set) -> None:
+        """Record one attempt's ``outcome`` for each of ``rows`` (one request carried them
+        all) in one transaction: each row's own decision (its attempts, its age)."""
+        if len(rows) > 1 and classify(outcome) == "sent":
+            return self._settle_sent(rows, outcome, started, duration_ms, finished, result)
+        done = []
+        with self._write() as conn:
+            for row in rows:
+                decision = self._decide(conn, row, outcome, started, finished)
+                done.append((row, decision, self._ack(conn, row, outcome, decision, started,
+                                                      duration_ms, finished, reported)))
+        for row, decision, acked in done:
+            if not acked:
+                result.lost += 1
+                continue
+            state = decision.state.value
+            setattr(result, state, getattr(result, state) + 1)
+            result.outcomes.append((row.trace_id, row.sink, state))
+
+    def _decide(self, conn: Connection, row: Claimed, outcome: Outcome, started: float,
+                finished: float) -> Decision:
         attempts = row.attempts + (1 if outcome.attempted else 0)
         first = row.first_attempt_at if row.first_attempt_at is not None else (
             started if outcome.attempted else None)
-        counts = classify(outcome) == "retry" and (outcome.status is not None
-                                                    or outcome.kind is not None)
+        counted = 0
+        if classify(outcome) == "retry" and (outcome.status is not None
+                                             or outcome.kind is not None):
+            counted = 1 + (outbox.counted_attempts(conn, row.id, first)
+                           if row.first_attempt_at is not None else 0)
+        return decide(outcome, attempts=attempts, first_attempt_at=first, now=finished,
+                      cfg=self.retry, rand=self.rand, http_attempts=counted)
+
+    def _settle_sent(self, rows: list[Claimed], outcome: Outcome, started: float,
+                     duration_ms: float, finished: float, result: DeliverResult) -> None:
+        """:meth:`_settle` for a delivered batch: one UPDATE and one executemany INSERT."""
+        message = (outcome.message or "")[:MAX_MESSAGE] or None
         with self._write() as conn:
-            counted = 0
-            if counts:
-                counted = 1 + (outbox.counted_attempts(conn, row.id, first)
-                               if row.first_attempt_at is not None else 0)
-            decision = decide(outcome, attempts=attempts, first_attempt_at=first, now=finished,
-                              cfg=self.retry, rand=self.rand, http_attempts=counted)
-            acked = self._ack(conn, row, outcome, decision, started, duration_ms, finished,
-                              reported)
-        if not acked:
-            result.lost += 1
-            return
-        state = decision.state.value
-        setattr(result, state, getattr(result, state) + 1)
-        result.outcomes.append((row.trace_id, row.sink, state))
+            acked = outbox.ack_sent(conn, rows, owner=self.owner, attempted=outcome.attempted,
+                                    started=started, status=outcome.status,
+                                    response_id=outcome.response_id, now=finished)
+            outbox.record_attempts(
+                conn, [(r, message if r.id in acked else f"(lease lost, not recorded) {message}")
+                       for r in rows if r.id in acked or outcome.attempted],
+                started=started, duration_ms=duration_ms, status=outcome.status,
+                outcome=OutboxState.SENT.value, error_class=outcome.error_class,
+                response_id=outcome.response_id)
+            if acked and outcome.error_class == "PartialSuccess":
+                problems.record(conn, f"deliver:{rows[0].sink}",
+                                f"sent {len(acked)} traces with a warning: {message}", finished)
+        for r in rows:
+            if r.id in acked:
+                result.sent += 1
+                result.outcomes.append((r.trace_id, r.sink, OutboxState.SENT.value))
+            else:
+                result.lost += 1
 
     def _attempt(self, row: Claimed, trace: dict | None) -> Outcome:
         sink = self.sinks.get(row.sink)
@@ -243,6 +326,9 @@ class Dispatcher:
                 outcome=decision.outcome, error_class=outcome.error_class,
                 message=message if acked else f"(lease lost, not recorded) {message}",
                 response_id=outcome.response_id)
+        if acked and state == OutboxState.SENT and outcome.error_class == "PartialSuccess":
+            problems.record(conn, f"deliver:{row.sink}",
+                            f"sent {row.trace_id} with a warning: {message}", now)
         if acked and state in (OutboxState.DEAD, OutboxState.HELD):
             key = (row.sink, outcome.error_class or state.value)
             if state == OutboxState.DEAD or outcome.attempted or key not in reported:

@@ -9,3 +9,9 @@ class SpoolError(Exception):
         self.reason = reason
         self.instruction = instruction
         super().__init__(f"{reason} {instruction}".strip())
+
+
+class UsageError(SpoolError):
+    """A malformed command line (a bad option value): one line, exit 2."""
+
+    exit_code = 2

@@ -114,5 +114,17 @@ def json_document(engine, given: str) -> dict:
                    "traces": bodies})
 
 
+def html_document(engine, given: str) -> str:
+    """The `spool ui` session view as one self-contained HTML file (redacted as it renders)."""
+    from . import db, queries
+    from .ui import pages
+
+    with db.read(engine) as conn:
+        sid = resolve_session(conn, given)
+        info = queries.session_info(conn, sid) or {"session_id": sid}
+        bodies = latest_traces(conn, sid)
+    return pages.export_document(info, bodies)
+
+
 def dumps(doc: Mapping) -> bytes:
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()

@@ -51,7 +51,13 @@ INSERT_SQL = (
     "OR substr(?3, 1, length(project) + 1) = project || '/')"
 )
 # Events after which a worker should be running (aggregate / deliver soon).
+# The hook's own insert: INSERT_SQL plus what the hook knows of its process (ingest and
+# import build their inserts from INSERT_SQL).
+HOOK_INSERT_SQL = INSERT_SQL.replace(
+    "truncated) SELECT ?1, ?2, ?3, ?4, ?5, ?6 ",
+    "truncated, run_id, codex_pid, codex_start) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 ")
 _WAKE_MARKERS = (b'"SessionStart"', b'"Stop"', b'"SessionEnd"')
+_SHELLS = (b"sh", b"bash", b"dash", b"zsh", b"ksh", b"fish")
 
 
 def spool_home():
@@ -111,12 +117,33 @@ def read_stdin(stream):
     return data, size, 1
 
 
+def codex_process():
+    """(pid, start time in clock ticks since boot) of the Codex process this hook runs
+    under: its parent, or the parent's parent when Codex ran the hook through a shell.
+    (None, None) where /proc cannot tell (not Linux)."""
+    pid, found = os.getppid(), (None, None)
+    for _ in range(3):
+        try:
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                stat = f.read()
+            end = stat.rindex(b")")
+            fields = stat[end + 2:].split()
+            found = (pid, int(fields[19]))
+            if stat[stat.index(b"(") + 1:end] not in _SHELLS or fields[1] in (b"0", b"1"):
+                break
+            pid = int(fields[1])  # a shell Codex ran us with: Codex is its parent
+        except (OSError, ValueError, IndexError):
+            break
+    return found
+
+
 def _uri(path):
     return "file:" + path.replace("%", "%25").replace("?", "%3f").replace("#", "%23") + "?mode=rw"
 
 
-def insert(home, received_at, source, cwd, payload, size, truncated):
-    """One INSERT in BEGIN IMMEDIATE.  Raises on any database problem."""
+def insert(home, received_at, source, cwd, payload, size, truncated, proc=(None, None, None)):
+    """One INSERT in BEGIN IMMEDIATE.  Raises on any database problem.
+    ``proc``: (run id, Codex pid, its start time), None where unknown."""
     import sqlite3
 
     path = os.path.join(home, DB_NAME)
@@ -126,7 +153,8 @@ def insert(home, received_at, source, cwd, payload, size, truncated):
         # synchronous stays at SQLite's default FULL: the raw event is the
         # one thing nothing else can recreate, so its commit is fsynced.
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(INSERT_SQL, (received_at, source, cwd, payload, size, truncated))
+        conn.execute(HOOK_INSERT_SQL,
+                     (received_at, source, cwd, payload, size, truncated) + tuple(proc))
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -243,12 +271,13 @@ def start_worker(home):
     return True
 
 
-def handle(data, size, truncated, cwd, home, received_at, source="hook"):
+def handle(data, size, truncated, cwd, home, received_at, source="hook",
+           proc=(None, None, None)):
     """Record one event.  Returns "db" or "overflow"; raises only if both failed."""
     where = "db"
     first = False
     try:
-        insert(home, received_at, source, cwd, data, size, truncated)
+        insert(home, received_at, source, cwd, data, size, truncated, proc)
     except Exception as exc:  # any database problem: keep the event anyway
         reason = "%s: %s" % (type(exc).__name__, exc)
         write_overflow(home, received_at, cwd, data, size, truncated, reason)
@@ -285,7 +314,11 @@ def main():
                 cwd = cwd.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         except OSError:
             cwd = None
-        handle(data, size, truncated, cwd, home, received_at)
+        try:  # SPOOL_RUN_ID and the Codex process: a few microseconds, never fatal
+            proc = (os.environ.get("SPOOL_RUN_ID") or None,) + codex_process()
+        except Exception:
+            proc = (None, None, None)
+        handle(data, size, truncated, cwd, home, received_at, proc=proc)
     except BaseException as exc:  # never exit non-zero, never print
         try:
             log_error(home or spool_home(), "event lost: %s: %s" % (type(exc).__name__, exc))

@@ -144,6 +144,8 @@ def payload_facts(obj: dict) -> dict:
         value = obj.get(key)
         if key == "source" and obj.get("hook_event_name") != "SessionStart":
             value = None
+        if key == "transcript_path" and obj.get("agent_id"):
+            value = None  # a subagent's event names the child's rollout, not the session's
         facts[column] = value if isinstance(value, str) and value else None
     return facts
 

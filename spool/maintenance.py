@@ -50,7 +50,7 @@ from typing import Mapping
 
 from sqlalchemy import Engine, text
 
-from . import db, outbox, problems
+from . import db, outbox, problems, usage
 from .aggregate import BUMP_WRITES_SQL
 from .errors import SpoolError
 from .files import write_atomic
@@ -150,6 +150,7 @@ def retention(engine: Engine, now: float, older_than_s: float, *, batch: int = B
                 params).rowcount
             counts["turns"] += conn.execute(text(
                 f"DELETE FROM turns WHERE session_id IN {ids}"), params).rowcount
+            usage.forget_sessions(conn, sessions)
             conn.exec_driver_sql(BUMP_WRITES_SQL, (now,))  # index plans made before are stale
             forget = [sid for sid in sessions if sid not in set(summarised)]
             if forget:

@@ -46,7 +46,8 @@ import json
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence  # (typing's are slower in isinstance)
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
@@ -102,6 +103,8 @@ _MAX_NS = MAX_INT
 
 def _ns(t: Any) -> int:
     """Epoch seconds as nanoseconds; anything not a usable time is 0 (then the trace's)."""
+    if t.__class__ is float and 0 < t < _MAX_NS / 1e9:  # the usual case, first
+        return int(round(t * 1e9))
     if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
         return 0
     return int(round(float(t) * 1e9)) if t < _MAX_NS / 1e9 else _MAX_NS
@@ -109,6 +112,8 @@ def _ns(t: Any) -> int:
 
 def _int(v: Any) -> int:
     """A count: finite numbers (not booleans) as int64, anything else 0."""
+    if v.__class__ is int and -_MAX_NS <= v <= _MAX_NS:  # the usual case, first
+        return v
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return 0
     if isinstance(v, float) and not math.isfinite(v):
@@ -197,6 +202,16 @@ class _Builder:
         self.tid = str(body.get("trace_id") or "")
         self.otid = otel_trace_id(self.tid)
         self.root_id = span_id(self.tid, "root")
+        # A subagent's trace joins its parent's: same OTLP trace, its root under
+        # the parent's spawn_agent tool span (span ids are keyed by step place).
+        agent = body.get("agent")
+        self.agent = agent if isinstance(agent, Mapping) else None
+        self.root_parent: bytes | None = None
+        if self.agent and self.agent.get("parent_trace_id"):
+            ptid = str(self.agent["parent_trace_id"])
+            self.otid = otel_trace_id(ptid)
+            if isinstance(self.agent.get("spawn_step"), int):
+                self.root_parent = span_id(ptid, self.agent["spawn_step"])
         self.session = str(body.get("session_id") or "")
         self.t0 = _ns(body.get("started_at"))
         self.t1 = max(_ns(body.get("ended_at")), self.t0)
@@ -244,11 +259,12 @@ class _Builder:
         env = b.get("environment") if isinstance(b.get("environment"), Mapping) else {}
         model = env.get("model") or next(
             (s.get("model") for s in steps if s.get("model")), None)
-        root = self.span("root", f"invoke_agent {AGENT_NAME}", Span.SPAN_KIND_INTERNAL,
-                         self.t0, self.t1, None)
+        agent_name = str(self.agent.get("agent_type") or "agent") if self.agent else AGENT_NAME
+        root = self.span("root", f"invoke_agent {agent_name}", Span.SPAN_KIND_INTERNAL,
+                         self.t0, self.t1, self.root_parent)
         usage = b.get("usage") if isinstance(b.get("usage"), Mapping) else {}
         ra: list[tuple[str, Any]] = [
-            ("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", AGENT_NAME),
+            ("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", agent_name),
             ("gen_ai.provider.name", PROVIDER), ("gen_ai.request.model", model),
             *self.common(), ("openinference.span.kind", "AGENT"),
             ("spool.trace_id", self.tid), ("spool.kind", b.get("kind")),
@@ -257,10 +273,20 @@ class _Builder:
             ("spool.incomplete", bool(b.get("incomplete"))),
             ("spool.usage_source", b.get("usage_source")),
             ("codex.version", env.get("codex_version")),
+            ("spool.run_id", env.get("run_id")),
             ("codex.permission_mode", env.get("permission_mode")),
             ("vcs.ref.head.name", env.get("git_branch")),
             ("vcs.ref.head.revision", env.get("git_commit")),
         ]
+        if self.agent:
+            a = self.agent
+            ra += [("gen_ai.agent.id", a.get("agent_id")),
+                   ("spool.agent.nickname", a.get("nickname")),
+                   ("spool.agent.depth", _int(a.get("depth"))),
+                   ("spool.parent.trace_id", a.get("parent_trace_id")),
+                   ("spool.parent.turn_id", a.get("parent_turn_id")),
+                   ("spool.parent.spawn_step", _int(a.get("spawn_step"))),
+                   ("spool.parent.spawn_tool_use_id", a.get("spawn_tool_use_id"))]
         ra += _usage_attrs(usage, openinference=False)
         self.content(ra, [("input.value", b.get("input_summary"), INPUT_SUMMARY_MAX),
                           ("output.value", b.get("output_summary"), OUTPUT_SUMMARY_MAX)])
@@ -284,6 +310,9 @@ class _Builder:
                 out.append(self.chat(s, key, start, end, model))
             elif action == "tool_use":
                 out.append(self.tool(s, key, start, end))
+            elif (action in ("subagent_start", "subagent_stop") and self.agent
+                  and s.get("agent_id") == self.agent.get("agent_id")):
+                continue  # this trace's own start/stop: its root span is the agent
             elif action == "subagent_start":
                 sp = self.subagent(s, key, start)
                 subagents[str(s.get("agent_id") or key)] = sp

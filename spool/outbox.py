@@ -26,7 +26,7 @@ import enum
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
@@ -139,6 +139,18 @@ WHERE id IN (
 RETURNING id, trace_id, sink, attempts, first_attempt_at, created_at
 """)
 
+# The same for one sink's rows only (a batching sink's claim topped up to a full batch).
+_CLAIM_SINK = text(f"""
+UPDATE outbox
+SET state = '{S.IN_FLIGHT.value}', lease_owner = :owner, lease_until = :lease_until,
+    next_attempt_at = :lease_until, updated_at = :now
+WHERE id IN (
+    SELECT id FROM outbox INDEXED BY ix_outbox_due WHERE {_due()} AND sink = :sink
+    ORDER BY next_attempt_at
+    LIMIT :limit)
+RETURNING id, trace_id, sink, attempts, first_attempt_at, created_at
+""")
+
 _TRACES = text("""
 SELECT trace_id, kind, session_id, turn_id, revision, project, name, created_at, body
 FROM traces WHERE trace_id IN :ids
@@ -172,6 +184,19 @@ SET state = :state, attempts = attempts + :inc,
 WHERE id = :id AND lease_owner = :owner AND state = '{S.IN_FLIGHT.value}'
 """)
 
+# Many rows delivered by one request: the _ACK of state 'sent' for all of them at once.
+_ACK_SENT = text(f"""
+UPDATE outbox
+SET state = '{S.SENT.value}', attempts = attempts + :inc,
+    first_attempt_at = CASE WHEN :inc > 0 THEN COALESCE(first_attempt_at, :started)
+                            ELSE first_attempt_at END,
+    next_attempt_at = :now, lease_owner = NULL, lease_until = NULL,
+    last_status = COALESCE(:status, last_status), last_error = NULL, held_reason = NULL,
+    sent_at = :now, response_id = COALESCE(:rid, response_id), updated_at = :now
+WHERE id IN :ids AND lease_owner = :owner AND state = '{S.IN_FLIGHT.value}'
+RETURNING id
+""").bindparams(bindparam("ids", expanding=True))
+
 # Recorded only while the outbox row exists (`spool uninstall` may have deleted
 # a row mid-delivery: its attempt has nothing left to belong to).
 _ATTEMPT = text("""
@@ -203,14 +228,21 @@ class Claimed:
 
 
 def claim(conn: Connection, *, owner: str, now: float, lease_until: float,
-          limit: int) -> tuple[int, list[Claimed]]:
+          limit: int, top_up: Mapping[str, int] | None = None) -> tuple[int, list[Claimed]]:
     """Hold the due rows of paused sinks and projects, then lease up to ``limit`` due
-    rows to ``owner``.  Returns (rows held, rows claimed)."""
+    rows to ``owner``.  ``top_up`` ({sink: n}): a sink among the claimed rows gets more
+    of its due rows, up to ``n`` in all (a batching sink's full request).
+    Returns (rows held, rows claimed)."""
     held = conn.execute(_HOLD_PAUSED_SINKS, {"now": now}).rowcount
     if conn.execute(_ANY_PAUSE).first():
         held += conn.execute(_HOLD_PAUSED_DUE, {"now": now, "reason": PAUSED_REASON}).rowcount
-    rows = [Claimed(*r) for r in conn.execute(CLAIM, {
-        "owner": owner, "lease_until": lease_until, "now": now, "limit": int(limit)}).all()]
+    params = {"owner": owner, "lease_until": lease_until, "now": now}
+    rows = [Claimed(*r) for r in conn.execute(CLAIM, {**params, "limit": int(limit)}).all()]
+    for sink, n in (top_up or {}).items():
+        have = sum(1 for r in rows if r.sink == sink)
+        if 0 < have < n:
+            rows += [Claimed(*r) for r in conn.execute(_CLAIM_SINK, {
+                **params, "sink": sink, "limit": int(n - have)}).all()]
     return max(held, 0), rows
 
 
@@ -252,6 +284,29 @@ def ack(conn: Connection, row: Claimed, *, owner: str, state: str, attempted: bo
         "started": started, "next": next_attempt_at, "status": status, "error": error,
         "held": held_reason, "sent_at": now if state == S.SENT else None,
         "rid": response_id, "now": now}).rowcount == 1
+
+
+def ack_sent(conn: Connection, rows: Sequence[Claimed], *, owner: str, attempted: bool,
+             started: float, status: int | None, response_id: str | None,
+             now: float) -> set[int]:
+    """:func:`ack` as 'sent' for many rows one request delivered (one statement);
+    returns the ids acknowledged (the others' leases were lost)."""
+    return {r[0] for r in conn.execute(_ACK_SENT, {
+        "ids": [r.id for r in rows], "owner": owner, "inc": 1 if attempted else 0,
+        "started": started, "status": status, "rid": response_id, "now": now})}
+
+
+def record_attempts(conn: Connection, attempts: Sequence[tuple[Claimed, str | None]], *,
+                    started: float, duration_ms: float, status: int | None, outcome: str,
+                    error_class: str | None, response_id: str | None) -> None:
+    """:func:`record_attempt` for many rows of one request ((row, message) pairs), in one
+    executemany."""
+    if attempts:
+        conn.execute(_ATTEMPT, [{
+            "id": row.id, "trace_id": row.trace_id, "sink": row.sink, "started": started,
+            "duration": duration_ms, "status": status, "outcome": outcome,
+            "error_class": error_class, "message": message, "rid": response_id}
+            for row, message in attempts])
 
 
 def record_attempt(conn: Connection, row: Claimed, *, started: float, duration_ms: float,
@@ -412,6 +467,14 @@ def by_state(conn: Connection) -> dict[str, int]:
     for state, n in conn.execute(text("SELECT state, count(*) FROM outbox GROUP BY state")):
         out[state] = n
     return out
+
+
+def undelivered_by_state(conn: Connection) -> dict[str, int]:
+    """{state: rows} for every state but 'sent' (one indexed count per state through
+    ix_outbox_state: the cost grows with the undelivered rows, not with history)."""
+    return {s.value: conn.execute(text("SELECT count(*) FROM outbox WHERE state = :s"),
+                                  {"s": s.value}).scalar_one()
+            for s in S if s is not S.SENT}
 
 
 def next_attempt_at(conn: Connection) -> float | None:

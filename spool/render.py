@@ -5,7 +5,9 @@ Infinium API notes): field names as the existing connector sends them, the
 trace kind in ``environment.custom_tags.trace_type``, ``llm_usage.prompt_tokens``
 = input tokens *including* cached ones (as OpenAI counts), cached and reasoning
 counts in ``custom_tags``, tool steps with ``action: "tool_use"`` and the
-command in ``description`` and ``input_preview``.  At most ``MAX_STEPS``
+command in ``description`` and ``input_preview``.  A subagent's trace names
+its parent (``custom_tags.parent_trace_id``, ``parent_spawn_step``, tag
+``subagent``); a parent turn names its children (``child_trace_ids``).  At most ``MAX_STEPS``
 steps: very long traces keep their first and last steps and say how many were
 left out (``custom_tags.steps_left_out``).  The 1 MiB size limit is the sink's
 (spool.sinks.size.shrink).  With ``redact`` every text is redacted before it is cut
@@ -130,9 +132,25 @@ def to_infinium(trace: Mapping[str, Any], *, max_input_preview: int = 200,
         "late_event_count": _int(trace.get("late_event_count")),
         "incomplete": bool(trace.get("incomplete")),
         "usage_source": trace.get("usage_source"),
+        "run_id": env.get("run_id"),
     }
+    agent = trace.get("agent") if isinstance(trace.get("agent"), Mapping) else None
+    if agent is not None:  # a subagent's trace: its link to the parent turn and spawn step
+        custom_tags.update({
+            "agent_id": agent.get("agent_id"), "agent_type": agent.get("agent_type"),
+            "agent_nickname": agent.get("nickname"), "agent_depth": agent.get("depth"),
+            "parent_trace_id": agent.get("parent_trace_id"),
+            "parent_turn_id": agent.get("parent_turn_id"),
+            "parent_spawn_step": agent.get("spawn_step"),
+            "parent_spawn_tool_use_id": agent.get("spawn_tool_use_id")})
+    subagents = [x for x in (trace.get("subagents") or []) if isinstance(x, Mapping)]
+    if subagents:  # a parent turn: its children's trace ids
+        custom_tags["child_trace_ids"] = ",".join(str(x.get("trace_id") or "") for x in subagents)
+        custom_tags["child_agent_ids"] = ",".join(str(x.get("agent_id") or "") for x in subagents)
     custom_tags = {k: v for k, v in custom_tags.items() if v is not None}
     tags = ["codex", kind]
+    if agent is not None:
+        tags.append("subagent")
     if trace.get("incomplete"):
         tags.append("incomplete")
 

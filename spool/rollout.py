@@ -17,7 +17,10 @@ Facts kept (everything else in the file is skipped without parsing JSON):
   A line whose total did not move is a repeat (rate-limit refresh, all-zero line
   after compaction) and is not counted again;
 * ``event_msg`` ``item_completed`` with a ``CommandExecution`` item: exit code,
-  status, duration and command, by item id (= the hook's ``tool_use_id``).
+  status, duration and command, by item id (= the hook's ``tool_use_id``);
+* a forked subagent's ``subagent_history_start_ordinal``: ``token_count`` lines
+  with a lower ``ordinal`` are the parent's copied history and are not counted
+  (usage counted before the marker, from lines below it, is dropped).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from typing import Any
 from .trace import CommandFacts, RolloutFacts, add_usage, empty_usage, usage_from_tokens
 
 _MARKERS = (b'"session_meta"', b'"turn_context"', b'"task_started"', b'"token_count"',
-            b'"CommandExecution"')
+            b'"CommandExecution"', b'"subagent_history_start_ordinal"')
 # Never hold more than this in memory for one line (a session_meta line can be
 # tens of KB; an aggregated_output a few MB).  Longer lines are skipped.
 MAX_LINE = 64 * 1024 * 1024
@@ -45,12 +48,16 @@ class RolloutState:
     turns: dict[str, dict] = field(default_factory=dict)  # turn id -> usage (+requests)
     total: dict | None = None
     lines: int = 0
+    # A forked subagent's rollout starts with a copy of the parent's history:
+    # lines whose ``ordinal`` is below this were copied, not used again.
+    history_below: int = 0
 
     # -- persistence (kv table, JSON) --
     def to_json(self) -> str:
         return json.dumps({"v": 1, "offset": self.offset, "turn": self.turn, "meta": self.meta,
                            "models": self.models, "commands": self.commands,
-                           "turns": self.turns, "total": self.total, "lines": self.lines},
+                           "turns": self.turns, "total": self.total, "lines": self.lines,
+                           "history_below": self.history_below},
                           separators=(",", ":"))
 
     @classmethod
@@ -62,7 +69,8 @@ class RolloutState:
             return cls(offset=int(d.get("offset", 0)), turn=d.get("turn"),
                        meta=dict(d.get("meta") or {}), models=dict(d.get("models") or {}),
                        commands=dict(d.get("commands") or {}), turns=dict(d.get("turns") or {}),
-                       total=d.get("total"), lines=int(d.get("lines", 0)))
+                       total=d.get("total"), lines=int(d.get("lines", 0)),
+                       history_below=int(d.get("history_below", 0) or 0))
         except (ValueError, TypeError, AttributeError):
             return cls()
 
@@ -103,6 +111,16 @@ class RolloutState:
         payload = obj.get("payload")
         if not isinstance(payload, dict):
             return
+        start = payload.get("subagent_history_start_ordinal")
+        ordinal = obj.get("ordinal")
+        if isinstance(start, int) and not isinstance(start, bool) and start > self.history_below:
+            self.history_below = start
+            if not isinstance(ordinal, int) or ordinal <= start:
+                # Told after the copy: what was counted so far was the parent's.
+                self.turns, self.total = {}, None
+        if (self.history_below and isinstance(ordinal, int) and ordinal < self.history_below
+                and kind == "event_msg" and payload.get("type") == "token_count"):
+            return  # the parent's usage, copied into a forked child's rollout
         if kind == "session_meta":
             self._meta(payload)
         elif kind == "turn_context":

@@ -25,7 +25,7 @@ from sqlalchemy import (
 
 # Pinned: tests/test_schema.py fails when a new revision is added without
 # bumping this constant, so the code and the migrations move together.
-HEAD_REVISION = "0004_model_requests"
+HEAD_REVISION = "0005_runs_codex_pid"
 
 metadata = MetaData()
 
@@ -58,6 +58,11 @@ raw_events = Table(
     Column("payload_model", Text),
     Column("payload_permission_mode", Text),
     Column("payload_source", Text),
+    # Written by the hook from its own process: SPOOL_RUN_ID, and the Codex process it
+    # runs under (pid, start time in clock ticks since boot: guards against pid reuse).
+    Column("run_id", Text),
+    Column("codex_pid", Integer),
+    Column("codex_start", Integer),
     # Aggregation bookkeeping: which traces consumed this event is derived from
     # watermarks (turns.traced_through_id, sessions.summarised_through_id; see
     # spool.aggregate.EVENT_TRACES), so tracing never rewrites an event's row.
@@ -113,7 +118,14 @@ sessions = Table(
     Column("codex_version", Text),
     Column("git_branch", Text),
     Column("git_commit", Text),
+    # SPOOL_RUN_ID of the session's events (sessions of one run belong together), and the
+    # Codex process of its latest event that had one (the sweep finalises a session whose
+    # Codex is gone: spool.aggregate.passes).
+    Column("run_id", Text),
+    Column("codex_pid", Integer),
+    Column("codex_start", Integer),
 )
+Index("ix_sessions_run", sessions.c.run_id, sqlite_where=text("run_id IS NOT NULL"))
 Index("ix_sessions_open", sessions.c.last_event_at, sqlite_where=text("state != 'final'"))
 Index("ix_sessions_last", sessions.c.last_event_at)
 

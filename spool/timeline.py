@@ -162,6 +162,7 @@ def step_rows(body: Mapping[str, Any]) -> list[dict]:
             "tokens": tokens_of(step),
             "cost": step.get("cost_usd", _NO_COST),
             "error": _error_text(step.get("error") or step.get("errors")),
+            "exit_code": step.get("exit_code") if isinstance(step.get("exit_code"), int) else None,
         })
     return rows
 
@@ -176,16 +177,30 @@ def summary(body: Mapping[str, Any]) -> dict:
     errs = body.get("errors") or []
     if not isinstance(errs, list):
         errs = [errs]
+    env = body.get("environment") if isinstance(body.get("environment"), Mapping) else {}
+    answer = _first(body, ("final_answer", "output_summary", "last_assistant_message"))
     return {
         "name": body.get("name") or "",
         "kind": body.get("kind") or "",
-        "model": body.get("model") or "",
+        "model": body.get("model") or env.get("model") or "",
+        "cwd": body.get("cwd") or env.get("cwd") or "",
+        "branch": body.get("git_branch") or env.get("git_branch") or "",
+        "final_answer": answer if isinstance(answer, str) else "",
         "started_at": start,
         "ended_at": end,
         "duration_ms": dur,
         "tokens": tokens_of(body),
         "errors": [_error_text(e) for e in errs],
     }
+
+
+def _depths(body: Mapping[str, Any]) -> dict[Any, int]:
+    """A session summary's subagent turns -> their depth (its ``turns`` lines)."""
+    out = {}
+    for t in body.get("turns") or ():
+        if isinstance(t, Mapping) and t.get("agent_id"):
+            out[t.get("turn_id")] = int(t.get("depth") or 1)
+    return out
 
 
 def render(body: Mapping[str, Any], width: int = 100, *, redact_secrets: bool = True) -> str:
@@ -208,26 +223,61 @@ def render(body: Mapping[str, Any], width: int = 100, *, redact_secrets: bool = 
     lines.append("  " + " · ".join(facts))
     for flag in body.get("cost_flags") or ():
         lines.append(f"  cost: {flag}")
+    agent = body.get("agent") if isinstance(body.get("agent"), Mapping) else None
+    if agent is not None:
+        lines.append(f"  subagent {agent.get('nickname') or agent.get('agent_id')} "
+                     f"({agent.get('agent_type') or 'agent'}, depth {agent.get('depth') or 1})"
+                     + (f" of trace {agent['parent_trace_id']}, spawned at step "
+                        f"{agent.get('spawn_step')}" if agent.get("parent_trace_id") else ""))
+    if s["cwd"] or s["branch"]:
+        where = s["cwd"] or "?"
+        lines.append(f"  in {where}" + (f" (branch {s['branch']})" if s["branch"] else ""))
     rows = step_rows(body)
     lines.append(f"  {len(rows)} step(s)")
-    for r in rows:
-        off = f"+{fmt_duration(r['offset_ms'])}" if r["offset_ms"] is not None else ""
-        head = f"  {str(r['n']):>3}. {off:>9} {r['kind'][:18]:<18} {r['label']}"
+    # Subagents' steps are indented by their depth (a session summary holds them
+    # all); a parent turn's spawn step is followed by a line naming the child's trace.
+    depth = _depths(body)
+    base = int(agent.get("depth") or 1) if agent is not None else 0
+    spawned: dict[Any, list[Mapping]] = {}
+    for x in body.get("subagents") or ():
+        if isinstance(x, Mapping):
+            spawned.setdefault(x.get("spawn_step"), []).append(x)
+    steps = body.get("steps") if isinstance(body.get("steps"), list) else []
+    for i, r in enumerate(rows):
+        step = steps[i] if i < len(steps) and isinstance(steps[i], Mapping) else {}
+        pad = "    " * (base or depth.get(step.get("turn_id"), 0))
+        off = (f"+{fmt_duration(r['offset_ms'])}" if r["offset_ms"] is not None
+               and r["offset_ms"] >= 0.5 else "")  # no "+0ms" noise
+        head = f"  {pad}{str(r['n']):>3}. {off:>9} {r['kind'][:18]:<18} {r['label']}"
         lines.append(_fit(head, width, red).rstrip())
+        ind = f"{'':>16}{pad}"
         details = []
-        if r["duration_ms"] is not None:
+        if r["exit_code"] is not None:
+            details.append(f"exit {r['exit_code']}")
+        if r["duration_ms"] is not None and r["duration_ms"] >= 0.5:  # no "0ms" noise
             details.append(fmt_duration(r["duration_ms"]))
         if r["tokens"]:
             details.append(fmt_tokens(r["tokens"]))
         if r["cost"] is not _NO_COST:
             details.append(fmt_usd(r["cost"]))
         if details:
-            lines.append(f"{'':>16}{' · '.join(details)}")
+            lines.append(f"{ind}{' · '.join(details)}")
         if r["output"]:
-            lines.append(_fit(f"{'':>16}→ {r['output']}", width, red))
+            lines.append(_fit(f"{ind}→ {r['output']}", width, red))
         if r["error"]:
-            lines.append(_fit(f"{'':>16}✗ {r['error']}", width, red))
+            lines.append(_fit(f"{ind}✗ {r['error']}", width, red))
+        for x in spawned.get(r["n"], ()):
+            lines.append(_fit(f"{ind}    ↳ subagent {x.get('nickname') or x.get('agent_id')}: "
+                              f"trace {x.get('trace_id') or '(not traced yet)'}", width, red))
     if s["errors"]:
         lines.append(f"  {len(s['errors'])} error(s):")
         lines.extend(_fit(f"    ✗ {e}", width, red) for e in s["errors"])
+    if s["final_answer"]:
+        import textwrap
+
+        answer = textwrap.wrap(" ".join(s["final_answer"].split()), max(20, width - 4))
+        lines.append("  final answer:")
+        lines.extend(f"    {ln}" for ln in answer[:8])
+        if len(answer) > 8:
+            lines.append("    … (`spool show --json` prints it whole)")
     return "\n".join(lines)

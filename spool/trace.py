@@ -133,6 +133,7 @@ class SessionFacts:
     codex_version: str | None = None
     git_branch: str | None = None
     git_commit: str | None = None
+    run_id: str | None = None  # SPOOL_RUN_ID: the run (several sessions) it belongs to
     redact: bool = True  # SPOOL_REDACT, for the texts the trace builders cut
 
 
@@ -263,6 +264,12 @@ class Trace:
     usage_source: str = "none"  # hooks|rollout|mixed|none
     notes: list[str] = field(default_factory=list)
     turns: list[dict] | None = None  # session summaries: one line per turn
+    # A subagent's turn trace: its link to the parent (agent id/type, parent
+    # session/turn/trace, the spawn step, depth).  Its steps and usage are its own.
+    agent: dict | None = None
+    # A parent turn: one link per subagent it spawned (agent id, child turn and
+    # trace ids, the spawn step).  The children's steps/usage are never in this trace.
+    subagents: list[dict] | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -330,6 +337,10 @@ class Trace:
         }
         if self.turns is not None:
             d["turns"] = self.turns
+        if self.agent is not None:
+            d["agent"] = self.agent
+        if self.subagents is not None:
+            d["subagents"] = self.subagents
         return d
 
 

@@ -13,7 +13,7 @@ none (older Codex) takes the rollout's ``last_token_usage`` lines of that turn.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from .redact import redact_text
@@ -43,6 +43,12 @@ class TurnPart:
     started_at: float | None = None
     ended_at: float | None = None
     late_count: int = 0
+    # A subagent's turn: the child's agent id and type (its events carry them).
+    agent_id: str | None = None
+    agent_type: str | None = None
+    # The subagents this turn spawned: {agent_id, nickname, tool_use_id, step}
+    # from each spawn_agent PostToolUse (step: the spawn step's place, 1-based).
+    spawns: list[dict] = field(default_factory=list)
 
 
 def _str(v: Any) -> str | None:
@@ -85,6 +91,8 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
     pending_tools: dict[str, Step] = {}
     pending_compact: list[Step] = []
     seen_tool_posts: set[str] = set()
+    spawns: list[dict] = []
+    agent_id = agent_type = None
 
     # Steps are made as Step(action, description, turn_id, number, started_at,
     # ended_at) and completed by attribute.
@@ -100,6 +108,8 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
         if ev.late:
             late_count += 1
         get = p.get
+        if agent_id is None and ev.turn_id is not None and _str(get("agent_id")):
+            agent_id, agent_type = get("agent_id"), _str(get("agent_type")) or "agent"
         if name == "PostModelRequest":
             if pending_models:
                 s = pending_models.pop(0)
@@ -172,6 +182,12 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
             s.status = "completed"
             resp = get("tool_response")
             s.output_preview = clip(resp, lo, red) if resp is not None else ""
+            if tool_name.endswith("spawn_agent"):
+                child = _spawned(resp)
+                if child is not None:
+                    s.agent_id = child[0]
+                    spawns.append({"agent_id": child[0], "nickname": child[1],
+                                   "tool_use_id": tool_use_id, "step": s})
         elif name == "UserPromptSubmit":
             prompt = get("prompt")
             prompt = _red(prompt, red) if isinstance(prompt, str) else (
@@ -209,6 +225,13 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
             s.agent_id = agent
             if not start and get("last_assistant_message") is not None:
                 s.output_preview = clip(get("last_assistant_message"), lo, red)
+            if not start and agent is not None and agent == agent_id:
+                # A subagent's own turn ends here (the child fires no Stop).
+                has_stop = True
+                msg = get("last_assistant_message")
+                if msg is not None:
+                    last_message = _red(msg, red) if isinstance(msg, str) else clip(
+                        msg, OUTPUT_SUMMARY_MAX, red)
             steps.append(s)
         elif name == "Interrupt":
             s = Step("interrupt", "Turn interrupted", ev.turn_id, 0, t, t)
@@ -266,8 +289,23 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                                    _last_str(events, "permission_mode"), _last_str(events, "cwd"))
     if real and turn_id is not None:
         model = model or rollout.turn_models.get(turn_id)
+    for sp in spawns:  # the step object -> its place among the turn's steps
+        sp["step"] = next(i for i, x in enumerate(steps, 1) if x is sp["step"])
     return TurnPart(turn_id, list(events), steps, prompts, last_message, has_stop, usage, source,
-                    model, permission_mode, cwd, notes, started_at, ended_at, late_count)
+                    model, permission_mode, cwd, notes, started_at, ended_at, late_count,
+                    agent_id, agent_type, spawns)
+
+
+def _spawned(resp: Any) -> tuple[str, str | None] | None:
+    """(agent_id, nickname) from a spawn_agent tool response, None if it names none."""
+    if isinstance(resp, str):
+        try:
+            resp = json.loads(resp)
+        except ValueError:
+            return None
+    if isinstance(resp, Mapping) and _str(resp.get("agent_id")):
+        return resp["agent_id"], _str(resp.get("nickname"))
+    return None
 
 
 def _last_str(events: Sequence[Event], key: str) -> str | None:
@@ -287,6 +325,7 @@ def _environment(session: SessionFacts, model, permission_mode, cwd) -> dict:
         "codex_version": session.codex_version,
         "git_branch": session.git_branch,
         "git_commit": session.git_commit,
+        **({"run_id": session.run_id} if session.run_id else {}),
     }
 
 
@@ -298,14 +337,23 @@ def _number(steps: Iterable[Step]) -> list[Step]:
 
 
 def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0,
-                     supersedes: str | None = None, end_reason: str | None = None) -> Trace:
-    """The trace of one turn.  ``end_reason`` says why an unfinished turn is traced."""
+                     supersedes: str | None = None, end_reason: str | None = None,
+                     agent: Mapping[str, Any] | None = None,
+                     subagents: Sequence[Mapping[str, Any]] | None = None) -> Trace:
+    """The trace of one turn.  ``end_reason`` says why an unfinished turn is traced.
+
+    A subagent's turn (``part.agent_id``) is a trace of its own: ``agent`` is
+    its link to the parent (spool.aggregate.links.resolve); it ends with
+    SubagentStop, not Stop.  ``subagents`` are the links a parent turn gets to
+    the children it spawned."""
     tid = trace_id(session.session_id, part.turn_id, "turn", revision)
     first = part.prompts[0] if part.prompts else ""
     notes = list(part.notes)
+    child = part.agent_id is not None
     incomplete = not part.has_stop
     if incomplete:
-        notes.insert(0, f"incomplete turn: no Stop received ({end_reason or 'turn still open'})")
+        what = "SubagentStop" if child else "Stop"
+        notes.insert(0, f"incomplete turn: no {what} received ({end_reason or 'turn still open'})")
     if not part.prompts:
         notes.append("no UserPromptSubmit received for this turn")
     late = part.late_count
@@ -319,6 +367,10 @@ def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0
         notes.append("imported from the Codex rollout file (spool import)")
     red = session.redact
     name = short_name(first, redact=red) if first.strip() else "Codex turn"
+    if child:
+        name = f"Subagent {part.agent_type or 'agent'}: {name}"
+        if agent is None or not agent.get("parent_turn_id"):
+            notes.append("subagent: the spawn_agent call that started it was not found")
     return Trace(
         trace_id=tid, kind="turn", name=name,
         description=clip(WS.sub(" ", first).strip(), DESCRIPTION_CHARS, red) or name,
@@ -330,6 +382,9 @@ def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0
         environment=_environment(session, part.model, part.permission_mode, part.cwd),
         project=session.project, event_count=len(part.events), late_event_count=late,
         incomplete=incomplete, usage_source=part.usage_source, notes=notes,
+        agent=dict(agent) if agent is not None else (
+            {"agent_id": part.agent_id, "agent_type": part.agent_type} if child else None),
+        subagents=[dict(x) for x in subagents] if subagents else None,
     )
 
 
@@ -337,8 +392,10 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
                         lifecycle: Sequence[Event] = (), revision: int = 1,
                         supersedes: str | None = None, end_reason: str = "ended",
                         turn_trace_ids: Mapping[str, str] | None = None,
-                        rollout_total: Mapping[str, int] | None = None) -> Trace:
-    """The summary of a whole session: every turn's steps, in order, totals."""
+                        rollout_total: Mapping[str, int] | None = None,
+                        agents: Mapping[str, Mapping[str, Any]] | None = None) -> Trace:
+    """The summary of a whole session: every turn's steps, in order, totals
+    (subagents' turns included; ``agents``: their links, by turn id)."""
     tid = trace_id(session.session_id, None, "session", revision)
     turn_trace_ids = turn_trace_ids or {}
     ordered = sorted((p for p in parts if p.events), key=lambda p: p.events[0].id)
@@ -380,6 +437,11 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
                       "started_at": part.started_at, "ended_at": part.ended_at,
                       "event_count": len(part.events), "complete": part.has_stop,
                       "usage": dict(part.usage)})
+        if part.agent_id:  # a subagent's turn
+            link = (agents or {}).get(part.turn_id or "") or {}
+            turns[-1].update(agent_id=part.agent_id, agent_type=part.agent_type,
+                             depth=link.get("depth", 1),
+                             parent_turn_id=link.get("parent_turn_id"))
     late += sum(1 for e in lifecycle if e.late)
     all_times = [e.received_at for p in ordered for e in p.events] + [e.received_at for e in lifecycle]
     first = prompts[0] if prompts else ""

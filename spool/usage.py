@@ -281,3 +281,16 @@ def trace_costs(conn, trace_ids: Sequence[str]) -> dict[str, dict]:
             flags = []
         out[tid] = {"cost_usd": usd, "cost_flags": flags}
     return out
+
+
+def forget_sessions(conn, session_ids: Sequence[str]) -> int:
+    """Retention: drop the per-request rows of these sessions (SQLAlchemy connection,
+    inside the caller's write transaction).  ``usage_hours`` keeps their totals, so
+    `spool usage` still reports them."""
+    from sqlalchemy import bindparam, text
+
+    if not session_ids:
+        return 0
+    return conn.execute(text("DELETE FROM model_requests WHERE session_id IN :ids")
+                        .bindparams(bindparam("ids", expanding=True)),
+                        {"ids": list(session_ids)}).rowcount

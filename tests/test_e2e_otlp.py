@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 from codex_env import codex_binary, make_codex_home, make_project, run_session
 from spool import db, deliver
+from spool import outbox as outbox_mod
 from test_e2e import FAILING, FINALS, PROMPTS, read_rollout, script, spool_init
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +121,7 @@ def test_real_codex_session_lands_in_a_real_phoenix(tmp_path, phoenix, monkeypat
             monkeypatch.setenv(k, v)
         monkeypatch.setenv("SPOOL_SINKS", "otlp")
         now = time.time()
-        requeued = deliver.requeue(engine, now, states=("sent",))
+        requeued = outbox_mod.requeue(engine, now, states=("sent",))
         assert len(requeued) == len(outbox)
         r = deliver.deliver(engine, now, limit=100)
         assert r.sent == len(outbox)

@@ -16,7 +16,7 @@ from codex_env import codex_binary, make_codex_home, make_project, run_session
 from fake_model import Final, ToolCall
 from spool import aggregate, config, credentials, db, ingest
 from spool.deliver import deliver
-from spool.receiver import Receiver
+from spool.demo.receiver import Receiver
 from spool.trace import trace_id
 from test_deliver_support import AGENT, SECRET
 from test_e2e import USAGE_KEYS, read_rollout

@@ -15,6 +15,7 @@ from conftest import CANARY_SECRET
 from otlp_receiver import OtlpReceiver
 from spool import config, db, deliver, otlp, otlp_wire, queries
 from spool.deliver import Dispatcher
+from spool import outbox as outbox_mod
 from spool.retry import RetryConfig
 from test_deliver_support import add_trace, attempts, outbox
 
@@ -145,7 +146,7 @@ def test_json_to_a_protobuf_only_receiver_is_held(engine, project, monkeypatch):
         assert [r.status for r in strict.requests] == [415]
         # the fix: protobuf, then `spool retry` (release_held)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        assert deliver.release_held(engine, NOW + 1) == 1
+        assert outbox_mod.release_held(engine, NOW + 1) == 1
         deliver.deliver(engine, NOW + 1, limit=10)
         assert outbox(engine, "t1", "otlp")["state"] == "sent"
         assert len(strict.spans) == 4
@@ -165,7 +166,7 @@ def test_many_rows_go_in_one_request_and_a_resend_is_byte_identical(engine, rx, 
     assert {s.trace_id for s in spans} == {otlp.otel_trace_id(t) for t in ids}
     first = rx.requests[0].raw
     # resend everything: the same bytes, nothing new stored
-    deliver.requeue(engine, NOW + 1, states=("sent",))
+    outbox_mod.requeue(engine, NOW + 1, states=("sent",))
     deliver.deliver(engine, NOW + 1, limit=50)
     assert len(rx.requests) == 2 and rx.requests[1].raw == first
     assert len(rx.spans) == 120
@@ -326,3 +327,45 @@ def test_batches_respect_the_sinks_bounds(engine, rx, project, bound):
         assert sizes == [5, 5, 2]
     else:
         assert len(sizes) > 1 and all(len(r.raw) <= 20_000 for r in rx.requests), sizes
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_a_full_batches_pass_tops_up_a_batching_sinks_claim(engine, rx, project, tmp_path, full):
+    from spool.sinks.file import FileSink
+    from spool.sinks.otlp import OtlpSink
+
+    sink = OtlpSink()
+    sink.max_batch_rows = 10
+    for i in range(2):  # due first: the plain claim takes them before any OTLP row
+        add_trace(engine, f"f{i}", sink="file", project=project, body=body(f"f{i}"),
+                  now=NOW - 10)
+    for i in range(12):
+        add(engine, f"o{i:02d}", project, n=i)
+    sinks = {"otlp": sink, "file": FileSink(tmp_path / "out")}
+    try:
+        with Dispatcher(engine, sinks=sinks) as d:
+            res = d.run_once(NOW, limit=4, full_batches=full)
+            # topped up to one full request (10) beside the 2 file rows; never beyond
+            assert (res.claimed, res.sent) == ((12, 12) if full else (4, 4))
+            assert [len(r.spans()) // 4 for r in rx.requests] == ([10] if full else [2])
+            assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+                "f0.json", "f1.json"]
+            res = d.run_once(NOW + 1, limit=4, full_batches=full)
+            assert res.claimed == (2 if full else 4)
+    finally:
+        sink.close()
+
+
+def test_a_partial_success_of_a_batch_sends_every_row_and_records_one_error(engine, rx,
+                                                                            project):
+    for i in range(3):
+        add(engine, f"p{i}", project, n=i)
+    rx.script("partial")
+    res = deliver.deliver(engine, NOW, limit=10)
+    assert res.sent == 3 and len(rx.requests) == 1
+    for i in range(3):
+        assert outbox(engine, f"p{i}", "otlp")["state"] == "sent"
+        assert [a["error_class"] for a in attempts(engine, f"p{i}")] == ["PartialSuccess"]
+    with db.read(engine) as conn:
+        errs = [e for e in queries.errors(conn, 10) if "span too old" in e["message"]]
+    assert len(errs) == 1 and errs[0]["message"].startswith("sent 3 traces with a warning")

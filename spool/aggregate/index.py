@@ -39,7 +39,7 @@ WRITE_TX_TARGET_MS = 15.0
 
 _SESSION_COLS = ("state", "cwd", "transcript_path", "model", "permission_mode", "source",
                  "project", "first_event_at", "last_event_at", "last_event_id", "ended_at",
-                 "event_count", "late_event_count")
+                 "event_count", "late_event_count", "run_id", "codex_pid", "codex_start")
 
 
 def marks(con: sqlite3.Connection) -> tuple[int, int]:
@@ -137,7 +137,7 @@ def plan_batch(con: sqlite3.Connection, now: float, cfgs: Configs,
     rows = con.execute(
         "SELECT id, received_at, CASE status WHEN 'ok' THEN 1 WHEN 'new' THEN 0 ELSE 2 END,"
         " session_id, turn_id, event, payload_cwd, cwd, payload_transcript_path, payload_model,"
-        " payload_permission_mode, payload_source"
+        " payload_permission_mode, payload_source, run_id, codex_pid, codex_start"
         " FROM raw_events WHERE id > ? ORDER BY id LIMIT ?", (pos, batch)).fetchall()
     if not rows:
         return None
@@ -219,6 +219,7 @@ def plan_batch(con: sqlite3.Connection, now: float, cfgs: Configs,
                 "permission_mode": None, "source": None, "project": None,
                 "first_event_at": at0, "last_event_at": at0, "last_event_id": 0,
                 "ended_at": None, "event_count": 0, "late_event_count": 0, "_new": True,
+                "run_id": None, "codex_pid": None, "codex_start": None,
             }
         # The session's counters as locals for the loop, written back after it.
         state = s["state"]
@@ -229,7 +230,11 @@ def plan_batch(con: sqlite3.Connection, now: float, cfgs: Configs,
         probed = False
         by_tid: dict[str, dict] = {}
         for (rid, received_at, _status, _sid, turn_id, event, cwd, hook_cwd, transcript, model,
-             permission_mode, source) in srows:
+             permission_mode, source, run_id, codex_pid, codex_start) in srows:
+            if run_id and not s["run_id"]:
+                s["run_id"] = run_id
+            if codex_pid is not None:  # the latest Codex process (a resume starts another)
+                s["codex_pid"], s["codex_start"] = codex_pid, codex_start
             if (event == "SessionStart" or event == "UserPromptSubmit"
                     or (not probed and (not s["cwd"] or not s["transcript_path"]))):
                 probed = True
@@ -283,7 +288,8 @@ def plan_batch(con: sqlite3.Connection, now: float, cfgs: Configs,
             if tstate == "traced":
                 late_ids.append((rid,))
                 late_n += 1
-            elif event == "Stop" and tstate == "open":
+            elif (event == "Stop" or event == "SubagentStop") and tstate == "open":
+                # SubagentStop ends a subagent's turn (the child fires no Stop).
                 t["state"] = "closed"
                 t["closed_at"] = received_at
                 t["_dirty"] = True
@@ -302,12 +308,14 @@ def plan_batch(con: sqlite3.Connection, now: float, cfgs: Configs,
             inserts.append((sid, s["project"], s["cwd"], s["transcript_path"], s["model"],
                             s["permission_mode"], s["source"], s["first_event_at"],
                             s["last_event_at"], s["last_event_id"], s["state"], s["ended_at"],
-                            s["event_count"], s["late_event_count"]))
+                            s["event_count"], s["late_event_count"], s["run_id"],
+                            s["codex_pid"], s["codex_start"]))
         else:
             updates.append((s["cwd"], s["transcript_path"], s["model"], s["permission_mode"],
                             s["source"], s["first_event_at"], s["last_event_at"],
                             s["last_event_id"], s["state"], s["ended_at"], s["event_count"],
-                            s["late_event_count"], sid))
+                            s["late_event_count"], s["run_id"], s["codex_pid"], s["codex_start"],
+                            sid))
     new_turns = sorted(((t["_at"], sid, tid, t["seq"], t["opened_at"], t["closed_at"], t["state"])
                         for (sid, tid), t in turns.items() if t["_new"]))
     return IndexPlan(
@@ -322,12 +330,14 @@ def apply_batch(con: sqlite3.Connection, plan: IndexPlan, now: float) -> None:
     con.executemany(
         "INSERT INTO sessions (session_id, project, cwd, transcript_path, model,"
         " permission_mode, source, first_event_at, last_event_at, last_event_id, state,"
-        " ended_at, event_count, late_event_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " ended_at, event_count, late_event_count, run_id, codex_pid, codex_start)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         plan.session_inserts)
     con.executemany(
         "UPDATE sessions SET cwd = ?, transcript_path = ?, model = ?, permission_mode = ?,"
         " source = ?, first_event_at = ?, last_event_at = ?, last_event_id = ?, state = ?,"
-        " ended_at = ?, event_count = ?, late_event_count = ? WHERE session_id = ?",
+        " ended_at = ?, event_count = ?, late_event_count = ?, run_id = ?, codex_pid = ?,"
+        " codex_start = ? WHERE session_id = ?",
         plan.session_updates)
     con.executemany("INSERT INTO turns (session_id, turn_id, seq, opened_at, closed_at, state)"
                     " VALUES (?,?,?,?,?,?)", plan.turn_inserts)

@@ -30,6 +30,11 @@ from .session import Built, Work, read_session
 from .write import Sizer, flush
 
 
+# An open session quiet this long whose Codex process is gone is finalised by the
+# sweep ("codex exited") instead of waiting for the TTL.
+CODEX_GONE_QUIET = 5.0
+
+
 def finalize_kind(state: str, quiet: float, cfg: config_mod.Config, stale: bool) -> str | None:
     """Whether a session is due to be finalised: by ``sweep`` (``stale``) when
     quiet for the TTL, by ``aggregate`` when ended and quiet for the grace period."""
@@ -38,18 +43,40 @@ def finalize_kind(state: str, quiet: float, cfg: config_mod.Config, stale: bool)
     return "ended" if state == "ended" and quiet >= cfg.session_end_grace else None
 
 
+def codex_alive(pid: int, start: int | None) -> bool:
+    """Whether the Codex process the hook recorded still runs: the pid exists with the
+    same start time (a reused pid has another).  Unknown (no /proc) counts as alive."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):  # a zombie: it has exited, its parent has not reaped it
+            return False
+        return start is None or int(fields[19]) == start
+    except (ValueError, IndexError):
+        return True
+
+
 def due(con: sqlite3.Connection, now: float, cfgs: Configs, *, stale: bool) -> list[Work]:
     """The sessions to finalise, and (``aggregate`` only) those with closed turns."""
     with tx(con, immediate=False):
         open_sessions = con.execute(
-            "SELECT session_id, state, cwd, last_event_at, event_count FROM sessions"
-            " WHERE state != 'final'").fetchall()
+            "SELECT session_id, state, cwd, last_event_at, event_count, codex_pid, codex_start"
+            " FROM sessions WHERE state != 'final'").fetchall()
         closed = {r[0] for r in con.execute(
             "SELECT DISTINCT session_id FROM turns WHERE state != 'traced' AND state = 'closed'")}
     work = []
-    for sid, state, cwd, last_at, events in open_sessions:
+    for sid, state, cwd, last_at, events, pid, start in open_sessions:
         cfg = cfgs.get(cwd)
         kind = finalize_kind(state, now - last_at, cfg, stale)
+        if (kind is None and stale and state == "open" and pid is not None
+                and now - last_at >= CODEX_GONE_QUIET and not codex_alive(pid, start)):
+            kind = "exited"  # killed or crashed: no Stop/SessionEnd will come
         if kind is not None:
             work.append(Work(sid, cfg, kind, events))
         elif not stale and sid in closed and cfg.turn_traces:

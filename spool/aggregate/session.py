@@ -18,11 +18,16 @@ import orjson
 from .. import config as config_mod
 from .. import cost, usage
 from ..rollout import RolloutState, read_incremental
-from ..trace import LIFECYCLE_EVENTS, Event, Limits, SessionFacts, trace_id
+from ..trace import LIFECYCLE_EVENTS, Event, Limits, RolloutFacts, SessionFacts, trace_id
 from ..trace_build import TurnPart, build_part, build_session_trace, build_turn_trace
 from .connection import in_query, tx
+from .links import resolve as resolve_links
 
 KV_ROLLOUT = "rollout:"
+# Why a session is finalised -> (an open turn's note, the summary's note).
+_END_REASONS = {"ended": ("session ended", "ended"),
+                "stale": ("session went stale", "stale (no event for the TTL)"),
+                "exited": ("codex exited", "codex exited (its process is gone)")}
 
 
 @dataclass
@@ -31,7 +36,7 @@ class Work:
 
     session_id: str
     cfg: config_mod.Config
-    finalize: str | None = None  # None | "ended" | "stale"
+    finalize: str | None = None  # None | "ended" | "stale" | "exited" (its Codex is gone)
     events: int = 0  # the session's indexed events (what reading it may cost)
 
 
@@ -82,6 +87,26 @@ class NewTrace(NamedTuple):
                    orjson.dumps(body).decode("utf-8"), tuple(usage.requests_of(body)))
 
 
+def _child_facts(events: list[Event]) -> RolloutFacts | None:
+    """A subagent turn's rollout facts (its exit codes), from the child's own rollout.
+
+    The session's rollout is the parent's; a child's events name the child's
+    (SubagentStop names the parent's, ``agent_transcript_path`` the child's).
+    Read whole, when the child's turn is traced (child rollouts are short)."""
+    path = None
+    for ev in events:
+        p = ev.payload
+        if not p.get("agent_id"):
+            continue
+        cand = p.get("agent_transcript_path") or (
+            p.get("transcript_path") if ev.event != "SubagentStop" else None)
+        if isinstance(cand, str) and cand:
+            path = cand
+    if path is None:
+        return None
+    return read_incremental(path, RolloutState()).facts()
+
+
 def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
     """Read ``w``'s session and build its due traces; None when nothing is due."""
     sid = w.session_id
@@ -89,11 +114,11 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
         srow = con.execute(
             "SELECT state, cwd, project, transcript_path, model, permission_mode, source,"
             " last_event_id, summary_revision, rollout_offset, codex_version, git_branch,"
-            " git_commit FROM sessions WHERE session_id = ?", (sid,)).fetchone()
+            " git_commit, run_id FROM sessions WHERE session_id = ?", (sid,)).fetchone()
         if srow is None:
             return None
         (state, cwd, project, transcript, model, pmode, source, last_id, summ_rev, r_off,
-         cver, gbranch, gcommit) = srow
+         cver, gbranch, gcommit, run_id) = srow
         if state == "final":
             return None
         turn_rows = con.execute(
@@ -131,7 +156,7 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
         session_id=sid, cwd=cwd, project=project, model=model, permission_mode=pmode,
         source=source or meta_src, codex_version=new_r.cli_version or cver,
         git_branch=new_r.git_branch or gbranch, git_commit=new_r.git_commit or gcommit,
-        redact=w.cfg.redact)
+        run_id=run_id, redact=w.cfg.redact)
     limits = Limits(w.cfg.max_input_preview, w.cfg.max_output_preview, w.cfg.redact)
 
     by_turn: dict[str, list[Event]] = {}
@@ -142,8 +167,10 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
             lifecycle.append(ev)
         else:
             by_turn.setdefault(ev.turn_id, []).append(ev)
-    parts: dict[str, TurnPart] = {tid: build_part(tid, evs, limits, facts)
+    parts: dict[str, TurnPart] = {tid: build_part(tid, evs, limits, _child_facts(evs) or facts)
                                   for tid, evs in by_turn.items()}
+    # Subagents: each child turn links to its parent turn and spawn step, and back.
+    agents, children = resolve_links(con, sid, last_id, parts, limits)
     # Each step becomes a dict once, shared by its turn trace and the summary.
     memo: dict[int, dict] = {}
 
@@ -155,13 +182,14 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
             part = parts.get(tid)
             if part is None:
                 continue
+            links = {"agent": agents.get(tid), "subagents": children.get(tid)}
             if tstate == "closed":
-                row = NewTrace.of(build_turn_trace(session, part).to_dict(memo))
+                row = NewTrace.of(build_turn_trace(session, part, **links).to_dict(memo))
                 b.turn_traces.append((tid, row, None, False))
                 trace_of[tid] = row.trace_id
             elif tstate == "open" and w.finalize:
-                row = NewTrace.of(build_turn_trace(session, part, end_reason=(
-                    "session ended" if w.finalize == "ended" else "session went stale")
+                row = NewTrace.of(build_turn_trace(session, part, end_reason=_END_REASONS[
+                    w.finalize][0], **links
                 ).to_dict(memo))
                 b.turn_traces.append((tid, row, None, True))
                 trace_of[tid] = row.trace_id
@@ -170,7 +198,7 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
                 # Late events for a traced turn, and no session trace to carry them.
                 rev = prev_turn_revs.get(ttrace or "", 0) + 1
                 row = NewTrace.of(build_turn_trace(session, part, revision=rev,
-                                                   supersedes=ttrace).to_dict(memo))
+                                                   supersedes=ttrace, **links).to_dict(memo))
                 b.turn_traces.append((tid, row, ttrace, True))
                 trace_of[tid] = row.trace_id
     if w.finalize and w.cfg.session_traces and parts:
@@ -178,8 +206,8 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
         prev = trace_id(sid, None, "session", summ_rev) if summ_rev else None
         b.summary = NewTrace.of(build_session_trace(
             session, list(parts.values()), lifecycle=lifecycle, revision=rev, supersedes=prev,
-            end_reason="ended" if w.finalize == "ended" else "stale (no event for the TTL)",
+            end_reason=_END_REASONS[w.finalize][1],
             turn_trace_ids={k: v for k, v in trace_of.items() if v},
-            rollout_total=new_r.total and facts.total_usage).to_dict(memo))
+            rollout_total=new_r.total and facts.total_usage, agents=agents).to_dict(memo))
     return b
 

@@ -1,7 +1,8 @@
 """Everything spool knows about the Codex CLI's own files and processes.
 
 * binary.py: the ``codex`` binary (``--codex-bin`` or PATH) and its version;
-* hooks_json.py: ``<project>/.codex/hooks.json`` and spool's hook command in it;
+* hooks_json.py: ``<project>/.codex/hooks.json`` (or the user layer's
+  ``$CODEX_HOME/hooks.json``) and spool's hook command in it;
 * config_toml.py: ``$CODEX_HOME/config.toml`` (feature flag, project trust,
   ``hooks.state`` trust entries);
 * app_server.py: a JSON-RPC client for ``codex app-server``;
@@ -28,6 +29,7 @@ from .hooks_json import (CLAMPED_EVENTS, CLAMPED_TIMEOUT_S, EVENTS, HOOK_TIMEOUT
                          MATCHER_EVENTS, HooksChange, HooksRemoval, Unmerged, dump_hooks,
                          hook_command, hooks_path, install_hooks, is_spool_command,
                          merge_hooks, read_hooks, snake, spool_group, spool_positions,
-                         trust_key, uninstall_hooks, unmerge_hooks, write_codex_file)
+                         trust_key, uninstall_hooks, unmerge_hooks, user_hooks_path,
+                         write_codex_file)
 from .trust import TrustResult, spool_listed, trust_spool_hooks
 

@@ -74,6 +74,12 @@ def hooks_path(project: Path) -> Path:
     return Path(project) / ".codex" / "hooks.json"
 
 
+def user_hooks_path(codex_home: Path) -> Path:
+    """The user layer's hooks.json (``$CODEX_HOME/hooks.json``): hooks for every
+    project, outside any repository (``spool init --user``)."""
+    return Path(codex_home) / "hooks.json"
+
+
 def _validate(data: object, path: Path) -> dict:
     fix = f"Fix {path} by hand (it must be {{\"hooks\": {{\"Event\": [{{\"hooks\": [...]}}]}}}}), then run again."
     if not isinstance(data, dict):
@@ -222,9 +228,11 @@ class HooksChange:
     changed: bool
 
 
-def install_hooks(project: Path, command: str | None = None) -> HooksChange:
-    """Merge spool's hook into ``<project>/.codex/hooks.json``; writes only on change."""
-    path = hooks_path(project)
+def install_hooks(project: Path, command: str | None = None, *,
+                  path: Path | None = None) -> HooksChange:
+    """Merge spool's hook into ``<project>/.codex/hooks.json`` (or the hooks.json at
+    ``path``); writes only on change."""
+    path = path or hooks_path(project)
     data = read_hooks(path)  # raises (file untouched) if malformed
     doc = merge_hooks(data, command or hook_command())
     if data is not None and doc == data:
@@ -246,9 +254,11 @@ class HooksRemoval:
     moved_keys: dict[str, str] = field(default_factory=dict)
 
 
-def uninstall_hooks(project: Path, delete_if_empty: bool) -> HooksRemoval:
-    """Take spool's handlers out of hooks.json; other hooks stay exactly as they were."""
-    path = hooks_path(project)
+def uninstall_hooks(project: Path, delete_if_empty: bool, *,
+                    path: Path | None = None) -> HooksRemoval:
+    """Take spool's handlers out of hooks.json (the project's, or the one at ``path``);
+    other hooks stay exactly as they were."""
+    path = path or hooks_path(project)
     data = read_hooks(path)
     if data is None:
         return HooksRemoval(path, 0, False)

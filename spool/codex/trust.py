@@ -11,13 +11,15 @@ from .app_server import AppServer
 from .hooks_json import hooks_path, is_spool_command
 
 
-def spool_listed(listing: dict, project: Path, command: str | None = None) -> list[dict]:
-    """The entries of a hooks/list answer that are spool's, from this project's file.
+def spool_listed(listing: dict, project: Path, command: str | None = None,
+                 source: Path | None = None) -> list[dict]:
+    """The entries of a hooks/list answer that are spool's, from this project's file
+    (or from the hooks.json at ``source``, e.g. the user layer's).
 
     With ``command``, only handlers running exactly that command (what trust
     is granted to); without it, any spool hook command (what doctor reports).
     """
-    want = hooks_path(project).resolve()
+    want = Path(source or hooks_path(project)).resolve()
     out = []
     for h in listing.get("hooks", []):
         cmd = h.get("command")
@@ -43,13 +45,15 @@ class TrustResult:
     warnings: list[str]
 
 
-def trust_spool_hooks(server: AppServer, project: Path, command: str) -> TrustResult:
-    """Trust spool's own hooks (exact command, this project's file) and re-check."""
+def trust_spool_hooks(server: AppServer, project: Path, command: str,
+                      source: Path | None = None) -> TrustResult:
+    """Trust spool's own hooks (exact command, this project's file or ``source``) and
+    re-check."""
     listing = server.list_hooks(project)
-    mine = spool_listed(listing, project, command)
+    mine = spool_listed(listing, project, command, source)
     todo = {h["key"]: h["currentHash"] for h in mine
             if h.get("trustStatus") not in ("trusted", "managed") and h.get("currentHash")}
     server.trust_hooks(todo)
-    after = spool_listed(server.list_hooks(project), project, command) if todo else mine
+    after = spool_listed(server.list_hooks(project), project, command, source) if todo else mine
     untrusted = [h["key"] for h in after if h.get("trustStatus") not in ("trusted", "managed")]
     return TrustResult(len(after), sorted(todo), untrusted, list(listing.get("warnings", [])))

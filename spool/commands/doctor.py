@@ -12,7 +12,7 @@ import typer
 from ..app import app, friendly
 from ..errors import SpoolError
 from ..lockfile import worker_state
-from .context import project_dir
+from .context import configured_sinks, project_dir, remembered_codex
 
 
 # --- doctor ---------------------------------------------------------------------------
@@ -56,6 +56,15 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
     else:
         add(Check("project config", "fail", f"no {cfg_path}", init_fix))
 
+    # Where spool's hooks live: the user layer after `spool init --user`, else the project.
+    source = cx.hooks_path(project)
+    try:
+        meta = config.read_file(project).get("codex") or {}
+    except SpoolError:
+        meta = {}
+    user_level = isinstance(meta, dict) and meta.get("hooks") == "user"
+    if user_level:
+        source = cx.user_hooks_path(home)
     try:
         flag = cx.feature_flag(home)
         if flag is True:
@@ -67,7 +76,10 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
             add(Check("feature flag", "warn", f"[features] hooks not set in "
                       f"{cx.config_toml(home)} (on by default in recent Codex)", init_fix))
         trust = cx.project_trust(home, project)
-        if trust == "trusted":
+        if user_level:
+            add(Check("project trusted", "ok", "not needed: spool's hooks are at user level "
+                      f"({source})"))
+        elif trust == "trusted":
             add(Check("project trusted", "ok", f"{project} is trusted in Codex"))
         else:
             add(Check("project trusted", "fail",
@@ -78,23 +90,26 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
 
     hooks_ok = False
     try:
-        data = cx.read_hooks(cx.hooks_path(project))
+        data = cx.read_hooks(source)
         found = {ev for ev, _g, _h, _c in cx.spool_positions(data)}
         missing = [e for e in cx.EVENTS if e not in found]
         if data is None:
-            add(Check("hooks installed", "fail", f"no {cx.hooks_path(project)}", init_fix))
+            add(Check("hooks installed", "fail", f"no {source}", init_fix))
         elif missing:
             add(Check("hooks installed", "fail", f"spool's hook missing for {', '.join(missing)}",
                       init_fix))
         else:
             commands = {c for _e, _g, _h, c in cx.spool_positions(data)}
-            broken = [c for c in commands if not _command_runs(c)]
+            broken = [why for why in map(_missing_part, commands) if why]
             if broken:
-                add(Check("hooks installed", "fail", f"the hook command points at a missing "
-                          f"interpreter or file: {broken[0]}", init_fix))
+                add(Check("hooks installed", "fail", f"{source}: the hook command's {broken[0]} "
+                          "does not exist (written on another machine or a removed virtualenv?), "
+                          "so Codex's hooks fail silently",
+                          f"Run `spool init` in {project} to rewrite it; `spool init --user` "
+                          "keeps machine paths out of the project."))
             else:
                 hooks_ok = True
-                add(Check("hooks installed", "ok", f"{len(cx.EVENTS)} events in {cx.hooks_path(project)}"))
+                add(Check("hooks installed", "ok", f"{len(cx.EVENTS)} events in {source}"))
     except SpoolError as exc:
         add(Check("hooks installed", "fail", exc.reason, exc.instruction))
 
@@ -102,7 +117,7 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
         try:
             with cx.AppServer(binary, home) as server:
                 listing = server.list_hooks(project)
-            mine = cx.spool_listed(listing, project)
+            mine = cx.spool_listed(listing, project, source=source)
             bad = [h for h in mine if h.get("trustStatus") not in ("trusted", "managed")]
             if not mine:
                 add(Check("hooks trusted", "fail", "Codex lists none of spool's hooks for this "
@@ -140,6 +155,13 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
                   "Run `spool worker` to start it now."))
 
     try:
+        names, known = configured_sinks(project)
+        for s in known.values():
+            s.close()
+        add(Check("sinks", "ok", ", ".join(names)))
+    except SpoolError as exc:
+        add(Check("sinks", "fail", exc.reason, exc.instruction))
+    try:
         cfg = config.load(project)
         if "infinium" in cfg.effective_sinks():
             creds = credentials.resolve(cfg)
@@ -170,17 +192,23 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
 
 
 
-def _command_runs(command: str) -> bool:
+def _missing_part(command: str) -> str:
+    """What of a hook command does not exist ("interpreter /x/python", "script
+    /x/hook.py"), or "" when it can run."""
     import shlex
 
     try:
         argv = shlex.split(command)
     except ValueError:
-        return False
-    if not argv or not os.access(argv[0], os.X_OK):
-        return False
-    scripts = [a for a in argv[1:] if a.endswith("hook.py")]
-    return all(Path(s).is_file() for s in scripts)
+        return f"command {command!r}"
+    if not argv:
+        return "command (empty)"
+    if not os.access(argv[0], os.X_OK):
+        return f"interpreter {argv[0]}"
+    for a in argv[1:]:
+        if a.endswith("hook.py") and not Path(a).is_file():
+            return f"script {a}"
+    return ""
 
 
 def _online_check(project: Path) -> Check:
@@ -207,8 +235,12 @@ def _online_check(project: Path) -> Check:
 def doctor(
     online: bool = typer.Option(False, "--online", help="Also check that the sink answers."),
     as_json: bool = typer.Option(False, "--json", help='Print {"ok": bool, "checks": [...]}.'),
-    codex_home_opt: Optional[Path] = typer.Option(None, "--codex-home", metavar="DIR"),
-    codex_bin: Optional[str] = typer.Option(None, "--codex-bin", metavar="PATH"),
+    codex_home_opt: Optional[Path] = typer.Option(
+        None, "--codex-home", metavar="DIR", help="Codex home (default: what `spool init` "
+        "was given, else CODEX_HOME or ~/.codex)."),
+    codex_bin: Optional[str] = typer.Option(
+        None, "--codex-bin", metavar="PATH", help="The codex binary (default: what `spool "
+        "init` was given, else codex on PATH)."),
     project_opt: Optional[Path] = typer.Option(None, "--project", metavar="DIR"),
 ) -> None:
     """Check that Codex will really run spool's hooks here, and that traces can go out.
@@ -219,6 +251,7 @@ def doctor(
     from .. import codex as cx
 
     project = project_dir(project_opt, walk_up=True)
+    codex_home_opt, codex_bin = remembered_codex(project, codex_home_opt, codex_bin)
     checks = run_checks(project, cx.codex_home(codex_home_opt), codex_bin, online)
     ok = not any(c.status == "fail" for c in checks)
     if as_json:

@@ -14,6 +14,7 @@ from ..errors import SpoolError
 class Format(str, Enum):
     atif = "atif"
     json = "json"
+    html = "html"
 
 
 @app.command()
@@ -22,7 +23,8 @@ def export(
     session_id: str = typer.Argument(..., help="A Codex session id, or a unique prefix of one."),
     fmt: Format = typer.Option(Format.atif, "--format", "-f",
                                help="atif: one ATIF-v1.8 trajectory (Harbor); json: spool's "
-                                    "own trace model of the session's traces."),
+                                    "own trace model of the session's traces; html: the "
+                                    "`spool ui` session view as one self-contained file."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Write to FILE (0600, atomically) instead of "
                                                "stdout."),
@@ -43,11 +45,15 @@ def export(
     try:
         if fmt is Format.atif:
             doc = exporting.atif_document(engine, session_id, full=full)
-        else:
+        elif fmt is Format.json:
             doc = exporting.json_document(engine, session_id)
+        else:
+            doc = None
+            data = exporting.html_document(engine, session_id).encode()
     finally:
         engine.dispose()
-    data = exporting.dumps(doc)
+    if doc is not None:
+        data = exporting.dumps(doc)
     if output is None:
         typer.echo(data.decode(), nl=False)
         return

@@ -10,7 +10,10 @@
    writing anything (a malformed file is an error and stays untouched);
 3. writes ``.spool/config.json`` (0600, never the secret) and creates the
    spool database;
-4. merges spool's hook into every event of ``<project>/.codex/hooks.json``;
+4. merges spool's hook into every event of ``<project>/.codex/hooks.json`` - or,
+   with ``--user``, of ``$CODEX_HOME/hooks.json`` (every project; nothing with a
+   machine-specific path lands in the project, and spool's project hooks are
+   taken out so no event is recorded twice);
 5. sets ``[features] hooks = true`` in config.toml (formatting kept);
 6. trusts the project in Codex - asked when interactive, on by default with
    ``--no-interactive``, never with ``--no-trust-project`` - and then spool's
@@ -35,8 +38,8 @@ from typing import Optional
 import typer
 
 from ..app import app, friendly
-from ..errors import SpoolError
-from .context import project_dir
+from ..errors import SpoolError, UsageError
+from .context import project_dir, remembered_codex
 from .output import report
 
 GRANULARITY_HELP = "turn: one trace per turn; session: one per session; both."
@@ -96,6 +99,12 @@ def init(
                                             help="The codex binary (default: codex on PATH)."),
     project_opt: Optional[Path] = typer.Option(None, "--project", metavar="DIR",
                                                help="The project (default: the current directory)."),
+    user_level: Optional[bool] = typer.Option(
+        None, "--user/--project-hooks",
+        help="--user: install spool's hooks once for every project in $CODEX_HOME/hooks.json "
+             "(nothing machine-specific lands in the project, no project trust needed); "
+             "--project-hooks: in the project's .codex/hooks.json. Default: as last time, "
+             "else the project."),
     gitignore: Optional[bool] = typer.Option(None, "--gitignore/--no-gitignore",
                                              help="Add .spool/ to .gitignore (default: ask; yes "
                                                   "with --no-interactive in a git repository)."),
@@ -104,8 +113,15 @@ def init(
     from .. import codex as cx
     from .. import config, credentials, db
 
+    # 0. A malformed option value is a usage error (exit 2), before anything else.
+    if granularity is not None and granularity not in config.GRANULARITIES:
+        raise UsageError(f"--granularity {granularity!r} is not one of "
+                         f"{', '.join(config.GRANULARITIES)}.", "Pass turn, session or both.")
+    if base_url is not None:
+        base_url = config.check_base_url(base_url, "--base-url", usage=True)
     interactive = not no_interactive
     project = project_dir(project_opt, walk_up=False)
+    codex_home_opt, codex_bin = remembered_codex(project, codex_home_opt, codex_bin)
     home = cx.codex_home(codex_home_opt)
     done: list[str] = []
     notes: list[str] = []
@@ -119,15 +135,21 @@ def init(
     existing_hooks = cx.read_hooks(hooks_file)
     cx.read_toml(home)
     old_cfg = config.read_file(project)
-    if granularity is not None and granularity not in config.GRANULARITIES:
-        raise SpoolError(f"--granularity {granularity!r} is not one of "
-                         f"{', '.join(config.GRANULARITIES)}.", "Pass turn, session or both.")
+    old_meta = old_cfg.get("codex") if isinstance(old_cfg.get("codex"), dict) else {}
+    if user_level is None:
+        user_level = old_meta.get("hooks") == "user"
+    target = cx.user_hooks_path(home) if user_level else hooks_file
+    if user_level:
+        cx.read_hooks(target)  # malformed -> error before any write
 
     # 3. Project config.
     agent = agent_id or os.environ.get("INFINIUM_AGENT_ID") or old_cfg.get("agent_id")
     if not agent and interactive:
         agent = typer.prompt("Infinium agent id (empty: keep traces in local files)",
                              default="", show_default=False).strip() or None
+    env_secret = os.environ.get(credentials.ENV_SECRET)
+    if agent and not env_secret and (agent_secret or interactive):
+        credentials.require_keyring()  # before the prompt and before any write
     new_cfg = dict(old_cfg)
     if agent:
         new_cfg["agent_id"] = agent
@@ -135,9 +157,18 @@ def init(
         new_cfg["base_url"] = credentials.normalize_base_url(base_url)
     new_cfg["granularity"] = granularity or old_cfg.get("granularity") or "turn"
     codex_meta = dict(old_cfg.get("codex") or {})
-    if existing_hooks is None and "hooks_json_created" not in codex_meta:
+    if existing_hooks is None and "hooks_json_created" not in codex_meta and not user_level:
         codex_meta["hooks_json_created"] = True
     codex_meta.setdefault("hooks_json_created", False)
+    if user_level:
+        codex_meta["hooks"] = "user"
+    else:
+        codex_meta.pop("hooks", None)
+    # Remembered for `spool doctor` / `spool uninstall` (paths only, never a secret).
+    if codex_home_opt is not None:
+        codex_meta["codex_home"] = str(home)
+    if codex_bin is not None:
+        codex_meta["codex_bin"] = str(binary)
     new_cfg["codex"] = codex_meta
     if new_cfg != old_cfg:
         config.write_file(project, new_cfg)
@@ -146,12 +177,20 @@ def init(
     if base_url:  # the user chose this URL: the env secret may go there for this project
         credentials.approve_base_url(None, project, new_cfg["base_url"])
 
-    # 4. hooks.json.
+    # 4. hooks.json: the project's, or with --user the user layer's (and then none of
+    # spool's in the project's: both would record every event twice).
     command = cx.hook_command()
-    change = cx.install_hooks(project, command)
+    change = cx.install_hooks(project, command, path=target)
     if change.changed:
         done.append(f"{'updated' if change.existed else 'created'} {change.path} "
                     f"(spool's hook on {len(cx.EVENTS)} events)")
+    if user_level:
+        removal = cx.uninstall_hooks(project, delete_if_empty=bool(
+            codex_meta.get("hooks_json_created")))
+        if removal.removed:
+            cx.remove_trust_entries(home, removal.removed_keys, removal.moved_keys)
+            done.append(f"took spool's hooks out of {hooks_file} (they run from "
+                        f"{target} now)")
 
     # 5. Feature flag.
     if cx.ensure_feature_flag(home):
@@ -162,27 +201,27 @@ def init(
     vt = cx.version_tuple(version)
     needs_trust = vt is None or vt >= cx.MIN_HOOK_TRUST_VERSION
     untrusted_left = 0
-    if not trusted_project and not no_trust_project and interactive:
+    if not trusted_project and not no_trust_project and interactive and not user_level:
         no_trust_project = not typer.confirm(
             f"Trust {project} in Codex? Codex only runs a project's hooks (and loads its "
             ".codex/ config and exec policies) once the project is trusted.", default=True)
-    with_server = needs_trust and (trusted_project or not no_trust_project)
+    with_server = needs_trust and (trusted_project or not no_trust_project or user_level)
     if not needs_trust:
         notes.append(f"Codex {version} predates hook trust: nothing to trust.")
     if with_server:
         with cx.AppServer(binary, home) as server:
-            if not trusted_project:
+            if not trusted_project and not user_level:
                 server.trust_project(project)
                 trusted_project = True
                 done.append(f"trusted the project {project} in Codex")
-            result = cx.trust_spool_hooks(server, project, command)
+            result = cx.trust_spool_hooks(server, project, command, source=target)
         if result.newly_trusted:
             done.append(f"trusted spool's {len(result.newly_trusted)} hooks in Codex "
                         "(other hooks left as they were)")
         untrusted_left = len(result.untrusted_after)
         if result.listed == 0:
             untrusted_left = len(cx.EVENTS)
-    if not trusted_project:
+    if not trusted_project and not user_level:
         notes.append(f"The project is not trusted in Codex, so Codex will NOT run spool's hooks "
                      f"(nor any hook in {hooks_file}). Run `spool init` again and accept, or "
                      "trust the project in Codex.")
@@ -190,7 +229,6 @@ def init(
     # 7. Secret.
     secret_error: SpoolError | None = None
     secret = agent_secret
-    env_secret = os.environ.get(credentials.ENV_SECRET)
     if agent and not secret and not env_secret and interactive:
         if _stored_secret(agent, new_cfg) is None:
             secret = typer.prompt("Infinium agent secret (input hidden; empty: skip)",
@@ -229,8 +267,9 @@ def init(
                          "Run `spool doctor` to see which, then `spool init` again.")
     if secret_error is not None:
         raise secret_error
-    if trusted_project and needs_trust:
-        typer.echo("Codex will now run spool's hooks in this project. Check with `spool doctor`.")
+    if (trusted_project or user_level) and needs_trust:
+        where = "every project" if user_level else "this project"
+        typer.echo(f"Codex will now run spool's hooks in {where}. Check with `spool doctor`.")
 
 
 def _stored_secret(agent: str, cfg: dict) -> object | None:

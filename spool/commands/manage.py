@@ -15,8 +15,9 @@ from typing import List, Optional
 import typer
 
 from ..app import app, friendly, wake_worker
-from ..errors import SpoolError
-from .context import database, open_engine, project_dir, project_here, resolve_ids
+from ..errors import SpoolError, UsageError
+from .context import (configured_sinks, database, open_engine, project_dir, project_here,
+                      resolve_ids, sink_target)
 from .output import print_json, print_rows, short
 
 
@@ -142,10 +143,10 @@ def cleanup(
         try:
             days = float(older_than)
         except ValueError:
-            raise SpoolError(f"--older-than {older_than!r} is not a number of days.",
+            raise UsageError(f"--older-than {older_than!r} is not a number of days.",
                              "Pass e.g. --older-than 30.") from None
         if not days >= 0 or days == float("inf"):
-            raise SpoolError(f"--older-than must be zero or more days (got {older_than}).",
+            raise UsageError(f"--older-than must be zero or more days (got {older_than}).",
                              "Pass e.g. --older-than 30.")
         older_s = days * 86400.0
     from ..maintenance import retention, retention_seconds
@@ -192,57 +193,107 @@ def test_trace(now: float, project: str | None = None) -> dict:
             "created_at": now}
 
 
+def _test_one(name: str, s, project: str, verbose: bool) -> dict:
+    row_data = test_trace(_now(), project)
+    from ..sinks import TraceRow
+
+    row = TraceRow.from_db(row_data)
+    target = sink_target(s, row)
+    payload = s.render(row)
+    outcome = s.send(row, payload)
+    ok = outcome.kind == "sent" if outcome.kind else (
+        outcome.status is not None and 200 <= outcome.status < 300)
+    removed = False
+    if hasattr(s, "directory_for"):  # a local sink keeps nothing from a test
+        for leftover in (Path(target) / f"{row.trace_id}.json",):
+            try:
+                leftover.unlink()
+                removed = True
+            except OSError:
+                pass
+    result = {"sink": name, "ok": ok, "target": target, "status": outcome.status,
+              "error_class": outcome.error_class, "message": outcome.message,
+              "response_id": None if removed else outcome.response_id}
+    if verbose:
+        result["payload"] = (payload.decode("utf-8", "replace") if isinstance(payload, bytes)
+                             else str(payload))
+    return result
+
+
+def _test_line(r: dict) -> str:
+    what = "OK" if r["ok"] else "FAILED"
+    if r["status"] is not None:
+        answer = f"{r['target']} answered HTTP {r['status']}"
+    elif r["ok"] and r["response_id"] is None:
+        answer = f"wrote a test trace to {r['target']} and removed it"
+    elif r["ok"]:
+        answer = f"delivered to {r['target']}"
+    else:
+        answer = f"{r['target']}: no answer"
+    msg = f" - {r['message']}" if r["message"] else ""
+    err = f" ({r['error_class']})" if r["error_class"] and not r["ok"] else ""
+    extra = f", trace id {r['response_id']}" if r["response_id"] and r["status"] else ""
+    return f"{what}: {r['sink']} {answer}{err}{msg}{extra}"
+
+
 @app.command("test")
 @friendly
 def test_cmd(
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Show the payload sent."),
-    sink: str = typer.Option("infinium", "--sink", help="Which sink to test."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    sink: Optional[str] = typer.Option(None, "--sink", metavar="NAME",
+                                       help="Test only this sink (default: every sink the "
+                                            "project's config sends to)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (an array when "
+                                                       "several sinks are tested)."),
 ) -> None:
-    """Send a small "Connection Test" trace through the real sink; show the answer.
+    """Send a small "Connection Test" trace through the configured sinks; show the answer.
 
-    Reports the HTTP status and the server's message; exits 1 unless sent.
+    Shows where it went (the URL, or the directory for the file sink, whose
+    test file is removed again), the HTTP status and the server's message;
+    exits 1 unless every sink took it.  Refused while the project is paused.
 
-    JSON keys: sink, ok (bool), status (HTTP status|null), error_class,
-    message, response_id, and payload (with -v).
+    JSON keys: sink, ok (bool), target (URL or directory), status (HTTP
+    status|null), error_class, message, response_id, and payload (with -v).
     """
-    from ..sinks import TraceRow, default_sinks
+    from ..errors import UsageError
+    from .. import queries
 
-    sinks = default_sinks()
-    if sink not in sinks:
-        raise SpoolError(f"unknown sink {sink!r}.", f"Use one of: {', '.join(sorted(sinks))}.")
-    s = sinks[sink]
-    try:
-        row = TraceRow.from_db(test_trace(_now(), str(project_here())))
-        payload = s.render(row)
-        outcome = s.send(row, payload)
-    finally:
-        s.close()
-    ok = outcome.kind == "sent" if outcome.kind else (
-        outcome.status is not None and 200 <= outcome.status < 300)
-    result = {"sink": sink, "ok": ok, "status": outcome.status,
-              "error_class": outcome.error_class, "message": outcome.message,
-              "response_id": outcome.response_id}
-    text_payload = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
-    if verbose:
-        result["payload"] = text_payload
-    if as_json:
-        print_json(result)
+    project = project_here()
+    with database() as conn:
+        paused = queries.paused_at(conn, str(project))
+    if paused is not None:
+        raise SpoolError(f"{project} is paused: spool sends nothing for it.",
+                         "Run `spool resume` first.")
+    if sink is None:
+        names, known = configured_sinks(project)
     else:
-        if verbose:
-            typer.echo("Payload:")
-            try:
-                typer.echo(json.dumps(json.loads(text_payload), indent=2, ensure_ascii=False))
-            except ValueError:
-                typer.echo(text_payload)
-        answer = (f"answered HTTP {outcome.status}" if outcome.status is not None
-                  else "no HTTP response")
-        what = "OK" if ok else "FAILED"
-        msg = f" - {outcome.message}" if outcome.message else ""
-        err = f" ({outcome.error_class})" if outcome.error_class and not ok else ""
-        extra = f", trace id {outcome.response_id}" if outcome.response_id else ""
-        typer.echo(f"{what}: {sink} {answer}{err}{msg}{extra}")
-    if not ok:
+        from ..sinks import default_sinks
+
+        known, names = default_sinks(), [sink]
+        if sink not in known:
+            for s in known.values():
+                s.close()
+            raise UsageError(f"--sink {sink!r} is not a known sink.",
+                             f"Use one of: {', '.join(sorted(known))}.")
+    results = []
+    try:
+        for name in names:
+            results.append(_test_one(name, known[name], str(project), verbose))
+    finally:
+        for s in known.values():
+            s.close()
+    if as_json:
+        print_json(results[0] if len(results) == 1 else results)
+    else:
+        for r in results:
+            if verbose:
+                typer.echo(f"Payload for {r['sink']}:")
+                try:
+                    typer.echo(json.dumps(json.loads(r["payload"]), indent=2, ensure_ascii=False))
+                except ValueError:
+                    typer.echo(r["payload"])
+            typer.echo(_test_line(r))
+    if not all(r["ok"] for r in results):
         raise typer.Exit(1)
 
 
@@ -275,7 +326,7 @@ def update_credentials(
     if not secret and not no_interactive:
         secret = typer.prompt("Infinium agent secret (input hidden)", hide_input=True)
     if base_url:
-        cfg_data = {**cfg_data, "base_url": credentials.normalize_base_url(base_url)}
+        cfg_data = {**cfg_data, "base_url": config.check_base_url(base_url, "--base-url")}
     base = cfg_data.get("base_url") or config.DEFAULT_BASE_URL
     if secret:
         credentials.store(agent, base, secret)

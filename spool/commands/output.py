@@ -34,17 +34,32 @@ def fmt_time(epoch: float | None) -> str:
     return _fmt(epoch)
 
 
+def fmt_when(epoch: float | None) -> str:
+    """A time for an 80-column table: "09:55:02" today, else "Nov 28" (JSON keeps
+    the full epoch, `spool show` the full time)."""
+    if epoch is None:
+        return "-"
+    import time
+
+    t = time.localtime(epoch)
+    today = time.localtime()[:3] == t[:3]
+    return time.strftime("%H:%M:%S" if today else "%b %d", t)
+
+
 def short(s: str | None, n: int = 12) -> str:
     return "" if s is None else (s if len(s) <= n else s[:n])
+
+
+FREE_TEXT = ("name", "message", "last error", "project", "", "session / project")
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]):
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", show_lines=False)
+    t = Table(title=title, title_justify="left", show_lines=False, show_edge=False)
     for c in columns:
-        # Ids, times and states never wrap; free text (names, messages) folds.
-        free = c in ("name", "message", "last error", "project", "")
+        # Ids, times and states never wrap or shrink; free text (names, messages) folds.
+        free = c in FREE_TEXT
         t.add_column(c, overflow="fold" if free else "ellipsis", no_wrap=not free)
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])

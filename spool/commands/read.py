@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from ..app import app, friendly
-from ..errors import SpoolError
+from ..errors import SpoolError, UsageError
 from ..lockfile import worker_state
-from .context import database, open_engine, parse_limit, project_here, resolve_ids
-from .output import fmt_time, print_json, print_rows, rich_console, short, table
+from .context import database, open_engine, parse_limit, parse_since, project_here
+from .output import fmt_time, fmt_when, print_json, print_rows, rich_console, short, table
 
 DEFAULT_LIMIT = "20"
 
@@ -96,11 +98,65 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
 
 # --- history ----------------------------------------------------------------------------
 
+def _history_cells(r: dict) -> list:
+    """One 80-column history row: the trace id prefix and the state never shrink;
+    the name folds, with kind and session on its second line."""
+    what = f"{r['name'] or '(unnamed)'}\n{r['kind']} · session {short(r['session_id'], 8) or '-'}"
+    state = r["state"] or "-"
+    if (r["attempts"] or 0) > 1:
+        state += f" ({r['attempts']} tries)"
+    return [short(r["trace_id"]), fmt_when(r["created_at"]), state, r["sink"] or "-", what]
+
+
+HISTORY_COLUMNS = ["trace", "created", "state", "sink", "name"]
+
+
+def _follow_line(r: dict) -> str:
+    return (f"{fmt_when(r['created_at'])}  {short(r['trace_id'])}  {r['state'] or '-':<9} "
+            f"{r['sink'] or '-':<8} {r['kind']}  {r['name'] or ''}").rstrip()
+
+
+def _follow(filters: dict, as_json: bool, poll: float = 0.5) -> None:
+    """Print traces as they are added (rowid order) until Ctrl-C."""
+    from .. import db, queries
+
+    engine = open_engine()
+    try:
+        with db.read(engine) as conn:
+            after = queries.last_trace_rowid(conn)
+        typer.echo("Following new traces (Ctrl-C to stop)...", err=True)
+        while True:
+            with db.read(engine) as conn:
+                rows = queries.traces_after(conn, after, **filters)
+            for r in rows:
+                after = max(after, r.pop("rowid"))
+                typer.echo(json.dumps(r, sort_keys=True, default=str) if as_json
+                           else _follow_line(r))
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.dispose()
+
+
 @app.command()
 @friendly
 def history(
     limit: str = typer.Option(DEFAULT_LIMIT, "-n", "--limit", metavar="N",
                               help="How many traces (newest first), at least 1."),
+    session: Optional[str] = typer.Option(None, "--session", metavar="ID",
+                                          help="Only this session's traces (id or prefix)."),
+    project: Optional[Path] = typer.Option(None, "--project", metavar="DIR",
+                                           help="Only traces of this project (or below it)."),
+    state: Optional[str] = typer.Option(None, "--state", metavar="STATE",
+                                        help="Only deliveries in this state: pending, "
+                                             "in_flight, sent, failed, dead or held."),
+    since: Optional[str] = typer.Option(None, "--since", metavar="WHEN",
+                                        help="Only traces created since: an age (30m, 2h, 7d) "
+                                             "or a date (2026-11-29)."),
+    follow: bool = typer.Option(False, "-f", "--follow",
+                                help="Then print new traces as they arrive, until Ctrl-C "
+                                     "(--json: one JSON object per line)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array."),
     clear: bool = typer.Option(False, "--clear",
                                help="Forget delivered history (traces every sink has sent)."),
@@ -108,15 +164,20 @@ def history(
 ) -> None:
     """Traces, newest first: one row per trace and sink.
 
+    The table fits 80 columns: trace id prefix (enough for `spool show`),
+    created, delivery state (with the requests made when more than one),
+    sink, then the name with kind and session below it.
+
     JSON: an array of objects with keys trace_id, kind, name, session_id,
     project, created_at (epoch), sink, state (pending|in_flight|sent|failed|
-    dead|held, null if not queued), attempts, sent_at (epoch|null),
-    last_status (HTTP status|null), last_error, next_attempt_at.
+    dead|held, null if not queued), attempts (requests made), sent_at
+    (epoch|null), last_status (HTTP status|null), last_error, next_attempt_at.
 
     --clear deletes only traces whose every outbox row is 'sent' (with their
     outbox rows and attempts); nothing undelivered is ever touched.
     """
     from .. import db, queries
+    from ..schema import OUTBOX_STATES
 
     if clear:
         engine = open_engine()
@@ -140,15 +201,19 @@ def history(
                        f"({done['outbox']:,} outbox rows, {done['attempts']:,} attempts).")
         return
     n = parse_limit(limit)
+    if state is not None and state not in OUTBOX_STATES:
+        raise UsageError(f"--state {state!r} is not a delivery state.",
+                         f"Pass one of: {', '.join(OUTBOX_STATES)}.")
+    filters = {"session": session, "state": state,
+               "since": parse_since(since) if since is not None else None,
+               "project": str(Path(project).expanduser().resolve()) if project else None}
     with database() as conn:
-        rows = queries.history(conn, n)
-    print_rows(
-        rows, as_json, "No traces yet.", f"history (newest {n} traces)",
-        ["trace", "kind", "name", "session", "created", "state", "attempts", "delivered",
-         "sink"],
-        lambda r: [short(r["trace_id"]), r["kind"], r["name"], short(r["session_id"]),
-                   fmt_time(r["created_at"]), r["state"] or "-", r["attempts"],
-                   fmt_time(r["sent_at"]) if r["sent_at"] else "-", r["sink"] or "-"])
+        rows = queries.history(conn, n, **filters)
+    print_rows(rows, as_json, "No traces yet." if not any(filters.values())
+               else "No traces match.", f"history (newest {n} traces)", HISTORY_COLUMNS,
+               _history_cells)
+    if follow:
+        _follow(filters, as_json)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -162,10 +227,14 @@ def errors(
 ) -> None:
     """Problems, newest first: delivery failures, quarantine, worker and hook errors.
 
+    One row per failure.  A delivery failure's outcome says what became of
+    that delivery since: later sent, retrying, held, dead (or forgotten).
+
     JSON: an array of objects with keys at (epoch|null), kind ("delivery",
     "quarantine", "hook", or the recording component: "worker", "ingest",
     "config", "keyring", "job:<name>"), message, trace_id, sink, http_status,
-    error_class, outcome (delivery: retry|dead|held; else null).
+    error_class, outcome (delivery: this attempt's retry|dead|held; else null),
+    result (delivery: later sent|retrying|held|dead|forgotten; else null).
     """
     from .. import ingest, paths, queries
 
@@ -174,9 +243,17 @@ def errors(
         rows = queries.errors(conn, n, ingest.hook_error_lines(paths.spool_home()))
     print_rows(
         rows, as_json, "No errors.", f"errors (newest {n})",
-        ["time", "kind", "trace", "sink", "status", "message"],
-        lambda r: [fmt_time(r["at"]), r["kind"], short(r["trace_id"]), r["sink"],
-                   r["http_status"] or r["error_class"] or "", r["message"]])
+        ["time", "kind", "trace", "outcome", "message"], _error_cells)
+
+
+def _error_cells(r: dict) -> list:
+    """One 80-column errors row: the message folds, prefixed by the status or class."""
+    kind = r["sink"] if r["kind"] == "delivery" and r["sink"] else r["kind"]
+    status = r["http_status"] and f"HTTP {r['http_status']}" or r["error_class"]
+    msg = r["message"] or ""
+    if status and not msg.startswith(str(status)):
+        msg = f"{status}: {msg}" if msg else str(status)
+    return [fmt_when(r["at"]), kind, short(r["trace_id"]) or "-", r.get("result") or "-", msg]
 
 
 
@@ -188,48 +265,97 @@ def sessions(
     limit: str = typer.Option(DEFAULT_LIMIT, "-n", "--limit", metavar="N",
                               help="How many sessions (most recently active first), at least 1."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array."),
+    run: str = typer.Option(None, "--run", metavar="ID",
+                            help="Only the sessions of this run (their SPOOL_RUN_ID)."),
 ) -> None:
     """Codex sessions, most recently active first.
 
+    The table fits 80 columns: the full session id with its project below,
+    state, last event, events, turns (`spool show SESSION` lists its traces).
+
     JSON: an array of objects with keys session_id, project, cwd, model,
     state (open|ended|final), first_event_at, last_event_at (epoch), events,
-    turns, traces (int).
+    turns, traces (int), run_id.
     """
     from .. import queries
 
     n = parse_limit(limit)
     with database() as conn:
-        rows = queries.sessions(conn, n)
+        rows = queries.sessions(conn, n, run)
     print_rows(
-        rows, as_json, "No sessions yet.", f"sessions (newest {n})",
-        ["session", "project", "state", "first event", "last event", "events", "turns", "traces"],
-        lambda r: [r["session_id"], r["project"] or r["cwd"], r["state"],
-                   fmt_time(r["first_event_at"]), fmt_time(r["last_event_at"]), r["events"],
-                   r["turns"], r["traces"]])
+        rows, as_json, f"No sessions of run {run}." if run else "No sessions yet.",
+        f"sessions of run {run} (newest {n})" if run else f"sessions (newest {n})",
+        ["session / project", "state", "last event", "events", "turns"],
+        lambda r: [f"{r['session_id']}\n{r['project'] or r['cwd'] or '-'}"
+                   + (f"\nrun {r['run_id']}" if r.get("run_id") else ""), r["state"],
+                   fmt_when(r["last_event_at"]), r["events"], r["turns"]])
+
+
+def _show_ids(conn, given: str) -> list[str]:
+    """Trace ids for a trace id/prefix, else a session id/prefix (its traces)."""
+    from .. import queries
+
+    found = queries.resolve_trace_id(conn, given)
+    if isinstance(found, str):
+        return [found]
+    if found:
+        raise SpoolError(f"{given!r} matches several traces ({', '.join(found)}).",
+                         "Give more characters of the id.")
+    sess = queries.resolve_session_id(conn, given)
+    if isinstance(sess, list):
+        if sess:
+            raise SpoolError(f"{given!r} matches several sessions ({', '.join(sess)}).",
+                             "Give more characters of the id.")
+        raise SpoolError(f"no trace or session with id {given!r}.",
+                         "Run `spool history` or `spool sessions` to see ids.")
+    ids = queries.session_trace_ids(conn, sess)
+    if not ids:
+        raise SpoolError(f"session {sess} has no trace yet.",
+                         "Its turns are traced when they end; see `spool sessions`.")
+    return ids
 
 
 @app.command()
 @friendly
 def show(
-    trace_id: str = typer.Argument(..., help="A trace id, or a unique prefix of one."),
-    as_json: bool = typer.Option(False, "--json", help="Print the stored trace body (JSON)."),
+    trace_id: str = typer.Argument(..., metavar="ID",
+                                   help="A trace id or a session id (its traces), or a unique "
+                                        "prefix of one."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stored trace body (JSON; "
+                                                       "an array for a session)."),
 ) -> None:
-    """One trace as a readable timeline: steps, durations, tokens, errors.
+    """One trace (or a session's traces) as a readable timeline.
 
-    Then its delivery state per sink.  --json prints the stored body as is.
+    Model, cwd and git branch, tokens, steps with durations and exit codes,
+    errors, the final answer; then its delivery state per sink (attempts:
+    requests really made).  --json prints the stored body as is.
     """
     from .. import queries, timeline
 
     with database() as conn:
-        (tid,) = resolve_ids(conn, [trace_id])
-        row = queries.get_trace(conn, tid)
-    try:
-        body = json.loads(row["body"])
-    except (TypeError, ValueError):
-        body = None
+        ids = _show_ids(conn, trace_id)
+        rows = [queries.get_trace(conn, tid) for tid in ids]
+    bodies = []
+    for row in rows:
+        try:
+            bodies.append(json.loads(row["body"]))
+        except (TypeError, ValueError):
+            bodies.append(None)
     if as_json:
-        typer.echo(row["body"] if body is None else json.dumps(body, indent=2, sort_keys=True))
+        if len(rows) == 1:
+            row, body = rows[0], bodies[0]
+            typer.echo(row["body"] if body is None else json.dumps(body, indent=2, sort_keys=True))
+        else:
+            typer.echo(json.dumps([b if b is not None else r["body"] for r, b in zip(rows, bodies)],
+                                  indent=2, sort_keys=True))
         return
+    for i, (row, body) in enumerate(zip(rows, bodies)):
+        if i:
+            typer.echo("")
+        _show_one(row, body, timeline)
+
+
+def _show_one(row: dict, body, timeline) -> None:
     typer.echo(f"trace {row['trace_id']}  session {row['session_id'] or '-'}"
                f"  created {fmt_time(row['created_at'])}")
     if not isinstance(body, dict):

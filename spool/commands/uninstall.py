@@ -8,7 +8,7 @@ import typer
 
 from ..app import app, friendly
 from ..errors import SpoolError
-from .context import project_dir
+from .context import project_dir, remembered_codex
 from .output import report
 
 
@@ -27,8 +27,14 @@ def uninstall(
     yes: bool = typer.Option(False, "-y", "--yes", help="Answer yes to every question."),
     codex_home_opt: Optional[Path] = typer.Option(None, "--codex-home", metavar="DIR"),
     project_opt: Optional[Path] = typer.Option(None, "--project", metavar="DIR"),
+    user: bool = typer.Option(False, "--user", help="Also remove spool's user-level hooks "
+                              "($CODEX_HOME/hooks.json, from `spool init --user`): every "
+                              "project stops recording."),
 ) -> None:
     """Remove spool from a project (hooks, their trust, config, keyring secret).
+
+    Hooks installed with `spool init --user` serve every project and stay
+    unless --user is given.
 
     Other tools' hooks stay exactly as they are.  Undelivered traces are deleted
     only after confirmation (-y: yes).  The project's Codex trust is left alone.
@@ -37,9 +43,11 @@ def uninstall(
     from .. import config, credentials, db, paths, queries
 
     project = project_dir(project_opt, walk_up=True)
+    codex_home_opt, _bin = remembered_codex(project, codex_home_opt, None)
     home = cx.codex_home(codex_home_opt)
     cfg_data = config.read_file(project)
     cx.read_hooks(cx.hooks_path(project))  # malformed -> error before any change
+    cx.read_hooks(cx.user_hooks_path(home))
     if not yes and not typer.confirm(f"Remove spool from {project}?", default=True):
         raise typer.Exit(1)
     done: list[str] = []
@@ -51,6 +59,15 @@ def uninstall(
     elif removal.removed:
         done.append(f"removed spool's {removal.removed} hooks from {removal.path}")
     n = cx.remove_trust_entries(home, removal.removed_keys, removal.moved_keys)
+    user_file = cx.user_hooks_path(home)
+    if user:
+        urem = cx.uninstall_hooks(project, delete_if_empty=False, path=user_file)
+        if urem.removed:
+            done.append(f"removed spool's {urem.removed} hooks from {urem.path}")
+        n += cx.remove_trust_entries(home, urem.removed_keys, urem.moved_keys)
+    elif cx.spool_positions(cx.read_hooks(user_file)):
+        done.append(f"kept spool's user-level hooks in {user_file} (they serve every "
+                    "project; `spool uninstall --user` removes them)")
     if n:
         done.append(f"removed spool's {n} hook trust entries from {cx.config_toml(home)}")
 

@@ -120,6 +120,8 @@ def run(echo: Callable[[str], None] = print, *, keep: bool = False, timeout: flo
         receiver.stop()
         _stop_worker(home)
         if keep:
-            echo(f"kept {root}")
+            echo(f"kept {root}; look around with: SPOOL_HOME={home} spool show <trace id>")
         else:
             shutil.rmtree(root, ignore_errors=True)
+            echo(f"removed the demo's temporary home {home} (`spool demo --keep` keeps it). "
+                 "Next: `spool init` in a project of yours, then use Codex as usual.")

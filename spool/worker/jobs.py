@@ -28,7 +28,8 @@ JOBS = ("ingest", "aggregate", "sweep", "deliver", "maintenance")
 _NEXT = {"ingest": "aggregate", "aggregate": "deliver", "sweep": "deliver"}
 ERROR_REPEAT_S = 60.0
 MAINTENANCE_DELAY_S = 10.0  # first maintenance run after start
-DELIVER_BATCH = 50  # rows per deliver pass; a full batch wakes deliver again at once
+DELIVER_BATCH = 50  # rows per pass (a batching sink: up to one full request, spool.batches);
+#                    a full pass wakes deliver again at once
 
 
 # --- configuration ---------------------------------------------------------------
@@ -185,7 +186,8 @@ class Worker:
 
     def job_deliver(self, now: float | None = None) -> DeliverResult:
         return self._get_dispatcher().run_once(self.clock() if now is None else now,
-                                               limit=DELIVER_BATCH, stop=self.stop)
+                                               limit=DELIVER_BATCH, full_batches=True,
+                                               stop=self.stop)
 
     def job_maintenance(self, now: float | None = None):
         return maintenance.maintain(self.engine, self.clock() if now is None else now,
