@@ -29,10 +29,14 @@ hook takes the lock itself and hands the locked descriptor over
 everything it does is safe beside a running worker (leases, ``BEGIN
 IMMEDIATE``).
 
-``--idle-exit S``: the worker exits once nothing has been open, pending or
-held for S seconds (open: a session not final, a turn not traced, a raw event
-not parsed, an overflow file; pending: outbox rows pending, in flight or
-failed; held: outbox rows held).  On the way out it releases the lock and then
+``--idle-exit S``: the worker exits once nothing has been due within S seconds
+for S seconds (due: a raw event not parsed, an overflow file, a closed turn to
+trace, a session whose finalisation - TTL, or grace after SessionEnd - falls in
+the window, an outbox row pending or in flight, a failed row whose next attempt
+falls in the window).  Held rows and later retries are not work: the next hook
+or command starts a worker.  Whatever the idle setting, it exits at once when
+the database file it opened is removed or replaced (checked every second by
+device and inode: SPOOL_HOME deleted or recreated).  On the way out it releases the lock and then
 looks once more: a hook that found the lock taken had already committed its
 event, so new work seen then means the worker takes the lock back (or leaves
 it to the worker a hook just started) - no event waits for the next hook.
