@@ -136,8 +136,7 @@ class _Text:
         if text is None:
             return ""
         s = text if isinstance(text, str) else clip(text, 10 ** 9)
-        s = redact_text(s)
-        return s if self.full else clip(s, limit)
+        return redact_text(s) if self.full else clip(s, limit, redact=True)
 
     def arguments(self, args: Any) -> dict:
         if not isinstance(args, dict):

@@ -58,9 +58,55 @@ def make_engine(path: Path | str) -> Engine:
     return engine
 
 
+def _sqlite_uri(path: Path | str, **params: str) -> str:
+    quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file:{quoted}?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+def make_read_only_engine(path: Path | str) -> Engine:
+    """An engine that only reads the database at ``path`` (a read-only spool home):
+    ``mode=ro``, and ``immutable=1`` when SQLite cannot make its -shm file there (nobody
+    can write to that directory, so nobody changes the file underneath)."""
+    import sqlite3
+
+    params = {"mode": "ro"}
+    try:
+        probe = sqlite3.connect(_sqlite_uri(path, **params), uri=True)
+        try:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            probe.close()
+    except sqlite3.OperationalError:
+        params["immutable"] = "1"
+    uri = _sqlite_uri(path, **params)
+    engine = create_engine("sqlite://", poolclass=NullPool,
+                           creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False))
+    event.listen(engine, "connect", _on_connect_read_only)
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN DEFERRED"))
+    engine.spool_read_only = path  # type: ignore[attr-defined]
+    return engine
+
+
+def _on_connect_read_only(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None
+    dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    dbapi_conn.execute("PRAGMA query_only=1")
+
+
+def read_only_error(path: Path | str) -> SpoolError:
+    home = Path(path).parent
+    return SpoolError(f"the spool home {home} is read-only: spool can read its database but "
+                      "not change it.",
+                      f"Make {home} writable (or set SPOOL_HOME to a writable directory), "
+                      "then run the command again.")
+
+
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """One ``BEGIN IMMEDIATE`` transaction; commits on success."""
+    ro = getattr(engine, "spool_read_only", None)
+    if ro is not None:
+        raise read_only_error(ro)
     with engine.connect() as conn:
         with conn.begin():
             yield conn
@@ -108,8 +154,8 @@ def _stamped_revision(path: Path) -> str | None:
 
     if not Path(path).exists():
         return None
-    quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-    conn = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(_sqlite_uri(path, mode="ro"), uri=True,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.OperationalError:
@@ -196,8 +242,15 @@ def open_db(home: Path | None = None, migrate: bool = True) -> Engine:
 
     from sqlalchemy.exc import DatabaseError as SADatabaseError
 
+    home = home or paths.spool_home()
     try:
+        if not _writable(home):
+            return _open_read_only(home)
         return _open_db(home, migrate)
+    except OSError as exc:  # the home cannot be created or written
+        raise SpoolError(f"cannot use the spool home {home} ({exc.strerror or exc}).",
+                         "Set SPOOL_HOME to a directory you can write (or fix the permissions "
+                         "of this one), then run the command again.") from None
     except (sqlite3.DatabaseError, SADatabaseError) as exc:
         path = paths.db_path(home or paths.spool_home())
         text_ = str(getattr(exc, "orig", exc))
@@ -208,6 +261,35 @@ def open_db(home: Path | None = None, migrate: bool = True) -> Engine:
             f"the spool database {path} cannot be read ({text_}).",
             f"Move it aside (mv {path} {path}.bad): spool creates a new one, and the hooks "
             "have kept every event since in overflow files, which the worker ingests.") from None
+
+
+def _writable(home: Path) -> bool:
+    """False for an existing spool home (or database file) spool may not write."""
+    if not home.is_dir():
+        return True  # to be created (an OSError then says why it cannot be)
+    path = paths.db_path(home)
+    return os.access(home, os.W_OK | os.X_OK) and (
+        not path.exists() or os.access(path, os.R_OK | os.W_OK))
+
+
+def _open_read_only(home: Path) -> Engine:
+    """A read-only home: read the database that is there (it is fine), change nothing."""
+    path = paths.db_path(home)
+    if not path.exists():
+        raise SpoolError(f"the spool home {home} is read-only and holds no database.",
+                         f"Make {home} writable, or set SPOOL_HOME to a writable directory.")
+    engine = make_read_only_engine(path)
+    with engine.connect() as conn:
+        try:
+            rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except Exception:  # noqa: BLE001 - no table: not a spool database at head
+            rev = None
+    if rev != HEAD_REVISION:
+        engine.dispose()
+        raise SpoolError(f"the spool database {path} needs an upgrade (schema {rev}), but "
+                         f"{home} is read-only.",
+                         f"Make {home} writable and run the command again.")
+    return engine
 
 
 def _open_db(home: Path | None, migrate: bool) -> Engine:

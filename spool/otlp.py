@@ -58,7 +58,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
 from . import __version__
 from .otlp_wire import MAX_INT, attrs as _attrs, put as _put
-from .redact import redact_text
+from .redact import redact_text, scrub_tail
 
 AGENT_NAME = "codex"
 PROVIDER = "openai"
@@ -127,7 +127,9 @@ def _cost(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _clip(text: Any, limit: int) -> str:
+def _clip(text: Any, limit: int, redacted: bool = False) -> str:
+    """``text`` cut to ``limit``; when it is ``redacted`` text, the cut never leaves the
+    start of a secret (spool.redact.scrub_tail)."""
     if text is None:
         return ""
     if not isinstance(text, str):
@@ -136,7 +138,10 @@ def _clip(text: Any, limit: int) -> str:
         return ""
     if len(text) <= limit:
         return text
-    return text[: limit - 3] + "..." if limit > 3 else text[:limit]
+    if limit <= 3:
+        return scrub_tail(text[:limit]) if redacted else text[:limit]
+    kept = text[: limit - 3]
+    return (scrub_tail(kept) if redacted else kept) + "..."
 
 
 # --- the mapping -----------------------------------------------------------------------
@@ -248,7 +253,7 @@ class _Builder:
             if r is None:
                 r = self._redacted[v] = redact_text(v)
             v = r
-        return _clip(v, limit)
+        return _clip(v, limit, self.opts.redact)
 
     def content(self, pairs: list[tuple[str, Any]], items: Iterable[tuple[str, Any, int]]) -> None:
         if self.opts.capture_content:

@@ -80,6 +80,10 @@ def _due(a: str = "") -> str:
 # Unfinished rows (the worker is not idle while there are some).
 UNFINISHED = (f"EXISTS(SELECT 1 FROM outbox WHERE state IN"
               f" ({_q(S.PENDING, S.IN_FLIGHT, S.FAILED, S.HELD)}))")
+# Rows the worker has to act on by ``:horizon`` (held rows wait for a person; a failed
+# row only from its next attempt): what keeps an idle-exiting worker alive.
+DUE_BY = (f"EXISTS(SELECT 1 FROM outbox WHERE state IN ({_q(S.PENDING, S.IN_FLIGHT)})"
+          f" OR (state = '{S.FAILED.value}' AND next_attempt_at <= :horizon))")
 
 # qmark style, for the aggregator's raw sqlite3 connection: one row per trace x sink.
 ENQUEUE_SQL = (

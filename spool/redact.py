@@ -1,9 +1,15 @@
 """Redaction of common secret patterns before a trace leaves the machine.
 
 On by default (``SPOOL_REDACT=false`` or ``"redact": false`` in the project
-config turns it off).  Applied to every string of a trace body when a sink
-renders it, so what is stored locally stays exact and what is sent is safe.
-Each match is replaced by ``[REDACTED:<kind>]``.
+config turns it off).  Each match is replaced by ``[REDACTED:<kind>]``.
+
+Redaction always comes before a cut: a key that straddles a preview limit would
+escape the pattern once cut, and its first characters would leave.  So every
+place that shortens text calls :func:`cut` (the trace builder, so the stored body
+is already redacted; each sink; ``spool show``; exports).  ``cut`` redacts the
+whole text first and then, as a second line of defence, never leaves the start
+of something key-shaped at the cut (:func:`scrub_tail`): the text may have been
+cut before spool saw it, or the key be too short there to match its pattern.
 """
 from __future__ import annotations
 
@@ -45,6 +51,65 @@ def redact_text(text: str) -> str:
         else:
             text = pattern.sub(f"[REDACTED:{kind}]", text)
     return text
+
+
+# A secret that starts before a cut is whole within this many characters after it
+# (the longest pattern's minimum is < 100): text beyond limit + WINDOW is never
+# redacted (it is cut away), so a cut costs O(limit), not O(text).
+WINDOW = 1024
+
+# Starts of key formats: a token at a cut that begins with one of these (or is a
+# prefix of one, 3+ characters) is dropped.
+_STARTS = ("sk-", "sk_live_", "sk_test_", "rk_live_", "rk_test_", "ghp_", "gho_", "ghu_",
+           "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA", "xoxa-", "xoxb-", "xoxp-", "xoxr-",
+           "xoxs-", "AIza", "eyJ")
+_KEY_AT_END = re.compile(
+    r"\b(?:" + "|".join(map(re.escape, _STARTS)) + r")[A-Za-z0-9_\-.]*\Z")
+_WORD_AT_END = re.compile(r"(?<![A-Za-z0-9_])[A-Za-z0-9_\-]{3,}\Z")
+# A secret's context at a cut, with the first characters of its value: the value goes.
+_VALUE_AT_END = re.compile(
+    r"(?i)(?:\bauthorization\s*:\s*bearer\s+|\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:"
+    r"|\b(?:[A-Z0-9_]*_)?(?:api[_-]?key|secret|token|passw(?:or)?d|access[_-]?key)[A-Z0-9_]*"
+    r"\s*[=:]\s*[\"']?)([^\s\"'&@]+)\Z")
+_TAIL = 256  # how far back from a cut a secret's start is looked for
+
+
+def scrub_tail(kept: str) -> str:
+    """``kept`` (the part of a text before a cut) without the start of a secret at its
+    end: a token that begins like a key format (or is the first 3+ characters of one),
+    or the value after a secret's context (``Authorization: Bearer``, ``user:`` in a
+    URL, ``API_KEY=``)."""
+    off = max(len(kept) - _TAIL, 0)
+    tail = kept[off:]
+    m = _VALUE_AT_END.search(tail)
+    if m:
+        return kept[:off + m.start(1)]
+    m = _KEY_AT_END.search(tail)
+    if m:
+        return kept[:off + m.start()]
+    m = _WORD_AT_END.search(tail)
+    if m and any(p.startswith(m.group(0)) for p in _STARTS):
+        return kept[:off + m.start()]
+    return kept
+
+
+def cut(text: str, limit: int, *, redact: bool = True, mark: str = "...") -> str:
+    """``text`` in at most ``limit`` characters, ``mark`` ending a cut.  With ``redact``
+    the text is redacted before it is cut, and the cut never leaves a secret's first
+    characters (:func:`scrub_tail`); without, it is a plain cut."""
+    if limit <= 0:
+        return ""
+    if not redact:
+        if len(text) <= limit:
+            return text
+        return text[: limit - len(mark)] + mark if limit > len(mark) else text[:limit]
+    cutting = len(text) > limit + WINDOW
+    text = redact_text(text[: limit + WINDOW] if cutting else text)
+    if not cutting and len(text) <= limit:
+        return text
+    if limit <= len(mark):
+        return scrub_tail(text[:limit])
+    return scrub_tail(text[: limit - len(mark)]) + mark
 
 
 def redact(obj: Any) -> Any:

@@ -10,7 +10,8 @@ its parent (``custom_tags.parent_trace_id``, ``parent_spawn_step``, tag
 ``subagent``); a parent turn names its children (``child_trace_ids``).  At most ``MAX_STEPS``
 steps: very long traces keep their first and last steps and say how many were
 left out (``custom_tags.steps_left_out``).  The 1 MiB size limit is the sink's
-(spool.sinks.size.shrink).
+(spool.sinks.size.shrink).  With ``redact`` every text is redacted before it is cut
+(spool.redact.cut).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import re
 from typing import Any, Mapping
 
 from . import __version__ as _spool_version
+from .redact import cut
 
 NAME_MAX = 100
 DESCRIPTION_MAX = 200
@@ -31,14 +33,12 @@ MAX_STEPS = 1000
 _PATCH_FILE = re.compile(r"\*\*\* (?:Add|Update|Delete) File: ([^\n]+)")
 
 
-def _clip(text: Any, limit: int) -> str:
+def _clip(text: Any, limit: int, redact: bool) -> str:
     if text is None:
         return ""
     if not isinstance(text, str):
         text = json.dumps(text, ensure_ascii=False, default=str)
-    if len(text) <= limit:
-        return text
-    return text[: max(0, limit - 3)] + "..." if limit > 3 else text[:limit]
+    return cut(text, limit, redact=redact)
 
 
 def _int(v: Any) -> int:
@@ -52,7 +52,7 @@ def _cost(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _step(s: Mapping[str, Any], li: int, lo: int) -> dict:
+def _step(s: Mapping[str, Any], li: int, lo: int, red: bool) -> dict:
     action = str(s.get("action") or "event")
     description = str(s.get("description") or action)
     input_preview = s.get("input_preview") or ""
@@ -69,16 +69,16 @@ def _step(s: Mapping[str, Any], li: int, lo: int) -> dict:
     out: dict[str, Any] = {
         "step_number": _int(s.get("number")),
         "action": action,
-        "description": _clip(description, DESCRIPTION_MAX),
+        "description": _clip(description, DESCRIPTION_MAX, red),
         "duration_ms": float(s.get("duration_ms") or 0.0),
-        "input_preview": _clip(input_preview, li),
-        "output_preview": _clip(s.get("output_preview") or "", lo),
+        "input_preview": _clip(input_preview, li, red),
+        "output_preview": _clip(s.get("output_preview") or "", lo, red),
     }
     err = s.get("error")
     if isinstance(err, Mapping):
         out["error"] = {
             "error_type": str(err.get("type") or "Error"),
-            "message": _clip(err.get("message") or "", ERROR_MESSAGE_MAX),
+            "message": _clip(err.get("message") or "", ERROR_MESSAGE_MAX, red),
             "recoverable": bool(err.get("recoverable", True)),
             "retry_count": 0,
         }
@@ -106,7 +106,7 @@ def _pick_steps(steps: list, limit: int) -> tuple[list, int]:
 
 
 def to_infinium(trace: Mapping[str, Any], *, max_input_preview: int = 200,
-                max_output_preview: int = 300) -> dict:
+                max_output_preview: int = 300, redact: bool = True) -> dict:
     """The Infinium API body (see infinium-api.md) for one trace (the dict in traces.body)."""
     all_steps = [s for s in (trace.get("steps") or []) if isinstance(s, Mapping)]
     usage = trace.get("usage") or {}
@@ -161,18 +161,18 @@ def to_infinium(trace: Mapping[str, Any], *, max_input_preview: int = 200,
         tags.append("incomplete")
 
     picked, left_out = _pick_steps(all_steps, MAX_STEPS)
-    steps = [_step(s, max_input_preview, max_output_preview) for s in picked]
+    steps = [_step(s, max_input_preview, max_output_preview, redact) for s in picked]
     errors = [dict(s["error"], step_number=s["step_number"]) for s in steps if "error" in s]
     tags_ = dict(custom_tags)
     if left_out:
         tags_["steps_left_out"] = left_out
     return {
-        "name": _clip(trace.get("name") or "Codex trace", NAME_MAX),
-        "description": _clip(trace.get("description") or "", DESCRIPTION_MAX),
+        "name": _clip(trace.get("name") or "Codex trace", NAME_MAX, redact),
+        "description": _clip(trace.get("description") or "", DESCRIPTION_MAX, redact),
         "current_datetime": trace.get("current_datetime") or "",
         "duration": float(trace.get("duration_ms") or 0.0) / 1000.0,
-        "input_summary": _clip(trace.get("input_summary") or "", INPUT_SUMMARY_MAX),
-        "output_summary": _clip(trace.get("output_summary") or "", OUTPUT_SUMMARY_MAX),
+        "input_summary": _clip(trace.get("input_summary") or "", INPUT_SUMMARY_MAX, redact),
+        "output_summary": _clip(trace.get("output_summary") or "", OUTPUT_SUMMARY_MAX, redact),
         "steps": steps,
         "errors": errors,
         "llm_usage": {

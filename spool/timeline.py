@@ -4,11 +4,14 @@ Pure functions, no I/O.  The renderer is tolerant: it reads the neutral trace
 model's usual keys (``steps``, ``errors``, ``usage``, times as epoch seconds or
 ISO strings, durations in ms) and falls back to close synonyms, so a body
 shape it does not know still prints something useful rather than failing.
+Secrets are redacted before any text is cut to the terminal width (spool.redact).
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
+
+from .redact import cut, redact
 
 _STEP_KIND = ("kind", "type", "action", "event", "source", "role")
 _STEP_LABEL = ("description", "command", "tool_name", "tool", "name", "title", "message",
@@ -100,8 +103,11 @@ def _short(value: Any, n: int) -> str:
         import json
 
         value = json.dumps(value, ensure_ascii=False, default=str)
-    value = " ".join(value.split())
-    return value if len(value) <= n else value[: n - 1] + "…"
+    return cut(" ".join(value.split()), n, mark="…")
+
+
+def _fit(line: str, width: int, red: bool = True) -> str:
+    return cut(line, width, redact=red, mark="")
 
 
 def _error_text(err: Any) -> str:
@@ -197,8 +203,12 @@ def _depths(body: Mapping[str, Any]) -> dict[Any, int]:
     return out
 
 
-def render(body: Mapping[str, Any], width: int = 100) -> str:
-    """The whole trace as plain text lines (rich-free, so tests can read it)."""
+def render(body: Mapping[str, Any], width: int = 100, *, redact_secrets: bool = True) -> str:
+    """The whole trace as plain text lines (rich-free, so tests can read it); secrets
+    redacted (the whole body first, then each cut) unless ``redact_secrets`` is off."""
+    if redact_secrets:
+        body = redact(body)
+    red = redact_secrets
     s = summary(body)
     lines = [f"{s['name'] or '(unnamed trace)'}  [{s['kind'] or '?'}]"]
     facts = [f"started {fmt_time(s['started_at'])}"]
@@ -239,7 +249,7 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
         off = (f"+{fmt_duration(r['offset_ms'])}" if r["offset_ms"] is not None
                and r["offset_ms"] >= 0.5 else "")  # no "+0ms" noise
         head = f"  {pad}{str(r['n']):>3}. {off:>9} {r['kind'][:18]:<18} {r['label']}"
-        lines.append(head[:width].rstrip())
+        lines.append(_fit(head, width, red).rstrip())
         ind = f"{'':>16}{pad}"
         details = []
         if r["exit_code"] is not None:
@@ -253,15 +263,15 @@ def render(body: Mapping[str, Any], width: int = 100) -> str:
         if details:
             lines.append(f"{ind}{' · '.join(details)}")
         if r["output"]:
-            lines.append(f"{ind}→ {r['output']}"[:width])
+            lines.append(_fit(f"{ind}→ {r['output']}", width, red))
         if r["error"]:
-            lines.append(f"{ind}✗ {r['error']}"[:width])
+            lines.append(_fit(f"{ind}✗ {r['error']}", width, red))
         for x in spawned.get(r["n"], ()):
-            lines.append(f"{ind}    ↳ subagent {x.get('nickname') or x.get('agent_id')}: "
-                         f"trace {x.get('trace_id') or '(not traced yet)'}"[:width])
+            lines.append(_fit(f"{ind}    ↳ subagent {x.get('nickname') or x.get('agent_id')}: "
+                              f"trace {x.get('trace_id') or '(not traced yet)'}", width, red))
     if s["errors"]:
         lines.append(f"  {len(s['errors'])} error(s):")
-        lines.extend(f"    ✗ {e}"[:width] for e in s["errors"])
+        lines.extend(_fit(f"    ✗ {e}", width, red) for e in s["errors"])
     if s["final_answer"]:
         import textwrap
 

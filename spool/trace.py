@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import orjson
 
+from .redact import cut, redact_text, scrub_tail
+
 # uuid5 namespace of spool trace ids (a fixed random UUID: never change it).
 TRACE_NAMESPACE = uuid.UUID("6f1d2a52-9a4e-4d59-8a53-0c3a3b7f1e27")
 
@@ -45,8 +47,10 @@ def iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def clip(text: Any, limit: int) -> str:
-    """``text`` as a string of at most ``limit`` characters ("..." marks a cut)."""
+def clip(text: Any, limit: int, redact: bool = False) -> str:
+    """``text`` as a string of at most ``limit`` characters ("..." marks a cut).  With
+    ``redact``, secrets are redacted in the whole text before it is cut and the cut never
+    leaves a secret's first characters (spool.redact.cut)."""
     if text is None:
         return ""
     if not isinstance(text, str):
@@ -54,21 +58,18 @@ def clip(text: Any, limit: int) -> str:
             text = json.dumps(text, ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = str(text)
-    if limit <= 0:
-        return ""
-    if len(text) <= limit:
-        return text
-    if limit <= 3:
-        return text[:limit]
-    return text[: limit - 3] + "..."
+    return cut(text, limit, redact=redact)
 
 
 WS = re.compile(r"\s+")
 
 
-def short_name(prompt: str, chars: int = NAME_CHARS) -> str:
-    flat = WS.sub(" ", prompt).strip()
-    return flat if len(flat) <= chars else flat[:chars].rstrip() + "..."
+def short_name(prompt: str, chars: int = NAME_CHARS, redact: bool = False) -> str:
+    flat = WS.sub(" ", redact_text(prompt) if redact else prompt).strip()
+    if len(flat) <= chars:
+        return flat
+    kept = flat[:chars].rstrip()
+    return (scrub_tail(kept).rstrip() if redact else kept) + "..."
 
 
 def empty_usage() -> dict[str, int]:
@@ -133,12 +134,14 @@ class SessionFacts:
     git_branch: str | None = None
     git_commit: str | None = None
     run_id: str | None = None  # SPOOL_RUN_ID: the run (several sessions) it belongs to
+    redact: bool = True  # SPOOL_REDACT, for the texts the trace builders cut
 
 
 @dataclass(slots=True)
 class Limits:
     max_input_preview: int = 200
     max_output_preview: int = 300
+    redact: bool = True  # SPOOL_REDACT: secrets redacted before any text is cut
 
 
 @dataclass(slots=True)

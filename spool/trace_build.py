@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from .reconcile import reconcile, settle_order
+from .redact import redact_text
 from .trace import (DESCRIPTION_CHARS, INPUT_SUMMARY_MAX, LIFECYCLE_EVENTS, OUTPUT_SUMMARY_MAX, WS,
                     Event, Limits, RolloutFacts, SessionFacts, Step, StepError, Trace, add_usage,
                     clip, empty_usage, short_name, trace_id, usage_from_tokens)
@@ -55,19 +56,24 @@ def _str(v: Any) -> str | None:
     return v if isinstance(v, str) and v else None
 
 
-def _command_of(tool_input: Any) -> str | None:
+def _red(text: Any, on: bool) -> Any:
+    """``text`` redacted when redaction is on (spool.redact: before anything is cut)."""
+    return redact_text(text) if on and isinstance(text, str) and text else text
+
+
+def _command_of(tool_input: Any, red: bool = True) -> str | None:
     if isinstance(tool_input, Mapping):
         for k in ("command", "cmd"):
             c = tool_input.get(k)
             if isinstance(c, str):
-                return c
+                return _red(c, red)
             if isinstance(c, list) and all(isinstance(x, str) for x in c):
-                return " ".join(c)
+                return _red(" ".join(c), red)
         if not tool_input:
             return None
     if tool_input is None:
         return None
-    return clip(tool_input, 10_000)
+    return clip(tool_input, 10_000, red)
 
 
 def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
@@ -75,7 +81,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
     """Steps, usage and summary facts of one turn's events (sorted by id)."""
     rollout = rollout or RolloutFacts()
     events = settle_order(events)  # async hooks: each Pre before its Post (spool/reconcile.py)
-    li, lo = limits.max_input_preview, limits.max_output_preview
+    li, lo, red = limits.max_input_preview, limits.max_output_preview, limits.redact
     steps: list[Step] = []
     prompts: list[str] = []
     notes: list[str] = []
@@ -125,8 +131,8 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
             err = get("error")
             if err or (status and status != "completed"):
                 s.error = StepError("ModelError", clip(
-                    f"model request {status or 'failed'}: {clip(err, 500) if err else ''}".strip(": "),
-                    1000))
+                    f"model request {status or 'failed'}: {clip(err, 500, red) if err else ''}"
+                    .strip(": "), 1000, red))
         elif name == "PreModelRequest":
             s = Step("model_request", "Model request", ev.turn_id, 0, t)
             s.model = _str(get("model"))
@@ -135,7 +141,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
         elif name == "PreToolUse" or name == "PostToolUse" or name == "PermissionRequest":
             tool_use_id = _str(get("tool_use_id"))
             tool_name = _str(get("tool_name")) or "tool"
-            command = _command_of(get("tool_input"))
+            command = _command_of(get("tool_input"), red)
             if name == "PreToolUse":
                 if tool_use_id and tool_use_id in pending_tools:
                     continue  # a duplicate Pre: keep the first
@@ -144,7 +150,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                 s.tool_use_id = tool_use_id
                 s.command = command
                 if command is not None:
-                    s.input_preview = clip(command, li)
+                    s.input_preview = clip(command, li, red)
                 steps.append(s)
                 if tool_use_id:
                     pending_tools[tool_use_id] = s
@@ -156,7 +162,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                 s.tool_use_id = tool_use_id
                 s.command = command
                 if command:
-                    s.input_preview = clip(command, li)
+                    s.input_preview = clip(command, li, red)
                 steps.append(s)
                 continue
             # PostToolUse
@@ -169,7 +175,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                 s.tool_use_id = tool_use_id
                 s.command = command
                 if command is not None:
-                    s.input_preview = clip(command, li)
+                    s.input_preview = clip(command, li, red)
                 steps.append(s)
                 notes.append(f"tool call {tool_use_id or '?'}: PostToolUse without PreToolUse")
             if tool_use_id:
@@ -177,7 +183,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
             s.ended_at = t
             s.status = "completed"
             resp = get("tool_response")
-            s.output_preview = clip(resp, lo) if resp is not None else ""
+            s.output_preview = clip(resp, lo, red) if resp is not None else ""
             if tool_name.endswith("spawn_agent"):
                 child = _spawned(resp)
                 if child is not None:
@@ -186,16 +192,18 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                                    "tool_use_id": tool_use_id, "step": s})
         elif name == "UserPromptSubmit":
             prompt = get("prompt")
-            prompt = prompt if isinstance(prompt, str) else ("" if prompt is None else clip(prompt, 10_000))
+            prompt = _red(prompt, red) if isinstance(prompt, str) else (
+                "" if prompt is None else clip(prompt, 10_000, red))
             prompts.append(prompt)
             s = Step("user_prompt", "User prompt", ev.turn_id, 0, t, t)
-            s.input_preview = clip(prompt, li)
+            s.input_preview = clip(prompt, li, red)
             steps.append(s)
         elif name == "Stop":
             has_stop = True
             msg = get("last_assistant_message")
             if msg is not None:
-                last_message = msg if isinstance(msg, str) else clip(msg, OUTPUT_SUMMARY_MAX)
+                last_message = _red(msg, red) if isinstance(msg, str) else clip(
+                    msg, OUTPUT_SUMMARY_MAX, red)
         elif name == "PreCompact":
             s = Step("compaction", f"Context compaction ({_str(get('trigger')) or 'auto'})",
                      ev.turn_id, 0, t)
@@ -218,13 +226,14 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                      f"Subagent {'started' if start else 'stopped'}: {kind}", ev.turn_id, 0, t, t)
             s.agent_id = agent
             if not start and get("last_assistant_message") is not None:
-                s.output_preview = clip(get("last_assistant_message"), lo)
+                s.output_preview = clip(get("last_assistant_message"), lo, red)
             if not start and agent is not None and agent == agent_id:
                 # A subagent's own turn ends here (the child fires no Stop).
                 has_stop = True
                 msg = get("last_assistant_message")
                 if msg is not None:
-                    last_message = msg if isinstance(msg, str) else clip(msg, OUTPUT_SUMMARY_MAX)
+                    last_message = _red(msg, red) if isinstance(msg, str) else clip(
+                        msg, OUTPUT_SUMMARY_MAX, red)
             steps.append(s)
         elif name == "Interrupt":
             s = Step("interrupt", "Turn interrupted", ev.turn_id, 0, t, t)
@@ -258,15 +267,15 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
             s.status = cf.status
         s.exec_duration_ms = cf.duration_ms
         if s.command is None and cf.command:
-            s.command = cf.command
-            s.description = cf.command
-            s.input_preview = clip(cf.command, li)
+            s.command = _red(cf.command, red)
+            s.description = s.command
+            s.input_preview = clip(s.command, li, red)
         failed = (cf.exit_code not in (None, 0)) or (cf.status in ("failed", "declined"))
         if failed and s.error is None:
             code = "unknown" if cf.exit_code is None else str(cf.exit_code)
             what = s.command or cf.command or s.tool_name or "command"
             s.error = StepError("ToolError", clip(
-                f"command exited with code {code} ({cf.status or 'failed'}): {what}", 1000))
+                f"command exited with code {code} ({cf.status or 'failed'}): {what}", 1000, red))
 
     real = any(e.event not in LIFECYCLE_EVENTS for e in events)
     if hook_usage_seen:
@@ -362,18 +371,19 @@ def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0
         notes.append("token usage from the rollout (no PostModelRequest usage)")
     if part.events and part.events[0].payload.get("spool_source") == "import":
         notes.append("imported from the Codex rollout file (spool import)")
-    name = short_name(first) if first.strip() else "Codex turn"
+    red = session.redact
+    name = short_name(first, redact=red) if first.strip() else "Codex turn"
     if child:
         name = f"Subagent {part.agent_type or 'agent'}: {name}"
         if agent is None or not agent.get("parent_turn_id"):
             notes.append("subagent: the spawn_agent call that started it was not found")
     return Trace(
         trace_id=tid, kind="turn", name=name,
-        description=clip(WS.sub(" ", first).strip(), DESCRIPTION_CHARS) or name,
+        description=clip(WS.sub(" ", first).strip(), DESCRIPTION_CHARS, red) or name,
         session_id=session.session_id, turn_id=part.turn_id, revision=revision,
         supersedes=supersedes, started_at=part.started_at, ended_at=part.ended_at,
-        input_summary=clip("\n\n".join(part.prompts), INPUT_SUMMARY_MAX),
-        output_summary=clip(part.last_message or "", OUTPUT_SUMMARY_MAX),
+        input_summary=clip("\n\n".join(part.prompts), INPUT_SUMMARY_MAX, red),
+        output_summary=clip(part.last_message or "", OUTPUT_SUMMARY_MAX, red),
         steps=_number(part.steps), usage=dict(part.usage),
         environment=_environment(session, part.model, part.permission_mode, part.cwd),
         project=session.project, event_count=len(part.events), late_event_count=late,
@@ -396,7 +406,8 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
     turn_trace_ids = turn_trace_ids or {}
     ordered = sorted((p for p in parts if p.events), key=lambda p: p.events[0].id)
     # Lifecycle steps (SessionStart/End) are placed among the turns by arrival order.
-    life_steps = build_part(None, list(lifecycle), Limits()).steps if lifecycle else []
+    red = session.redact
+    life_steps = build_part(None, list(lifecycle), Limits(redact=red)).steps if lifecycle else []
     life = sorted(zip([e.id for e in lifecycle], life_steps), key=lambda x: x[0])
     steps: list[Step] = []
     li = 0
@@ -428,7 +439,7 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
         if not part.has_stop:
             incomplete_turns += 1
         turns.append({"turn_id": part.turn_id, "trace_id": turn_trace_ids.get(part.turn_id or ""),
-                      "prompt": clip(part.prompts[0], 200) if part.prompts else "",
+                      "prompt": clip(part.prompts[0], 200, red) if part.prompts else "",
                       "started_at": part.started_at, "ended_at": part.ended_at,
                       "event_count": len(part.events), "complete": part.has_stop,
                       "usage": dict(part.usage)})
@@ -440,7 +451,7 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
     late += sum(1 for e in lifecycle if e.late)
     all_times = [e.received_at for p in ordered for e in p.events] + [e.received_at for e in lifecycle]
     first = prompts[0] if prompts else ""
-    base = short_name(first) if first.strip() else f"Codex session ({len(ordered)} turns)"
+    base = short_name(first, redact=red) if first.strip() else f"Codex session ({len(ordered)} turns)"
     notes = [f"session summary of {len(ordered)} turn(s), {end_reason}"]
     imported = sum(1 for p in ordered if p.events[0].payload.get("spool_source") == "import")
     if imported:
@@ -457,12 +468,12 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
     source = sources.pop() if len(sources) == 1 else ("mixed" if sources else "none")
     return Trace(
         trace_id=tid, kind="session", name="(Summary) " + base,
-        description=clip(WS.sub(" ", first).strip(), DESCRIPTION_CHARS) or base,
+        description=clip(WS.sub(" ", first).strip(), DESCRIPTION_CHARS, red) or base,
         session_id=session.session_id, turn_id=None, revision=revision, supersedes=supersedes,
         started_at=min(all_times) if all_times else None,
         ended_at=max(all_times) if all_times else None,
-        input_summary=clip("\n\n".join(prompts), INPUT_SUMMARY_MAX),
-        output_summary=clip(last_message, OUTPUT_SUMMARY_MAX),
+        input_summary=clip("\n\n".join(prompts), INPUT_SUMMARY_MAX, red),
+        output_summary=clip(last_message, OUTPUT_SUMMARY_MAX, red),
         steps=_number(steps), usage=usage,
         environment=_environment(session, model, permission_mode, cwd),
         project=session.project, event_count=sum(len(p.events) for p in ordered) + len(lifecycle),

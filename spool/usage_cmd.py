@@ -9,6 +9,7 @@ falls back to the Typer app (spool/commands/usage.py, which calls ``run``) for
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from datetime import date
@@ -65,17 +66,21 @@ def connection():
     for attempt in (0, 1):
         if path.exists():
             quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-            con = sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, timeout=5.0)
-            try:
-                con.execute("SELECT 1 FROM usage_hours LIMIT 0")
-            except sqlite3.DatabaseError:
-                con.close()
-            else:
+            uris = [f"file:{quoted}?mode=ro"]
+            if not os.access(path.parent, os.W_OK):  # a read-only home: no -shm file there
+                uris.append(uris[0] + "&immutable=1")
+            for uri in uris:
+                con = sqlite3.connect(uri, uri=True, timeout=5.0)
                 try:
-                    yield con
-                finally:
+                    con.execute("SELECT 1 FROM usage_hours LIMIT 0")
+                except sqlite3.DatabaseError:
                     con.close()
-                return
+                else:
+                    try:
+                        yield con
+                    finally:
+                        con.close()
+                    return
         if attempt == 0:
             from . import db
 

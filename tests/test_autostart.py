@@ -182,8 +182,9 @@ def test_sigterm_during_backoff_exits_fast_and_loses_nothing(spool_home, workers
         assert rx.accepted_keys() == set()
         # Nothing lost: both rows still wait for their next attempt.
         assert _query(spool_home, "SELECT DISTINCT state FROM outbox") == [("failed",)]
-        # The next worker delivers them (after Retry-After), then leaves when idle.
-        second = workers.start("--idle-exit", "0.5", env=env)
+        # The next worker delivers them (after Retry-After: within its idle window, so
+        # they are work), then leaves when idle.
+        second = workers.start("--idle-exit", "5", env=env)
         wait_until(lambda: rx.accepted_keys() == ids, 30, what="delivery by the next worker")
         second.wait(30)
         assert second.returncode == 0

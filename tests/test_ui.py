@@ -70,7 +70,9 @@ def test_pages_show_the_recorded_session(engine, filled):
 
 def test_secrets_are_redacted_on_every_page(engine, filled):
     sid, turns = filled["session_id"], filled["turns"]
-    assert any(SECRET in (t["input_summary"] or "") for t in turns)  # stored exact
+    # stored already redacted (redaction comes before any cut, so at trace building)
+    assert not any(SECRET in (t["input_summary"] or "") for t in turns)
+    assert any("[REDACTED:" in (t["input_summary"] or "") for t in turns)
     with ui_server(engine) as s:
         for path in ("", "session/" + sid, "usage", "delivery",
                      *("turn/" + t["trace_id"] for t in turns)):

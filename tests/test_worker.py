@@ -270,16 +270,17 @@ def test_worker_exits_by_itself_when_idle(spool_home, workers):
 
 def test_idle_exit_waits_for_open_work(spool_home, workers):
     engine = db.open_db(spool_home)
+    env = workers.env(SPOOL_INTERVAL_SWEEP="3600", SPOOL_INTERVAL_AGGREGATE="3600",
+                      CONNECTOR_SESSION_TTL="1")
+    proc = workers.start("--idle-exit", "1.5", env=env)
+    wait_until(lambda: w.holder_pid(spool_home) == proc.pid, 30, what="the worker")
     now = time.time()
-    with db.write(engine) as conn:  # an open session keeps the worker alive
+    with db.write(engine) as conn:  # an open session going stale within the window
         conn.exec_driver_sql(
             "INSERT INTO sessions (session_id, first_event_at, last_event_at, state)"
             " VALUES ('live', ?, ?, 'open')", (now, now))
-    env = workers.env(SPOOL_INTERVAL_SWEEP="3600", SPOOL_INTERVAL_AGGREGATE="3600")
-    proc = workers.start("--idle-exit", "0.3", env=env)
-    wait_until(lambda: w.holder_pid(spool_home) == proc.pid, 30, what="the worker")
     with pytest.raises(subprocess.TimeoutExpired):  # well past its idle time: still there
-        proc.wait(timeout=1.5)  # (returns, and fails the test, the moment the worker exits)
+        proc.wait(timeout=2.5)  # (returns, and fails the test, the moment the worker exits)
     with db.write(engine) as conn:
         conn.exec_driver_sql("UPDATE sessions SET state = 'final'")
     proc.wait(30)

@@ -156,8 +156,8 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
         session_id=sid, cwd=cwd, project=project, model=model, permission_mode=pmode,
         source=source or meta_src, codex_version=new_r.cli_version or cver,
         git_branch=new_r.git_branch or gbranch, git_commit=new_r.git_commit or gcommit,
-        run_id=run_id)
-    limits = Limits(w.cfg.max_input_preview, w.cfg.max_output_preview)
+        run_id=run_id, redact=w.cfg.redact)
+    limits = Limits(w.cfg.max_input_preview, w.cfg.max_output_preview, w.cfg.redact)
 
     by_turn: dict[str, list[Event]] = {}
     lifecycle: list[Event] = []

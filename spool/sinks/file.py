@@ -6,7 +6,8 @@ The directory is the project's ``file_sink_dir`` (SPOOL_FILE_SINK_DIR), by
 default ``SPOOL_HOME/traces`` (created 0700).  Writes are atomic (temporary
 file, fsync, rename; 0600), named by trace id: a resend overwrites the same
 file with the same content.  The file holds the neutral trace model
-(``traces.body``) plus the trace id.
+(``traces.body``) plus the trace id, redacted unless the project turns redaction
+off (bodies are redacted when built; this covers bodies stored before that).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import config, files, paths
+from ..redact import redact
 from ..retry import Outcome
 from .base import Sink, TraceRow
 
@@ -30,9 +32,11 @@ class FileSink(Sink):
         self._fixed = Path(directory) if directory is not None else None
         self._env = env
         self._dirs: dict[str | None, Path] = {}
+        self._redact: dict[str | None, bool] = {}
 
     def reset(self) -> None:
         self._dirs.clear()
+        self._redact.clear()
 
     def directory_for(self, row: TraceRow) -> Path:
         if self._fixed is not None:
@@ -47,7 +51,10 @@ class FileSink(Sink):
         return d
 
     def render(self, row: TraceRow) -> bytes:
-        doc = {"trace_id": row.trace_id, **dict(row.body)}
+        on = self._redact.get(row.project)
+        if on is None:
+            on = self._redact[row.project] = config.load(row.project, env=self._env).redact
+        doc = {"trace_id": row.trace_id, **(redact(dict(row.body)) if on else dict(row.body))}
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     def send(self, row: TraceRow, payload: bytes) -> Outcome:

@@ -73,11 +73,29 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable http(s) URL (one line), or None.  httpx's own parser
+    decides (an invalid host or port, e.g. ``https://999.999.1.1``, ``https://[::1``)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError when out of range
+        if parts.scheme in ("http", "https") and host:
+            httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not host:
+        return f"{url!r} is not an http(s) URL"
+    return None
+
+
 def check_url(base_url: str, allow_insecure_http: bool) -> str | None:
     """Why the secret must not go to ``base_url``, or None when it may."""
+    problem = url_problem(base_url)
+    if problem:
+        return (f"base_url {problem}; fix INFINIUM_BASE_URL or base_url in .spool/config.json "
+                "(spool init --base-url), then `spool retry`")
     parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"base_url {base_url!r} is not an http(s) URL; fix base_url in .spool/config.json"
     if parts.scheme == "http" and not is_loopback(parts.hostname) and not allow_insecure_http:
         return (f"refusing to send the agent secret over plain http:// to {parts.hostname}; "
                 "use https://, or set SPOOL_ALLOW_INSECURE_HTTP=true if you really mean it")
@@ -189,11 +207,13 @@ class InfiniumSink(Sink):
     # -- the interface ---------------------------------------------------
     def render(self, row: TraceRow) -> bytes:
         cfg = self.config_for(row)
+        # Secrets in prompts / tool output never leave the machine: every text is redacted
+        # before it is cut (render, shrink), and the whole body once more (tags, paths).
         body = render.to_infinium(row.body, max_input_preview=cfg.max_input_preview,
-                                  max_output_preview=cfg.max_output_preview)
-        if cfg.redact:  # secrets in prompts / tool output never leave the machine
+                                  max_output_preview=cfg.max_output_preview, redact=cfg.redact)
+        if cfg.redact:
             body = redact(body)
-        body, _note = shrink(body, self.max_body, mark=mark_shrunk)
+        body, _note = shrink(body, self.max_body, mark=mark_shrunk, redact=cfg.redact)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     def send(self, row: TraceRow, payload: bytes) -> Outcome:
@@ -204,7 +224,7 @@ class InfiniumSink(Sink):
         base_url = credentials.normalize_base_url(cfg.base_url)
         refusal = check_url(base_url, cfg.allow_insecure_http)
         if refusal:
-            return _held("InsecureURL", refusal)
+            return _held("InvalidURL" if url_problem(base_url) else "InsecureURL", refusal)
         try:
             creds = self._credentials(cfg)
         except SpoolError as exc:
@@ -231,8 +251,9 @@ class InfiniumSink(Sink):
                            message=_scrub(f"no answer within {cfg.timeout:g} s ({exc})", creds))
         except httpx.TransportError as exc:
             return Outcome(error_class=type(exc).__name__, message=_scrub(str(exc), creds))
-        except httpx.HTTPError as exc:  # e.g. an invalid URL: a configuration problem
-            return _held(type(exc).__name__, _scrub(str(exc), creds))
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # a configuration problem
+            return _held("InvalidURL" if isinstance(exc, httpx.InvalidURL) else
+                         type(exc).__name__, _scrub(f"cannot send to {url}: {exc}", creds))
         return self._outcome(response, creds)
 
     def _outcome(self, response: httpx.Response, creds: credentials.Credentials) -> Outcome:

@@ -53,7 +53,7 @@ import httpx
 from .. import config, otlp, otlp_wire
 from ..retry import Outcome
 from .base import Sink, TraceRow
-from .infinium import is_loopback, user_agent
+from .infinium import is_loopback, url_problem, user_agent
 
 DEFAULT_ENDPOINT = "http://localhost:4318"
 DEFAULT_TIMEOUT_MS = 10_000.0
@@ -141,9 +141,10 @@ def load_config(cfg: config.Config, env: Mapping[str, str]) -> OtlpConfig:
         base = _pick(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or str(
             file.get("endpoint") or DEFAULT_ENDPOINT)
         endpoint = base.rstrip("/") + "/v1/traces"
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(f"the OTLP endpoint {endpoint!r} is not an http(s) URL; set "
+    bad = url_problem(endpoint)
+    parts = urlsplit(endpoint) if bad is None else urlsplit("http://invalid")
+    if bad:
+        problems.append(f"the OTLP endpoint {bad}; set "
                         "OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318), then "
                         "`spool retry`")
     protocol = (_pick(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -259,7 +260,7 @@ class OtlpSink(Sink):
                            message=_scrub(f"no answer within {c.timeout:g} s", c))
         except httpx.TransportError as exc:
             return Outcome(error_class=type(exc).__name__, message=_scrub(str(exc), c))
-        except httpx.HTTPError as exc:  # e.g. an invalid URL: a configuration problem
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # a configuration problem
             return Outcome(kind="held", error_class=type(exc).__name__, attempted=False,
                            message=_scrub(f"cannot send to {c.endpoint}: {exc}", c))
         return _outcome(response, c)

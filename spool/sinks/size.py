@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Sequence
 
+from ..redact import cut
+
 MAX_BODY = 1024 * 1024
 NOTE_RESERVE = 600  # room for the note itself
 PREVIEW_KEYS = ("input_preview", "output_preview", "description")
@@ -21,22 +23,23 @@ def size(body: Any) -> int:
     return len(json.dumps(body, ensure_ascii=False).encode())
 
 
-def _cut(value: Any, n: int) -> Any:
+def _cut(value: Any, n: int, red: bool = False) -> Any:
     if isinstance(value, str):
-        return value if len(value) <= n else value[: max(n - 3, 0)] + "..."
+        return cut(value, n, redact=red)
     if isinstance(value, list):
-        return [_cut(v, n) for v in value]
+        return [_cut(v, n, red) for v in value]
     if isinstance(value, dict):
-        return {k: _cut(v, n) for k, v in value.items()}
+        return {k: _cut(v, n, red) for k, v in value.items()}
     return value
 
 
 def shrink(body: dict, limit: int = MAX_BODY, *, steps_key: str = "steps",
            preview_keys: Sequence[str] = PREVIEW_KEYS,
-           mark: Callable[[dict, str], None] | None = None) -> tuple[dict, str | None]:
+           mark: Callable[[dict, str], None] | None = None,
+           redact: bool = False) -> tuple[dict, str | None]:
     """``body`` made to fit in ``limit`` bytes of JSON, and a note saying what was cut
     (None when it already fit).  ``mark(body, note)`` records the note in a shrunk
-    body.  Pure."""
+    body.  With ``redact`` every cut string is redacted first (spool.redact.cut).  Pure."""
     original = size(body)
     if original <= limit:
         return body, None
@@ -50,7 +53,7 @@ def shrink(body: dict, limit: int = MAX_BODY, *, steps_key: str = "steps",
                 if isinstance(step, dict):
                     for key in preview_keys:
                         if key in step:
-                            step[key] = _cut(step[key], n)
+                            step[key] = _cut(step[key], n, redact)
             if size(body) + reserve <= limit:
                 break
         done.append(f"step previews trimmed to {n} chars")
@@ -64,7 +67,7 @@ def shrink(body: dict, limit: int = MAX_BODY, *, steps_key: str = "steps",
     for n in (8000, 2000, 500, 100):
         if size(body) + reserve <= limit:
             break
-        body = _cut(body, n)
+        body = _cut(body, n, redact)
         done.append(f"strings cut to {n} chars")
     note = f"body shrunk by spool from {original} bytes to fit 1 MiB: " + "; ".join(done)
     if mark is not None:

@@ -29,10 +29,14 @@ hook takes the lock itself and hands the locked descriptor over
 everything it does is safe beside a running worker (leases, ``BEGIN
 IMMEDIATE``).
 
-``--idle-exit S``: the worker exits once nothing has been open, pending or
-held for S seconds (open: a session not final, a turn not traced, a raw event
-not parsed, an overflow file; pending: outbox rows pending, in flight or
-failed; held: outbox rows held).  On the way out it releases the lock and then
+``--idle-exit S``: the worker exits once nothing has been due within S seconds
+for S seconds (due: a raw event not parsed, an overflow file, a closed turn to
+trace, a session whose finalisation - TTL, or grace after SessionEnd - falls in
+the window, an outbox row pending or in flight, a failed row whose next attempt
+falls in the window).  Held rows and later retries are not work: the next hook
+or command starts a worker.  Whatever the idle setting, it exits at once when
+the database file it opened is removed or replaced (checked every second by
+device and inode: SPOOL_HOME deleted or recreated).  On the way out it releases the lock and then
 looks once more: a hook that found the lock taken had already committed its
 event, so new work seen then means the worker takes the lock back (or leaves
 it to the worker a hook just started) - no event waits for the next hook.
@@ -77,7 +81,8 @@ from typing import Callable, Mapping
 
 from .. import db, paths, problems
 from ..errors import SpoolError
-from .jobs import (DELIVER_BATCH, JOBS, Intervals, IngestDone, Worker, did_work, is_idle,
+from .jobs import (DELIVER_BATCH, JOBS, Intervals, IngestDone, Worker, db_identity, did_work,
+                   is_idle, nothing_due,
                    new_owner, stop_grace)
 from .lock import WorkerLock, holder_pid, lock_is_held, lock_path
 from .process import configure_logging, install_signal_handlers
@@ -88,8 +93,25 @@ BUSY_PID_WAIT_S = 1.0  # a worker that lost the lock race waits this long to nam
 
 __all__ = ["DELIVER_BATCH", "JOBS", "Intervals", "IngestDone", "Worker", "WorkerLock",
            "configure_logging", "did_work", "holder_pid", "install_signal_handlers",
-           "is_idle", "lock_is_held", "lock_path", "new_owner", "run_once", "run_worker",
+           "db_identity", "is_idle", "lock_is_held", "lock_path", "new_owner", "nothing_due",
+           "run_once", "run_worker",
            "stop_grace"]
+
+
+def _prepare(home: Path | None) -> Path:
+    """The spool home made (0700), the umask, the log file; a home the worker cannot
+    write is one SpoolError line, not an OSError traceback."""
+    home = home or paths.spool_home()
+    try:
+        paths.ensure_home(home)
+        os.umask(0o077)
+        configure_logging(home)
+    except OSError as exc:
+        raise SpoolError(f"the worker cannot use the spool home {home} "
+                         f"({exc.strerror or exc}).",
+                         "Set SPOOL_HOME to a directory you can write (or fix the permissions "
+                         "of this one).") from None
+    return home
 
 
 def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
@@ -104,9 +126,7 @@ def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
     ``on_busy(pid)`` is called when another worker runs, ``on_start(log path)``
     once this one runs.
     """
-    home = paths.ensure_home(home or paths.spool_home())
-    os.umask(0o077)
-    configure_logging(home)
+    home = _prepare(home)
     lock = WorkerLock.adopt(home, lock_fd) if lock_fd is not None else None
     if lock is None:
         if lock_fd is not None:
@@ -154,9 +174,7 @@ def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
 def run_once(home: Path | None = None, *, now: float | None = None,
              env: Mapping[str, str] | None = None) -> dict[str, bool]:
     """``spool worker --once``: every job once, in flow order, no lock."""
-    home = paths.ensure_home(home or paths.spool_home())
-    os.umask(0o077)
-    configure_logging(home)
+    home = _prepare(home)
     engine = db.open_db(home)
     worker = Worker(engine, home, env=env)
     try:

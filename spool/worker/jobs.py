@@ -15,7 +15,8 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, text
 
-from .. import aggregate, db, deliver, ingest, maintenance, outbox, problems
+from .. import aggregate, db, deliver, ingest, maintenance, outbox, paths, problems
+from ..aggregate.result import Configs
 from ..config import env_number
 from ..deliver import DeliverResult
 from .lock import WorkerLock
@@ -88,6 +89,48 @@ def is_idle(engine: Engine, home: Path | None = None) -> bool:
         return not conn.execute(_BUSY_SQL).scalar()
 
 
+_DUE_SQL = text(f"SELECT {_NEW_EVENTS} OR {outbox.DUE_BY}")
+_OPEN_SESSIONS_SQL = text(
+    "SELECT cwd, state, MIN(last_event_at) FROM sessions WHERE state != 'final'"
+    " GROUP BY cwd, state")
+_CLOSED_TURNS_SQL = text(
+    "SELECT DISTINCT s.cwd FROM turns t JOIN sessions s ON s.session_id = t.session_id"
+    " WHERE t.state = 'closed'")
+
+
+def nothing_due(engine: Engine, home: Path | None, now: float, window: float,
+                env: Mapping[str, str] | None = None) -> bool:
+    """Nothing the worker must do within ``window`` seconds of ``now``: no event to
+    ingest or parse, no closed turn to trace, no session whose finalisation (the TTL, or
+    the grace after SessionEnd) falls in the window, no outbox row due in it.  Held rows
+    and failed rows retried later are not work: the next hook or command starts a
+    worker, which picks them up."""
+    if ingest.overflow_files(home):
+        return False
+    horizon = now + window
+    with db.read(engine) as conn:
+        if conn.execute(_DUE_SQL, {"horizon": horizon}).scalar():
+            return False
+        sessions = conn.execute(_OPEN_SESSIONS_SQL).all()
+        closed = [r[0] for r in conn.execute(_CLOSED_TURNS_SQL)] if sessions else []
+    cfgs = Configs(env)
+    for cwd, state, last_at in sessions:
+        cfg = cfgs.get(cwd)
+        wait = min(cfg.session_end_grace, cfg.session_ttl) if state == "ended" else cfg.session_ttl
+        if (last_at or 0) + wait <= horizon:
+            return False
+    return not any(cfgs.get(cwd).turn_traces for cwd in closed)
+
+
+def db_identity(home: Path) -> tuple[int, int] | None:
+    """(device, inode) of the database file, None when it is gone."""
+    try:
+        st = os.stat(paths.db_path(home))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 # --- the jobs -----------------------------------------------------------------------
 
 
@@ -119,6 +162,7 @@ class Worker:
         self._running = 0
         self._running_cond = threading.Condition()
         self._last_error: dict[str, tuple[str, float, int]] = {}
+        self.db_id = db_identity(home)  # the database file this worker opened
 
     # The jobs.
 
@@ -290,16 +334,29 @@ class Worker:
             log.info("worker %d stopped", os.getpid())
         return 0
 
+    def _home_gone(self) -> bool:
+        """The database file this worker opened was removed or replaced (SPOOL_HOME
+        deleted, moved, recreated): it must not go on with an unlinked file."""
+        return self.db_id is not None and db_identity(self.home) != self.db_id
+
+    def _idle(self, window: float) -> bool:
+        return self.running_jobs == 0 and nothing_due(self.engine, self.home, self.clock(),
+                                                      window, self.env)
+
     def _wait(self, idle_exit: float | None, lock: WorkerLock | None) -> None:
-        """The main thread: wait on the stop event, checking idleness now and then."""
-        if idle_exit is None:
-            self.stop.wait()
-            return
-        poll = min(1.0, max(0.05, idle_exit / 4))
+        """The main thread: wait on the stop event, checking now and then that the
+        database is still there and whether anything is due within the idle window."""
+        poll = 1.0 if idle_exit is None else min(1.0, max(0.05, idle_exit / 4))
         idle_since: float | None = None
         while not self.stop.wait(poll):
+            if self._home_gone():
+                log.warning("the database %s was removed or replaced: exiting",
+                            paths.db_path(self.home))
+                return
+            if idle_exit is None:
+                continue
             try:
-                idle = self.running_jobs == 0 and is_idle(self.engine, self.home)
+                idle = self._idle(idle_exit)
             except Exception as exc:
                 log.warning("idle check failed: %s", exc)
                 idle = False
@@ -316,11 +373,12 @@ class Worker:
             if lock is not None:
                 lock.release()
             try:
-                still_idle = is_idle(self.engine, self.home)
+                still_idle = self._idle(idle_exit)
             except Exception:
                 still_idle = True
             if still_idle:
-                log.info("idle for %.1f s: exiting", mono - idle_since)
+                log.info("idle for %.1f s (nothing due within %g s): exiting",
+                         mono - idle_since, idle_exit)
                 return
             if lock is not None and not lock.take_back(self.home):
                 log.info("new work arrived; another worker took over")
