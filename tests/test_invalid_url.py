@@ -10,7 +10,7 @@ import pytest
 
 from spool import config
 from spool.deliver import Dispatcher
-from test_deliver_support import SECRET, add_trace, make_project, outbox
+from support.delivery import SECRET, add_trace, make_project, outbox
 
 BAD_URLS = ["https://999.999.1.1/api", "https://[::1", "https://127.0.0.1:99999/api"]
 

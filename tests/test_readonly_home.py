@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from spool import db
-from test_deliver_support import add_trace
+from support.delivery import add_trace
 
 
 def _freeze(*paths: Path) -> None:

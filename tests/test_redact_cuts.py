@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import run_hook
-from otlp_receiver import OtlpReceiver
+from support.hookproc import run_hook
+from support.otlp_receiver import OtlpReceiver
 from spool import aggregate, db, ingest
 from spool.cli import get_app
 from spool.demo.receiver import Receiver
 from spool.deliver import Dispatcher
 from spool.redact import cut, scrub_tail
 from spool.trace import clip
-from test_deliver_support import SECRET, make_project
+from support.delivery import SECRET, make_project
 
 _rng = random.Random(13)
 _ALNUM = string.ascii_letters + string.digits

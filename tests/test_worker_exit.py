@@ -11,7 +11,7 @@ import pytest
 
 from spool import db, paths
 from spool import worker as w
-from test_worker_support import wait_until, workers  # noqa: F401
+from support.waiting import wait_until
 
 NOT_SOON = dict(SPOOL_INTERVAL_SWEEP="3600", SPOOL_INTERVAL_AGGREGATE="3600")
 
