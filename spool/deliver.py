@@ -1,6 +1,6 @@
 """The dispatcher: at-least-once delivery with leases, backoff and held rows.
 
-The statements it runs live in spool/outbox.py (states, claim, ack, release).
+The statements it runs live in spool/outbox/ (states, claim, ack, release).
 
 One pass (:func:`deliver` / :meth:`Dispatcher.run_once`):
 
