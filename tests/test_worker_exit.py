@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -63,8 +65,20 @@ def test_an_open_session_counts_only_when_its_finalisation_is_in_the_window(spoo
     assert not w.nothing_due(engine, spool_home, now, 700, env)
     with db.write(engine) as conn:
         conn.exec_driver_sql("UPDATE sessions SET state = 'ended'")
-    assert not w.nothing_due(engine, spool_home, now, 120, env)   # final after the grace
-    assert w.nothing_due(engine, spool_home, now, 5, env)
+    # No hook follows a SessionEnd: the worker waits out the grace, however short its window.
+    assert not w.nothing_due(engine, spool_home, now, 120, env)
+    assert not w.nothing_due(engine, spool_home, now, 5, env)
+    # An open session whose Codex still runs is not work (its next hook starts a worker);
+    # once that process is gone, the sweep must finalise it: work.
+    codex = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with db.write(engine) as conn:
+            conn.exec_driver_sql("UPDATE sessions SET state = 'open', codex_pid = ?", (codex.pid,))
+        assert w.nothing_due(engine, spool_home, now, 5, env)
+    finally:
+        codex.kill()
+        codex.wait()
+    assert not w.nothing_due(engine, spool_home, now, 5, env)
     engine.dispose()
 
 

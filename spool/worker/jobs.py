@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, text
 
 from .. import aggregate, db, deliver, ingest, maintenance, outbox, paths, problems
+from ..aggregate.passes import codex_alive
 from ..aggregate.result import Configs
 from ..config import env_number
 from ..deliver import DeliverResult
@@ -91,8 +92,8 @@ def is_idle(engine: Engine, home: Path | None = None) -> bool:
 
 _DUE_SQL = text(f"SELECT {_NEW_EVENTS} OR {outbox.DUE_BY}")
 _OPEN_SESSIONS_SQL = text(
-    "SELECT cwd, state, MIN(last_event_at) FROM sessions WHERE state != 'final'"
-    " GROUP BY cwd, state")
+    "SELECT cwd, state, last_event_at, codex_pid, codex_start FROM sessions"
+    " WHERE state != 'final'")
 _CLOSED_TURNS_SQL = text(
     "SELECT DISTINCT s.cwd FROM turns t JOIN sessions s ON s.session_id = t.session_id"
     " WHERE t.state = 'closed'")
@@ -101,8 +102,10 @@ _CLOSED_TURNS_SQL = text(
 def nothing_due(engine: Engine, home: Path | None, now: float, window: float,
                 env: Mapping[str, str] | None = None) -> bool:
     """Nothing the worker must do within ``window`` seconds of ``now``: no event to
-    ingest or parse, no closed turn to trace, no session whose finalisation (the TTL, or
-    the grace after SessionEnd) falls in the window, no outbox row due in it.  Held rows
+    ingest or parse, no closed turn to trace, no ended session (no hook follows a
+    SessionEnd, so its grace is the worker's to wait out), no open session whose Codex
+    has exited or whose TTL falls in the window, no outbox row due in it.  An open
+    session whose Codex still runs is not work: its next hook starts a worker.  Held rows
     and failed rows retried later are not work: the next hook or command starts a
     worker, which picks them up."""
     if ingest.overflow_files(home):
@@ -114,10 +117,12 @@ def nothing_due(engine: Engine, home: Path | None, now: float, window: float,
         sessions = conn.execute(_OPEN_SESSIONS_SQL).all()
         closed = [r[0] for r in conn.execute(_CLOSED_TURNS_SQL)] if sessions else []
     cfgs = Configs(env)
-    for cwd, state, last_at in sessions:
-        cfg = cfgs.get(cwd)
-        wait = min(cfg.session_end_grace, cfg.session_ttl) if state == "ended" else cfg.session_ttl
-        if (last_at or 0) + wait <= horizon:
+    for cwd, state, last_at, pid, start in sessions:
+        if state == "ended":
+            return False  # no hook comes after SessionEnd: the grace is ours to wait out
+        if pid is not None and not codex_alive(pid, start):
+            return False  # Codex died (no Stop/SessionEnd will come): the sweep finalises it
+        if (last_at or 0) + cfgs.get(cwd).session_ttl <= horizon:
             return False
     return not any(cfgs.get(cwd).turn_traces for cwd in closed)
 
