@@ -14,6 +14,7 @@ from spool import db, ingest
 from spool.aggregate import aggregate, sweep
 
 from support.sessions import check_invariants
+from support.waiting import wait_until
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ AGGREGATOR = textwrap.dedent("""
     from pathlib import Path
     from spool import db, ingest
     from spool.aggregate import aggregate
-    home, done = Path(sys.argv[1]), Path(sys.argv[2])
+    home, done, started = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     engine = db.make_engine(home / "spool.db")
     env = dict(os.environ, SPOOL_GRANULARITY="both", SPOOL_SESSION_END_GRACE="0")
     passes = 0
@@ -54,6 +55,7 @@ AGGREGATOR = textwrap.dedent("""
         r = aggregate(engine, time.time(), env=env)
         assert r.errors == 0, r
         passes += 1
+        started.touch()
     print(passes)
 """)
 
@@ -63,10 +65,11 @@ def test_concurrent_writer_and_two_aggregators(spool_home, tmp_path):
     engine = db.open_db()
     env = {"SPOOL_GRANULARITY": "both", "SPOOL_SESSION_END_GRACE": "0"}
     penv = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = tmp_path / "done"
+    done, started = tmp_path / "done", tmp_path / "started"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(spool_home), "12",
                                str(Path(__file__).resolve().parent)], env=penv)
-    other = subprocess.Popen([sys.executable, "-c", AGGREGATOR, str(spool_home), str(done)],
+    other = subprocess.Popen([sys.executable, "-c", AGGREGATOR, str(spool_home), str(done),
+                              str(started)],
                              env=penv, stdout=subprocess.PIPE, text=True)
     passes = 0
     deadline = time.monotonic() + 120
@@ -79,6 +82,10 @@ def test_concurrent_writer_and_two_aggregators(spool_home, tmp_path):
             passes += 1
         assert writer.returncode == 0
     finally:
+        # The second aggregator must have raced at least one pass (a slow start must
+        # not leave it with none) before it is told to stop.
+        wait_until(lambda: started.exists() or other.poll() is not None, 60,
+                   what="the second aggregator's first pass")
         done.touch()
         out, _ = other.communicate(timeout=60)
         writer.wait(timeout=10)
