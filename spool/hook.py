@@ -50,12 +50,12 @@ INSERT_SQL = (
     "SELECT 1 FROM pauses WHERE ?3 = project "
     "OR substr(?3, 1, length(project) + 1) = project || '/')"
 )
-# Events after which a worker should be running (aggregate / deliver soon).
 # The hook's own insert: INSERT_SQL plus what the hook knows of its process (ingest and
 # import build their inserts from INSERT_SQL).
 HOOK_INSERT_SQL = INSERT_SQL.replace(
     "truncated) SELECT ?1, ?2, ?3, ?4, ?5, ?6 ",
     "truncated, run_id, codex_pid, codex_start) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 ")
+# Events after which a worker should be running (aggregate / deliver soon).
 _WAKE_MARKERS = (b'"SessionStart"', b'"Stop"', b'"SessionEnd"')
 _SHELLS = (b"sh", b"bash", b"dash", b"zsh", b"ksh", b"fish")
 
