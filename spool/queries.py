@@ -205,20 +205,22 @@ def _parse_iso(stamp: str) -> float | None:
 
 # --- trace ids ---------------------------------------------------------------------
 
-def resolve_trace_id(conn: Connection, prefix: str) -> str | list[str]:
-    """The one trace id starting with ``prefix`` (exact ids win).
-
-    Returns the id, or a list of the (up to 5) candidates when there is not
-    exactly one (empty: unknown).
-    """
-    exact = conn.execute(text("SELECT trace_id FROM traces WHERE trace_id = :p"),
+def _resolve_prefix(conn: Connection, table: str, column: str, prefix: str) -> str | list[str]:
+    """The one ``column`` value of ``table`` starting with ``prefix`` (exact ids win);
+    else a list of the (up to 5) candidates (empty: unknown).  Walks the column's index."""
+    exact = conn.execute(text(f"SELECT {column} FROM {table} WHERE {column} = :p"),
                          {"p": prefix}).scalar()
     if exact is not None:
         return exact
     found = [r[0] for r in conn.execute(text(
-        "SELECT trace_id FROM traces WHERE trace_id >= :p AND trace_id < :hi"
-        " ORDER BY trace_id LIMIT 5"), {"p": prefix, "hi": prefix + _MAX_CHAR})]
+        f"SELECT {column} FROM {table} WHERE {column} >= :p AND {column} < :hi"
+        f" ORDER BY {column} LIMIT 5"), {"p": prefix, "hi": prefix + _MAX_CHAR})]
     return found[0] if len(found) == 1 else found
+
+
+def resolve_trace_id(conn: Connection, prefix: str) -> str | list[str]:
+    """The one trace id starting with ``prefix`` (exact ids win), else the candidates."""
+    return _resolve_prefix(conn, "traces", "trace_id", prefix)
 
 
 def get_trace(conn: Connection, trace_id: str) -> dict | None:
@@ -304,16 +306,8 @@ def undelivered_trace_ids(conn: Connection, project: str) -> list[str]:
 # --- show <session> ----------------------------------------------------------------
 
 def resolve_session_id(conn: Connection, prefix: str) -> str | list[str]:
-    """The one session id starting with ``prefix`` (exact ids win); else the (up to 5)
-    candidates (empty: unknown)."""
-    exact = conn.execute(text("SELECT session_id FROM sessions WHERE session_id = :p"),
-                         {"p": prefix}).scalar()
-    if exact is not None:
-        return exact
-    found = [r[0] for r in conn.execute(text(
-        "SELECT session_id FROM sessions WHERE session_id >= :p AND session_id < :hi"
-        " ORDER BY session_id LIMIT 5"), {"p": prefix, "hi": prefix + _MAX_CHAR})]
-    return found[0] if len(found) == 1 else found
+    """The one session id starting with ``prefix`` (exact ids win), else the candidates."""
+    return _resolve_prefix(conn, "sessions", "session_id", prefix)
 
 
 def session_trace_ids(conn: Connection, session_id: str) -> list[str]:
