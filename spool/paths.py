@@ -3,14 +3,14 @@
 ``SPOOL_HOME`` (env) wins; otherwise the platform's user data dir from
 platformdirs.  ``spool/hook.py`` recomputes the same path with the standard
 library only (it must not import platformdirs); ``tests/test_paths.py`` proves
-the two agree.
+the two agree.  platformdirs is imported only when ``SPOOL_HOME`` is unset
+(its Unix module loads tempfile, shutil and the compression modules: a fifth
+of `spool usage`'s start-up).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import platformdirs
 
 APP_NAME = "spool"
 DB_NAME = "spool.db"
@@ -24,6 +24,8 @@ def spool_home() -> Path:
     env = os.environ.get("SPOOL_HOME")
     if env:
         return Path(env).expanduser()
+    import platformdirs
+
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 

@@ -8,14 +8,14 @@ falls back to the Typer app (spool/commands/usage.py, which calls ``run``) for
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-from contextlib import contextmanager
-from datetime import date
-from pathlib import Path
 
 from .errors import SpoolError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from datetime import date
 
 BY = ("day", "month", "session", "model")
 
@@ -36,6 +36,8 @@ class Options:
 def _date(value: str | None, flag: str) -> date | None:
     if value is None:
         return None
+    from datetime import date
+
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
@@ -50,14 +52,17 @@ def check(o: Options) -> tuple[date | None, date | None, str | None]:
     lo, hi = _date(o.since, "--since"), _date(o.until, "--until")
     if lo and hi and lo > hi:
         raise BadUsage(f"--since {lo} is after --until {hi}. Swap them.")
-    return lo, hi, str(Path(o.project).expanduser().resolve()) if o.project else None
+    if not o.project:
+        return lo, hi, None
+    from pathlib import Path
+
+    return lo, hi, str(Path(o.project).expanduser().resolve())
 
 
-@contextmanager
-def connection():
-    """A read-only sqlite3 connection to the spool, without SQLAlchemy.  A spool
-    without the usage tables yet (new, or not upgraded) is created/upgraded
-    through spool.db first, as every command does."""
+def connect():
+    """A read-only sqlite3 connection to the spool (the caller closes it), without
+    SQLAlchemy.  A spool without the usage tables yet (new, or not upgraded) is
+    created/upgraded through spool.db first, as every command does."""
     import sqlite3
 
     from . import paths
@@ -76,11 +81,7 @@ def connection():
                 except sqlite3.DatabaseError:
                     con.close()
                 else:
-                    try:
-                        yield con
-                    finally:
-                        con.close()
-                    return
+                    return con
         if attempt == 0:
             from . import db
 
@@ -95,9 +96,14 @@ def run(o: Options, out=None) -> None:
 
     out = out or sys.stdout
     lo, hi, proj = check(o)
-    with connection() as con:
+    con = connect()
+    try:
         rep = usage.report(con, o.by, lo, hi, proj)
+    finally:
+        con.close()
     if o.as_json:
+        import json
+
         out.write(json.dumps(rep, indent=2, sort_keys=True) + "\n")
     elif not rep["rows"]:
         out.write("No model requests recorded" + (" in that range.\n" if lo or hi else " yet.\n"))
