@@ -63,12 +63,12 @@ def connect():
 
     from . import paths
 
-    path = paths.db_path()
+    path = paths.db_file()
     for attempt in (0, 1):
-        if path.exists():
-            quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+        if os.path.exists(path):
+            quoted = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
             uris = [f"file:{quoted}?mode=ro"]
-            if not os.access(path.parent, os.W_OK):  # a read-only home: no -shm file there
+            if not os.access(os.path.dirname(path), os.W_OK):  # read-only home: no -shm there
                 uris.append(uris[0] + "&immutable=1")
             for uri in uris:
                 con = sqlite3.connect(uri, uri=True, timeout=5.0)
@@ -98,13 +98,27 @@ def run(o: Options, out=None) -> None:
     finally:
         con.close()
     if o.as_json:
-        import json
-
-        out.write(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+        out.write(json_text(rep))
     elif not rep["rows"]:
         out.write("No model requests recorded" + (" in that range.\n" if lo or hi else " yet.\n"))
     else:
         _print_table(rep, out)
+
+
+def json_text(rep: dict) -> str:
+    """The report as one JSON object, keys sorted, a row per line (pure).  Each
+    part goes through json's C encoder: ``indent=2`` would run its pure-Python
+    one, three times slower on 180 rows."""
+    import json
+
+    def dumps(v) -> str:
+        return json.dumps(v, sort_keys=True)
+
+    rows = ",\n    ".join(dumps(r) for r in rep["rows"])
+    return (f'{{\n  "by": {dumps(rep["by"])},\n'
+            f'  "rows": [{f"{chr(10)}    {rows}{chr(10)}  " if rows else ""}],\n'
+            f'  "totals": {dumps(rep["totals"])},\n'
+            f'  "unpriced_models": {dumps(rep["unpriced_models"])}\n}}\n')
 
 
 def _tokens(n: int) -> str:

@@ -135,3 +135,15 @@ def test_table_fits_80_columns_and_folds_long_keys_and_models(by, key, models):
     total = next(i for i, line in enumerate(lines) if line.split()[:1] == ["total"])
     assert "987,654,333" in lines[total] and total > k2
     assert set(lines[total - 1].strip()) == {"\u2500"}  # a rule above the totals
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_json_is_the_report_one_row_per_line(n):
+    rows = [_row(f"2026-11-{d:02d}", 1000 * d, ["gpt-5", "o3"]) for d in range(1, n + 1)]
+    rep = {"by": "day", "rows": rows, "totals": _row("total", 6000, ["gpt-5", "o3"]),
+           "unpriced_models": ["gpt-fake"] if n else []}
+    text = usage_cmd.json_text(rep)
+    assert json.loads(text) == rep
+    assert text.endswith("}\n") and list(json.loads(text)) == sorted(rep)
+    lines = text.splitlines()
+    assert [json.loads(line.strip().rstrip(",")) for line in lines[3:3 + n]] == rows
