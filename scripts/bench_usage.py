@@ -17,7 +17,8 @@
    into a virtualenv in the cache (``--bin DIR`` to time another).  The totals
    of both tools are printed and must agree (tokens equal).
 2. Flatness: an empty spool against one with 1,000,000 raw events, 100,000
-   traced model requests over 10,000 sessions and a year: ``spool usage --by
+   traced model requests over 10,000 sessions and a year, and a third with only
+   that year's usage_hours rows (what the report reads): ``spool usage --by
    day --json`` (CLI subprocess) and ``usage.report`` alone, interleaved.
 
     .venv/bin/python scripts/bench_usage.py [--sessions 2000] [--runs 7] [--rebuild] [--bin DIR]
@@ -353,48 +354,66 @@ def build_big(home: Path) -> None:
     con.close()
 
 
-def bench_flat(work: Path, runs: int, rebuild: bool, bin_dir: Path) -> None:
-    from spool import db, usage
+def build_year(big: Path, home: Path) -> None:
+    """The big spool's usage_hours rows alone: no raw events, traces or requests."""
+    from spool import db, paths
 
-    empty, big = work / "empty", work / "big"
+    home.mkdir(parents=True, exist_ok=True)
+    db.upgrade(paths.db_path(home))
+    con = sqlite3.connect(paths.db_path(home), isolation_level=None)
+    con.execute("ATTACH ? AS big", (str(paths.db_path(big)),))
+    con.execute("INSERT INTO usage_hours SELECT * FROM big.usage_hours")
+    con.execute("DETACH big")
+    con.execute("ANALYZE")
+    con.close()
+
+
+def bench_flat(work: Path, runs: int, rebuild: bool, bin_dir: Path) -> None:
+    """empty: a new spool; year: a year of usage_hours rows and nothing else; big: the
+    same usage rows with the 1M raw events and 100,000 model requests behind them."""
+    from spool import db, paths, usage
+
+    empty, year, big = work / "empty", work / "year", work / "big"
     if rebuild or not (work / "big.ok").exists():
         shutil.rmtree(work, ignore_errors=True)
         t = time.perf_counter()
         build_big(big)
         print(f"built the 1M-event spool in {time.perf_counter() - t:.0f} s")
         (work / "big.ok").write_text("ok")
+    if not (work / "year.ok").exists():
+        shutil.rmtree(year, ignore_errors=True)
+        build_year(big, year)
+        (work / "year.ok").write_text("ok")
     db.open_db(empty).dispose()
+    homes = {"empty": empty, "year": year, "big": big}
     argv = [spool_cli(bin_dir), "usage", "--by", "day", "--json"]
-    cli = {"empty": [], "big": []}
-    query = {"empty": [], "big": []}
-    from spool import paths
-
-    cons = {k: sqlite3.connect(paths.db_path(p)) for k, p in (("empty", empty), ("big", big))}
+    query: dict[str, list[float]] = {k: [] for k in homes}
+    cons = {k: sqlite3.connect(paths.db_path(p)) for k, p in homes.items()}
+    load0 = _load()
     for _ in range(runs):
-        for k, p in (("empty", empty), ("big", big)):
-            env = dict(os.environ, SPOOL_HOME=str(p), SPOOL_NO_AUTOSTART="1")
-            cli[k].append(_time(argv, env, f"cli {k}")[0])
+        for k, p in homes.items():
+            env = dict(os.environ, SPOOL_HOME=str(p), SPOOL_NO_AUTOSTART="1", TZ="UTC")
+            _time(argv, env, f"cli {k}")
             for _ in range(5):
-                t = time.perf_counter()
+                t = time.process_time()
                 rep = usage.report(cons[k], "day")
-                query[k].append(time.perf_counter() - t)
+                query[k].append(time.process_time() - t)
     one = lambda sql: cons["big"].execute(sql).fetchone()[0]  # noqa: E731
     n_req, n_hours = one("SELECT count(*) FROM model_requests"), one("SELECT count(*) FROM usage_hours")
     n_ev = one("SELECT count(*) FROM raw_events")
     for c in cons.values():
         c.close()
     print(f"big spool: {n_ev:,} raw events, {n_req:,} model requests, {n_hours:,} usage_hours "
-          f"rows; spool usage --by day returns {len(rep['rows'])} days")
-    for k in ("empty", "big"):
-        print(f"cli   {k:5}  {_stats(cli[k])}")
-    for k in ("empty", "big"):
-        print(f"query {k:5}  {_stats(query[k])}")
-    for k in ("empty", "big"):
-        print(f"CPU   {k:5}  {_stats(CPU[f'cli {k}'])}")
-    print(f"cli big/empty (medians): "
-          f"{statistics.median(cli['big']) / statistics.median(cli['empty']):.2f}x wall, "
-          f"{statistics.median(CPU['cli big']) / statistics.median(CPU['cli empty']):.2f}x CPU;"
-          f" per-pair wall {_pair_ratio('cli big', 'cli empty', WALL)}; load {_load()}")
+          f"rows (year: the same usage_hours rows only); spool usage --by day returns "
+          f"{len(rep['rows'])} days; load average {load0} before, {_load()} after; {runs} rounds")
+    print("| `spool usage --by day --json` | wall median (min\u2013max) | CPU median (min\u2013max) "
+          "| `usage.report` alone, CPU median (min\u2013max) |")
+    print("|---|---|---|---|")
+    for k in homes:
+        print(f"| {k} | {_ms(WALL[f'cli {k}'])} | {_ms(CPU[f'cli {k}'])} | {_ms(query[k])} |")
+    for a, b in (("big", "empty"), ("big", "year")):
+        print(f"| {a}/{b}, per round | **{_pair_ratio(f'cli {a}', f'cli {b}', WALL)}** "
+              f"| **{_pair_ratio(f'cli {a}', f'cli {b}', CPU)}** | |")
 
 
 def main() -> None:

@@ -230,7 +230,10 @@ def report(con, by: str = "day", since: date | None = None, until: date | None =
         raise ValueError(f"by must be one of {GROUPS}")
     lo, hi = _hour_bounds(since, until)
     params = {"lo": lo, "hi": hi, "project": project}
-    where = "hour >= :lo AND hour < :hi" + (" AND project = :project" if project else "")
+    # Only the bounds given: a range over the whole table would walk the unique
+    # index and look every row up (a third slower than scanning the table).
+    where = " AND ".join(["1"] + ["hour >= :lo"] * bool(since) + ["hour < :hi"] * bool(until)
+                         + ["project = :project"] * bool(project))
     sql = (f"SELECT {_KEY[by]} AS key, min(hour) AS first_hour, sum(requests), sum(input),"
            " sum(cached), sum(cache_write), sum(output), sum(reasoning), sum(total),"
            " sum(cost_usd), sum(unpriced), group_concat(DISTINCT model)"
@@ -245,7 +248,7 @@ def report(con, by: str = "day", since: date | None = None, until: date | None =
         totals["cost_usd"] = None
     unpriced_models = [m or "(none named)" for (m,) in con.execute(
         f"SELECT DISTINCT model FROM usage_hours WHERE {where} AND unpriced > 0 ORDER BY model",
-        params)]
+        params)] if totals["unpriced"] else []
     return {"by": by, "rows": rows, "totals": totals, "unpriced_models": unpriced_models}
 
 
