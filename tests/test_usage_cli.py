@@ -147,3 +147,16 @@ def test_json_is_the_report_one_row_per_line(n):
     assert text.endswith("}\n") and list(json.loads(text)) == sorted(rep)
     lines = text.splitlines()
     assert [json.loads(line.strip().rstrip(",")) for line in lines[3:3 + n]] == rows
+
+
+def test_python_dash_m_spool_enters_as_the_console_script(engine, spool_home):
+    _report_db(engine)
+    probe = ("import runpy, sys; sys.argv = ['spool', 'usage', '--json']\n"
+             "try:\n runpy.run_module('spool', run_name='__main__')\n"
+             "except SystemExit as x:\n"
+             " print('\\nTYPER' if 'typer' in sys.modules else '\\nNO-TYPER', x.code)")
+    r = subprocess.run([sys.executable, "-c", probe], env=_env(spool_home), capture_output=True,
+                       text=True)
+    out, verdict = r.stdout.rsplit("\n", 2)[0], r.stdout.split()[-2:]
+    assert verdict == ["NO-TYPER", "0"], r.stdout + r.stderr
+    assert json.loads(out)["totals"]["requests"] == 5
