@@ -1,10 +1,11 @@
-"""The `spool usage` command without Typer: checks, the read-only look, the table.
+"""`spool usage`: its options, checks, the read-only look and the output.
 
-Typer (and the pydantic it imports) is most of a command's start-up, and this
-report is meant to answer in about the time Python takes to start, so the
-console script (spool/entry.py) runs ``fast_main`` for ``spool usage`` and only
-falls back to the Typer app (spool/commands/usage.py, which calls ``run``) for
-``--help`` or anything it does not parse.  The SQL is spool/usage.py's.
+The console script (spool/entry.py) runs ``fast_main`` for ``spool usage``
+without Typer, so the report answers in about the time Python takes to start
+(scripts/bench_usage.py times it against ccusage); ``--help`` and any line it
+does not parse go to the Typer app (spool/commands/usage.py, which calls
+``run``).  The SQL is spool/usage.py's.  Imports stay inside the functions
+that need them: tests/test_usage_cli.py checks what the command loads.
 """
 from __future__ import annotations
 
