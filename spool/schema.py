@@ -25,7 +25,7 @@ from sqlalchemy import (
 
 # Pinned: tests/test_schema.py fails when a new revision is added without
 # bumping this constant, so the code and the migrations move together.
-HEAD_REVISION = "0005_runs_codex_pid"
+HEAD_REVISION = "0006_usage_days"
 
 metadata = MetaData()
 
@@ -279,6 +279,27 @@ usage_hours = Table(
     UniqueConstraint("hour", "session_id", "model", "project", name="uq_usage_hours_key"),
 )
 Index("ix_usage_hours_session", usage_hours.c.session_id)
+
+# usage_hours summed again per local day (in the zone kv['usage_days:zone'] names),
+# model and project, by spool/usage.py in the same statements' transaction: `spool
+# usage` by day, month or model reads a row per day instead of every session-hour.
+usage_days = Table(
+    "usage_days",
+    metadata,
+    Column("day", Text, nullable=False),  # YYYY-MM-DD, local
+    Column("model", Text, nullable=False),  # '' when unknown
+    Column("project", Text, nullable=False),  # '' when unknown
+    Column("requests", Integer, nullable=False, server_default=text("0")),
+    Column("input", Integer, nullable=False, server_default=text("0")),
+    Column("cached", Integer, nullable=False, server_default=text("0")),
+    Column("cache_write", Integer, nullable=False, server_default=text("0")),
+    Column("output", Integer, nullable=False, server_default=text("0")),
+    Column("reasoning", Integer, nullable=False, server_default=text("0")),
+    Column("total", Integer, nullable=False, server_default=text("0")),
+    Column("cost_usd", Float, nullable=False, server_default=text("0")),  # priced ones
+    Column("unpriced", Integer, nullable=False, server_default=text("0")),
+    UniqueConstraint("day", "model", "project", name="uq_usage_days_key"),
+)
 
 
 # --- state -------------------------------------------------------------------

@@ -8,7 +8,9 @@ that repeats its steps all land on the same rows, so a request is counted once
 whatever the granularity.  A turn whose usage came only from the rollout is one
 row with seq 0 (replaced by the real requests if a later revision has them).
 ``usage_hours`` keeps the same numbers summed per UTC hour, session, model and
-project, updated by the difference each upsert makes.
+project, updated by the difference each upsert makes; ``usage_days`` sums them
+again per local day, model and project (no session), in the same statements'
+transaction, for the reports that do not group by session.
 
 Counting once: spool's usage comes from the PostModelRequest hook of each real
 request, so a forked or subagent session's copied history (which Codex does not
@@ -16,8 +18,15 @@ re-request) adds nothing to the parent; a child's own requests are its own
 session's rows.  Only the rollout fallback (old Codex, no hook usage) reads
 token lines, and the subagent work must skip copied lines there.
 
-Reading: ``report`` answers `spool usage` from ``usage_hours`` (a few rows per
-session-hour, whatever the number of requests); ``session_costs`` and
+Local days depend on the machine's time zone: ``kv['usage_days:zone']`` holds
+the zone (``zone()``) the ``usage_days`` rows were computed in.  A writer in
+another zone rebuilds them from ``usage_hours``; a reader in another zone (or a
+``--since``/``--until`` bound whose local midnight is not on a UTC hour, as in a
+half-hour zone) answers from ``usage_hours`` instead, so the answer is the same.
+
+Reading: ``report`` answers `spool usage` from ``usage_days`` (a row per local
+day, model and project) or, by session or as above, ``usage_hours`` (a few rows
+per session-hour, whatever the number of requests); ``session_costs`` and
 ``trace_costs`` feed `spool sessions` / `spool history`.
 """
 from __future__ import annotations
@@ -103,6 +112,43 @@ _BUCKET = (
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in _BUCKET_VALUES))
 
 
+# The same sums per local day: SQLite computes the day, as the usage_hours report does.
+_DAY_BUCKET = (
+    "INSERT INTO usage_days (day, model, project, " + ", ".join(_BUCKET_VALUES)
+    + ") VALUES (date(? * 3600, 'unixepoch', 'localtime'), "
+    + ", ".join("?" * (2 + len(_BUCKET_VALUES)))
+    + ") ON CONFLICT(day, model, project) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _BUCKET_VALUES))
+KV_ZONE = "usage_days:zone"
+
+
+def zone() -> str:
+    """This process's time zone as local days see it (names and offsets): the rollup
+    is valid where it was computed.  TZ=UTC and an /etc/localtime of UTC are alike."""
+    import time
+
+    return f"{time.tzname[0]}/{time.tzname[1]} {time.timezone} {time.altzone} {time.daylight}"
+
+
+def _stored_zone(con) -> str | None:
+    row = con.execute("SELECT value FROM kv WHERE key = ?", (KV_ZONE,)).fetchone()
+    return row[0] if row else None
+
+
+def rebuild_days(con) -> int:
+    """Recompute ``usage_days`` from ``usage_hours`` in this process's zone and record
+    the zone (DB-API connection, inside the caller's transaction).  Returns the rows."""
+    con.execute("DELETE FROM usage_days")
+    sums = ", ".join(f"sum({c})" for c in _BUCKET_VALUES)
+    n = con.execute(
+        f"INSERT INTO usage_days (day, model, project, {', '.join(_BUCKET_VALUES)})"
+        f" SELECT date(hour * 3600, 'unixepoch', 'localtime') AS d, model, project, {sums}"
+        " FROM usage_hours GROUP BY d, model, project").rowcount
+    con.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                " SET value = excluded.value", (KV_ZONE, zone()))
+    return n
+
+
 def _bucket(r: Mapping[str, Any]) -> tuple:
     return (int(r["at"] // 3600), r["session_id"], r["model"] or "", r["project"] or "")
 
@@ -166,7 +212,14 @@ def record_requests(con, requests: Iterable[Mapping[str, Any]]) -> int:
     con.executemany("DELETE FROM model_requests WHERE session_id = ? AND turn_id = ? AND seq = ?",
                     deletes)
     con.executemany(_UPSERT, upserts)
-    con.executemany(_BUCKET, [k + tuple(v) for k, v in buckets.items() if any(v)])
+    changed = [k + tuple(v) for k, v in buckets.items() if any(v)]
+    con.executemany(_BUCKET, changed)
+    if changed:
+        stored = _stored_zone(con)
+        if stored == zone():
+            con.executemany(_DAY_BUCKET, [(c[0],) + c[2:] for c in changed])
+        elif stored is not None:  # None: usage_days is not there yet (migration 0004's backfill)
+            rebuild_days(con)
     return len(upserts)
 
 
@@ -213,31 +266,66 @@ _KEY = {
     "session": "session_id",
     "model": "model",
 }
+_DAY_KEY = {"day": "day", "month": "substr(day, 1, 7)", "model": "model"}
+# Hours on either side of a bound checked by days_usable: offsets span 26 hours.
+_NEAR = 50
+_WRONG_SIDE = (
+    "WITH RECURSIVE h(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM h WHERE x < ?)"
+    " SELECT count(*) FROM h WHERE (x >= ?) != (date(x * 3600, 'unixepoch', 'localtime') >= ?)")
+
+
+def days_usable(con, since: date | None = None, until: date | None = None) -> bool:
+    """Whether ``usage_days`` answers as ``usage_hours`` would: computed in this
+    process's zone, and the hours the bounds select ([lo, hi) of ``_hour_bounds``)
+    are exactly those of the local days from ``since`` to ``until`` (not so when a
+    local midnight falls inside a UTC hour, or a clock change crosses it)."""
+    if _stored_zone(con) != zone():
+        return False
+    if since is None and until is None:
+        return True
+    from datetime import timedelta
+
+    lo, hi = _hour_bounds(since, until)
+    for day, bound in ((since, lo), (until and until + timedelta(days=1), hi)):
+        if day and con.execute(_WRONG_SIDE, (bound - _NEAR, bound + _NEAR, bound,
+                                             day.isoformat())).fetchone()[0]:
+            return False
+    return True
 
 
 def report(con, by: str = "day", since: date | None = None, until: date | None = None,
-           project: str | None = None) -> dict:
-    """`spool usage`: one row per group and a totals row, from usage_hours.
+           project: str | None = None, days: bool = True) -> dict:
+    """`spool usage`: one row per group and a totals row.
 
     ``con`` is a DB-API (sqlite3) connection: the command reads without
     SQLAlchemy, so it starts as fast as the query runs.  Each row: key,
     requests, input (incl. cached), cached, output (incl. reasoning), reasoning,
     total, cost_usd (the priced requests' sum; None when none was priced),
     unpriced (requests without a price: cost_usd is then partial), models
-    (sorted).  Days and months are local time, in whole UTC hours.
+    (sorted).  Days and months are local time, in whole UTC hours.  Read from
+    ``usage_days`` when ``days_usable`` (and ``days``: False is for tests),
+    else from ``usage_hours``: the same answer.
     """
     if by not in GROUPS:
         raise ValueError(f"by must be one of {GROUPS}")
     lo, hi = _hour_bounds(since, until)
-    params = {"lo": lo, "hi": hi, "project": project}
-    # Only the bounds given: a range over the whole table would walk the unique
-    # index and look every row up (a third slower than scanning the table).
-    where = " AND ".join(["1"] + ["hour >= :lo"] * bool(since) + ["hour < :hi"] * bool(until)
-                         + ["project = :project"] * bool(project))
-    sql = (f"SELECT {_KEY[by]} AS key, min(hour) AS first_hour, sum(requests), sum(input),"
+    params = {"lo": lo, "hi": hi, "project": project,
+              "since": since and since.isoformat(), "until": until and until.isoformat()}
+    if days and by != "session" and days_usable(con, since, until):
+        table, key, first = "usage_days", _DAY_KEY[by], "NULL"
+        where = " AND ".join(["1"] + ["day >= :since"] * bool(since)
+                             + ["day <= :until"] * bool(until)
+                             + ["project = :project"] * bool(project))
+    else:
+        table, key, first = "usage_hours", _KEY[by], "min(hour)"
+        # Only the bounds given: a range over the whole table would walk the unique
+        # index and look every row up (a third slower than scanning the table).
+        where = " AND ".join(["1"] + ["hour >= :lo"] * bool(since) + ["hour < :hi"] * bool(until)
+                             + ["project = :project"] * bool(project))
+    sql = (f"SELECT {key} AS key, {first} AS first_hour, sum(requests), sum(input),"
            " sum(cached), sum(cache_write), sum(output), sum(reasoning), sum(total),"
            " sum(cost_usd), sum(unpriced), group_concat(DISTINCT model)"
-           f" FROM usage_hours WHERE {where} GROUP BY key HAVING sum(requests) > 0"
+           f" FROM {table} WHERE {where} GROUP BY key HAVING sum(requests) > 0"
            f" ORDER BY {'first_hour, key' if by == 'session' else 'key'}")
     rows = [_group(r[0], r[2:11], r[11]) for r in con.execute(sql, params)]
     totals = _group("total", [sum(x[k] for x in rows) for k in (
@@ -247,7 +335,7 @@ def report(con, by: str = "day", since: date | None = None, until: date | None =
     if rows and all(x["cost_usd"] is None for x in rows):
         totals["cost_usd"] = None
     unpriced_models = [m or "(none named)" for (m,) in con.execute(
-        f"SELECT DISTINCT model FROM usage_hours WHERE {where} AND unpriced > 0 ORDER BY model",
+        f"SELECT DISTINCT model FROM {table} WHERE {where} AND unpriced > 0 ORDER BY model",
         params)] if totals["unpriced"] else []
     return {"by": by, "rows": rows, "totals": totals, "unpriced_models": unpriced_models}
 
