@@ -118,6 +118,9 @@ def add_common(path: Path, n_other: int, t_end: float) -> None:
         " output, reasoning, total, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         [(int(at // 3600), sid, "gpt-5" if i % 2 else "gpt-5-mini", "/home/dev/proj", 20,
           100000, 80000, 6000, 2000, 106000, 0.12) for i, (sid, at) in enumerate(old + recent)])
+    from spool import usage
+
+    usage.rebuild_days(conn)  # the rows above went into usage_hours only
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

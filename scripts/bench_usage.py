@@ -355,7 +355,8 @@ def build_big(home: Path) -> None:
 
 
 def build_year(big: Path, home: Path) -> None:
-    """The big spool's usage_hours rows alone: no raw events, traces or requests."""
+    """The big spool's usage_hours and usage_days rows alone: no raw events, traces or
+    requests."""
     from spool import db, paths
 
     home.mkdir(parents=True, exist_ok=True)
@@ -363,6 +364,8 @@ def build_year(big: Path, home: Path) -> None:
     con = sqlite3.connect(paths.db_path(home), isolation_level=None)
     con.execute("ATTACH ? AS big", (str(paths.db_path(big)),))
     con.execute("INSERT INTO usage_hours SELECT * FROM big.usage_hours")
+    con.execute("INSERT INTO usage_days SELECT * FROM big.usage_days")
+    con.execute("INSERT OR REPLACE INTO kv SELECT * FROM big.kv WHERE key = 'usage_days:zone'")
     con.execute("DETACH big")
     con.execute("ANALYZE")
     con.close()
