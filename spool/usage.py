@@ -218,7 +218,7 @@ def record_requests(con, requests: Iterable[Mapping[str, Any]]) -> int:
         stored = _stored_zone(con)
         if stored == zone():
             con.executemany(_DAY_BUCKET, [(c[0],) + c[2:] for c in changed])
-        elif stored is not None:  # None: usage_days is not there yet (migration 0004's backfill)
+        elif stored is not None:  # None: no usage_days yet (migration 0004's backfill)
             rebuild_days(con)
     return len(upserts)
 
@@ -279,10 +279,9 @@ def days_usable(con, since: date | None = None, until: date | None = None) -> bo
     process's zone, and the hours the bounds select ([lo, hi) of ``_hour_bounds``)
     are exactly those of the local days from ``since`` to ``until`` (not so when a
     local midnight falls inside a UTC hour, or a clock change crosses it)."""
-    if _stored_zone(con) != zone():
-        return False
-    if since is None and until is None:
-        return True
+    same = _stored_zone(con) == zone()
+    if not same or (since is None and until is None):
+        return same
     from datetime import timedelta
 
     lo, hi = _hour_bounds(since, until)
