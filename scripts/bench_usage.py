@@ -126,7 +126,8 @@ def generate(codex_home: Path, sessions: int, seed: int = 16) -> list[Path]:
         lines = session_lines(rng, sid, t0, rng.randint(1, 4), rng.randint(2, 8))
         with open(f, "w") as out:
             for ln in lines:
-                out.write((ln.decode() if isinstance(ln, bytes) else ln) + "\n")
+                # rollout_gen's lines end with a newline already; the fallback's do not
+                out.write((ln.decode() if isinstance(ln, bytes) else ln).rstrip("\n") + "\n")
         files.append(f)
     print(f"generated {len(files)} rollouts ({source}), "
           f"{sum(f.stat().st_size for f in files) / 1e6:.0f} MB")
