@@ -49,7 +49,11 @@ _INSERT = INSERT_SQL.replace(
 )
 assert _INSERT != INSERT_SQL
 SETTLE_SECONDS = 600.0  # a rollout written to more recently may still grow
-FLUSH_EVENTS = 2000  # events held in memory before they are written
+# Events are held in memory, across files, until this many payload bytes (or events)
+# are waiting; then written in one transaction (~50 ms: a hook waits no longer than that
+# for the write lock), and SQLite checkpoints the WAL once per batch, not per file.
+FLUSH_BYTES = 4 << 20
+FLUSH_EVENTS = 4000
 _SUFFIXES = (".jsonl", ".jsonl.gz")
 TOKEN_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens",
               "reasoning_output_tokens", "total_tokens")
@@ -128,13 +132,18 @@ class _Store:
         self.paused = [r[0] for r in self.con.execute("SELECT project FROM pauses")]
         self.known: dict[str, tuple[set, set]] = {}
         self.rows: list[tuple] = []
+        self.held = 0  # payload bytes in ``rows``
 
     def close(self) -> None:
         self.raw.close()
 
-    def forget(self) -> None:
-        """Drop the per-session facts (between files: bounded memory)."""
-        self.known.clear()
+    def file_done(self) -> None:
+        """Between files: write a full batch, and drop the per-session facts once
+        nothing of theirs is waiting (bounded memory)."""
+        if self.held >= FLUSH_BYTES or len(self.rows) >= FLUSH_EVENTS:
+            self.flush()
+        if not self.rows:
+            self.known.clear()
 
     def session(self, sid: str) -> tuple[set, set]:
         """(turn ids with non-imported events, with '' when the hooks saw the session;
@@ -159,16 +168,22 @@ class _Store:
 
     def add(self, block: Block) -> None:
         self.session(block.session_id)[1].add(block.events[0].key)
+        sid, tid, rows, held = block.session_id, block.turn_id, self.rows, 0
+        # The facts ingest stores are the same for every event of a block (the Converter
+        # builds a turn's events from one base; a lifecycle block is one event).
+        facts = tuple(payload_facts(block.events[0].payload).values())
         for ev in block.events:
-            payload = orjson.dumps(ev.payload)
-            self.rows.append((ev.at, SOURCE, ev.cwd, payload, len(payload), 0, ev.key,
-                              block.session_id, block.turn_id, ev.payload["hook_event_name"],
-                              *payload_facts(ev.payload).values()))
-        if len(self.rows) >= FLUSH_EVENTS:
+            p = ev.payload
+            payload = orjson.dumps(p)
+            held += len(payload)
+            rows.append((ev.at, SOURCE, ev.cwd, payload, len(payload), 0, ev.key,
+                         sid, tid, p["hook_event_name"]) + facts)
+        self.held += held
+        if self.held >= FLUSH_BYTES or len(rows) >= FLUSH_EVENTS:
             self.flush()
 
     def flush(self) -> None:
-        rows, self.rows = self.rows, []
+        rows, self.rows, self.held = self.rows, [], 0
         if not self.dry_run and rows:
             self._write(_INSERT, rows)
 
@@ -280,8 +295,8 @@ def run(engine: Engine, paths: Iterable[Path], *, now: float | None = None,
                 except OSError:
                     pass  # reported by import_file
             import_file(path, store, res, now=now, settle=settle, progress=progress)
-            store.flush()
-            store.forget()
+            store.file_done()
+        store.flush()
     finally:
         store.close()
     return res
