@@ -35,19 +35,22 @@ from .hook import INSERT_SQL
 from .importer import SOURCE, Block, Converter, NotARollout
 from .ingest import FACT_COLUMNS, payload_facts
 
-# The hook's pause-aware insert, plus the dedup key (as overflow records use), and
-# the row already parsed: the importer made the payload, so it knows its ids (ingest's
-# parse step has nothing to add, and the aggregator takes the row as it is), with the
-# facts ingest would have stored (spool.ingest.payload_facts).
+# The hook's insert (spool.hook.INSERT_SQL), plus the dedup key (as overflow records
+# use), and the row already parsed: the importer made the payload, so it knows its ids
+# (ingest's parse step has nothing to add, and the aggregator takes the row as it is),
+# with the facts ingest would have stored (spool.ingest.payload_facts).  The hook's
+# pause rule (the row's cwd is a paused project or under one) is applied to the batch
+# inside the same write transaction (``_Store._write_events``): once a batch, not a
+# subquery per row.
 _INSERT = INSERT_SQL.replace(
     "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated) "
     "SELECT ?1, ?2, ?3, ?4, ?5, ?6",
     "INSERT OR IGNORE INTO raw_events (received_at, source, cwd, payload, size, truncated, "
     "dedup_key, status, session_id, turn_id, event, "
     + ", ".join(column for column, _key in FACT_COLUMNS) + ") "
-    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ok', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15",
-)
-assert _INSERT != INSERT_SQL
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ok', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+).split(" WHERE NOT EXISTS (")[0]
+assert _INSERT != INSERT_SQL and "pauses" not in _INSERT and _INSERT.endswith("?15)")
 SETTLE_SECONDS = 600.0  # a rollout written to more recently may still grow
 # Events are held in memory, across files, until this many payload bytes (or events)
 # are waiting; then written in one transaction (~50 ms: a hook waits no longer than that
@@ -185,17 +188,21 @@ class _Store:
     def flush(self) -> None:
         rows, self.rows, self.held = self.rows, [], 0
         if not self.dry_run and rows:
-            self._write(_INSERT, rows)
+            self._write(_INSERT, rows, events=True)
 
     def error(self, message: str) -> None:
         if not self.dry_run:
             self._write("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
                         [(self.now, SOURCE, message)])
 
-    def _write(self, sql: str, rows: list) -> None:
+    def _write(self, sql: str, rows: list, events: bool = False) -> None:
         con = self.con
         con.execute("BEGIN IMMEDIATE")
         try:
+            if events:  # the hook's pause rule, read in this write transaction
+                paused = [r[0] for r in con.execute("SELECT project FROM pauses")]
+                if paused:
+                    rows = [r for r in rows if not is_paused(r[2], paused)]
             con.executemany(sql, rows)
         except BaseException:
             con.execute("ROLLBACK")
@@ -203,9 +210,14 @@ class _Store:
         con.execute("COMMIT")
 
 
+def is_paused(cwd: str | None, projects: list[str]) -> bool:
+    """The hook's pause rule (spool.hook.INSERT_SQL): ``cwd`` is a paused project or
+    under one."""
+    return cwd is not None and any(cwd == p or cwd[:len(p) + 1] == p + "/" for p in projects)
+
+
 def _take(block: Block, store: _Store, res: Summary) -> None:
-    cwd = block.events[0].cwd or ""
-    if any(cwd == p or cwd.startswith(p.rstrip("/") + "/") for p in store.paused):
+    if is_paused(block.events[0].cwd, store.paused):
         res.paused += 1  # as the hook: a paused project records nothing
         return
     hooked, imported = store.session(block.session_id)
