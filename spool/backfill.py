@@ -124,8 +124,8 @@ class _Store:
     checkpointed here, batch by batch, and a hook's commit never finds a WAL of
     a whole import to checkpoint."""
 
-    def __init__(self, engine: Engine, dry_run: bool, now: float):
-        self.dry_run, self.now = dry_run, now
+    def __init__(self, engine: Engine, dry_run: bool, now: float, hookless: bool = False):
+        self.dry_run, self.now, self.hookless = dry_run, now, hookless
         self.raw = engine.raw_connection()
         self.con = self.raw.driver_connection
         self.con.isolation_level = None  # transactions are ours
@@ -221,7 +221,7 @@ def _take(block: Block, store: _Store, res: Summary) -> None:
         res.paused += 1  # as the hook: a paused project records nothing
         return
     hooked, imported = store.session(block.session_id)
-    if (block.turn_id or "") in hooked:
+    if (block.turn_id or "") in hooked or (hooked and store.hookless):
         if block.turn_id is not None:
             res.hooked += 1
         return
@@ -293,10 +293,12 @@ def _skip(path: Path, reason: str, store: _Store, res: Summary) -> None:
 
 def run(engine: Engine, paths: Iterable[Path], *, now: float | None = None,
         settle: float = SETTLE_SECONDS, since: float | None = None, dry_run: bool = False,
-        progress: Callable[[int], None] | None = None) -> Summary:
-    """Import every rollout under ``paths``.  ``since``: only files modified since then."""
+        progress: Callable[[int], None] | None = None, hookless: bool = False) -> Summary:
+    """Import every rollout under ``paths``.  ``since``: only files modified since then;
+    ``hookless``: leave every session the hooks reported whole to them (the worker's
+    rollouts job), not only the turns they captured."""
     now = time.time() if now is None else now
-    store = _Store(engine, dry_run, now)
+    store = _Store(engine, dry_run, now, hookless)
     res = Summary()
     try:
         for path in discover(paths):
