@@ -80,8 +80,11 @@ class Worker:
     def job_rollouts(self, now: float | None = None) -> rollouts.ScanDone | None:
         if not import_rollouts(self.env):
             return None
-        return rollouts.scan(self.engine, self.clock() if now is None else now, env=self.env,
-                             stop=self.stop)
+        now = self.clock() if now is None else now
+        # Hook events not parsed yet name no session: parse them first, so that a session
+        # the hooks reported is known as theirs.
+        ingest.ingest_all(self.engine, self.home, now)
+        return rollouts.scan(self.engine, now, env=self.env, stop=self.stop)
 
     def job_ingest(self, now: float | None = None) -> IngestDone:
         # ingest_all reports no parse count: whether there was something to parse

@@ -11,7 +11,9 @@ moved into ``archived_sessions`` keeps its mtime), plus the files it left waitin
 * a file written to less than ``settle`` seconds ago (``backfill.SETTLE_SECONDS``)
   may still grow: it is not read, and waits for a later scan;
 * a session any hook reported is left to the hooks, whole (``hookless``): the
-  job never adds turns to a hooked session (``spool import`` does, explicitly);
+  job never adds turns to a hooked session (``spool import`` does, explicitly).
+  The worker parses waiting hook events first (``Worker.job_rollouts``), so the
+  hooks' sessions are known;
 * the rest is imported; dedup keys make a second import of a file insert nothing,
   and a file that grew again (a resumed session) brings only its new turns.
 
