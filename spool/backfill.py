@@ -24,7 +24,9 @@ import gzip
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -35,22 +37,30 @@ from .hook import INSERT_SQL
 from .importer import SOURCE, Block, Converter, NotARollout
 from .ingest import FACT_COLUMNS, payload_facts
 
-# The hook's insert (spool.hook.INSERT_SQL), plus the dedup key (as overflow records
+# The hook's columns (spool.hook.INSERT_SQL), plus the dedup key (as overflow records
 # use), and the row already parsed: the importer made the payload, so it knows its ids
 # (ingest's parse step has nothing to add, and the aggregator takes the row as it is),
-# with the facts ingest would have stored (spool.ingest.payload_facts).  The hook's
-# pause rule (the row's cwd is a paused project or under one) is applied to the batch
-# inside the same write transaction (``_Store._write_events``): once a batch, not a
-# subquery per row.
-_INSERT = INSERT_SQL.replace(
-    "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated) "
-    "SELECT ?1, ?2, ?3, ?4, ?5, ?6",
-    "INSERT OR IGNORE INTO raw_events (received_at, source, cwd, payload, size, truncated, "
-    "dedup_key, status, session_id, turn_id, event, "
-    + ", ".join(column for column, _key in FACT_COLUMNS) + ") "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ok', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-).split(" WHERE NOT EXISTS (")[0]
-assert _INSERT != INSERT_SQL and "pauses" not in _INSERT and _INSERT.endswith("?15)")
+# with the facts ingest would have stored (spool.ingest.payload_facts).  One statement
+# per block (up to BLOCK_ROWS events): what all its events share - cwd, session, turn,
+# facts - is bound once (?1-?8), then each event's time, payload, dedup key and name.
+# The hook's pause rule (the cwd is a paused project or under one) is applied to the
+# batch inside the same write transaction (``_Store.flush``), not per row.
+_HOOK_COLUMNS = "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated)"
+assert INSERT_SQL.startswith(_HOOK_COLUMNS)
+_COLUMNS = ("received_at, source, cwd, payload, size, truncated, dedup_key, status, "
+            "session_id, turn_id, event, " + ", ".join(c for c, _key in FACT_COLUMNS))
+BLOCK_ROWS = 200
+
+
+@lru_cache(maxsize=BLOCK_ROWS)
+def _insert_sql(n: int) -> str:
+    """INSERT OR IGNORE of ``n`` events of one block."""
+    rows = ", ".join(
+        f"(?{k}, '{SOURCE}', ?1, ?{k + 1}, length(?{k + 1}), 0, ?{k + 2}, 'ok', ?2, ?3, "
+        f"?{k + 3}, ?4, ?5, ?6, ?7, ?8)" for k in range(9, 9 + 4 * n, 4))
+    return f"INSERT OR IGNORE INTO raw_events ({_COLUMNS}) VALUES {rows}"
+
+
 SETTLE_SECONDS = 600.0  # a rollout written to more recently may still grow
 # Events are held in memory, across files, until this many payload bytes (or events)
 # are waiting; then written in one transaction (~50 ms: a hook waits no longer than that
@@ -134,8 +144,9 @@ class _Store:
         self.con.execute("PRAGMA cache_size = -16384")
         self.paused = [r[0] for r in self.con.execute("SELECT project FROM pauses")]
         self.known: dict[str, tuple[set, set]] = {}
-        self.rows: list[tuple] = []
+        self.rows: list[list] = []  # one block's (part's) parameters each (_insert_sql)
         self.held = 0  # payload bytes in ``rows``
+        self.events = 0  # events in ``rows``
 
     def close(self) -> None:
         self.raw.close()
@@ -143,7 +154,7 @@ class _Store:
     def file_done(self) -> None:
         """Between files: write a full batch, and drop the per-session facts once
         nothing of theirs is waiting (bounded memory)."""
-        if self.held >= FLUSH_BYTES or len(self.rows) >= FLUSH_EVENTS:
+        if self.held >= FLUSH_BYTES or self.events >= FLUSH_EVENTS:
             self.flush()
         if not self.rows:
             self.known.clear()
@@ -170,40 +181,47 @@ class _Store:
         return got
 
     def add(self, block: Block) -> None:
-        self.session(block.session_id)[1].add(block.events[0].key)
-        sid, tid, rows, held = block.session_id, block.turn_id, self.rows, 0
-        # The facts ingest stores are the same for every event of a block (the Converter
-        # builds a turn's events from one base; a lifecycle block is one event).
-        facts = tuple(payload_facts(block.events[0].payload).values())
-        for ev in block.events:
-            p = ev.payload
-            payload = orjson.dumps(p)
-            held += len(payload)
-            rows.append((ev.at, SOURCE, ev.cwd, payload, len(payload), 0, ev.key,
-                         sid, tid, p["hook_event_name"]) + facts)
-        self.held += held
-        if self.held >= FLUSH_BYTES or len(rows) >= FLUSH_EVENTS:
+        events = block.events
+        self.session(block.session_id)[1].add(events[0].key)
+        # What every event of a block shares (the Converter builds a turn's events from
+        # one base; a lifecycle block is one event): its cwd, ids, and ingest's facts.
+        shared = (events[0].cwd, block.session_id, block.turn_id,
+                  *payload_facts(events[0].payload).values())
+        dumps = orjson.dumps
+        for i in range(0, len(events), BLOCK_ROWS):
+            params = list(shared)
+            for ev in events[i:i + BLOCK_ROWS]:
+                payload = dumps(ev.payload)
+                self.held += len(payload)
+                params += (ev.at, payload, ev.key, ev.payload["hook_event_name"])
+            self.rows.append(params)
+            self.events += len(events[i:i + BLOCK_ROWS])
+        if self.held >= FLUSH_BYTES or self.events >= FLUSH_EVENTS:
             self.flush()
 
     def flush(self) -> None:
-        rows, self.rows, self.held = self.rows, [], 0
-        if not self.dry_run and rows:
-            self._write(_INSERT, rows, events=True)
+        rows, self.rows, self.held, self.events = self.rows, [], 0, 0
+        if self.dry_run or not rows:
+            return
+        with self._writing() as con:
+            # The hook's pause rule, read in this write transaction.
+            paused = [r[0] for r in con.execute("SELECT project FROM pauses")]
+            for params in rows:
+                if not (paused and is_paused(params[0], paused)):
+                    con.execute(_insert_sql((len(params) - 8) // 4), params)
 
     def error(self, message: str) -> None:
         if not self.dry_run:
-            self._write("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
-                        [(self.now, SOURCE, message)])
+            with self._writing() as con:
+                con.execute("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
+                            (self.now, SOURCE, message))
 
-    def _write(self, sql: str, rows: list, events: bool = False) -> None:
+    @contextmanager
+    def _writing(self):
         con = self.con
         con.execute("BEGIN IMMEDIATE")
         try:
-            if events:  # the hook's pause rule, read in this write transaction
-                paused = [r[0] for r in con.execute("SELECT project FROM pauses")]
-                if paused:
-                    rows = [r for r in rows if not is_paused(r[2], paused)]
-            con.executemany(sql, rows)
+            yield con
         except BaseException:
             con.execute("ROLLBACK")
             raise
