@@ -9,8 +9,11 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from spool import backfill, config, db
-from spool.worker import rollouts
+from spool.errors import SpoolError
+from spool.worker import import_rollouts, rollouts
 
 from support.hookproc import run_hook
 from support.recorded import fixture_payloads, fixture_rollout
@@ -132,3 +135,12 @@ def test_a_rollout_moved_to_archived_sessions_is_scanned(tmp_path, engine):
     assert (second.files, second.turns, second.events) == (1, 2, 18)
     third = rollouts.scan(engine, time.time() + 2, roots=roots)
     assert (third.files, third.turns) == (0, 0)  # not changed since: not read again
+
+
+def test_the_switch_reads_true_false_and_names_a_bad_value():
+
+    assert import_rollouts({}) is False and import_rollouts({"SPOOL_IMPORT_ROLLOUTS": " "}) is False
+    assert import_rollouts({"SPOOL_IMPORT_ROLLOUTS": "true"}) is True
+    assert import_rollouts({"SPOOL_IMPORT_ROLLOUTS": "0"}) is False
+    with pytest.raises(SpoolError, match="SPOOL_IMPORT_ROLLOUTS='maybe'"):
+        import_rollouts({"SPOOL_IMPORT_ROLLOUTS": "maybe"})
