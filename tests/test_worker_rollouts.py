@@ -144,3 +144,12 @@ def test_the_switch_reads_true_false_and_names_a_bad_value():
     assert import_rollouts({"SPOOL_IMPORT_ROLLOUTS": "0"}) is False
     with pytest.raises(SpoolError, match="SPOOL_IMPORT_ROLLOUTS='maybe'"):
         import_rollouts({"SPOOL_IMPORT_ROLLOUTS": "maybe"})
+
+
+def test_only_imported_events_count_as_work():
+    """A scan that left files waiting, or skipped hooked turns, did nothing to log or to
+    wake the aggregate job for."""
+    from spool.worker import did_work
+
+    assert not did_work(rollouts.ScanDone(files=1, hooked=2, waiting=3))
+    assert did_work(rollouts.ScanDone(files=1, turns=1, events=8))

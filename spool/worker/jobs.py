@@ -317,6 +317,8 @@ def did_work(result: object) -> bool:
         return bool(result.claimed or result.held)
     if isinstance(result, IngestDone):
         return bool(result.waiting or result.overflow_files or result.quarantined)
+    if isinstance(result, rollouts.ScanDone):  # files left waiting are not work done
+        return bool(result.events)
     if hasattr(result, "__dataclass_fields__"):
         return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v
                    or isinstance(v, (list, tuple, dict, set)) and v

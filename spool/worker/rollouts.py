@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-from .. import backfill
+from .. import backfill, db
 
 STATE_KEY = "import:scan"
 MAX_BYTES = 256 << 20  # of rollouts read by one scan
@@ -72,14 +72,11 @@ def _candidates(roots: Iterable[Path], since: float | None,
 
 
 def _load(engine: Engine) -> tuple[float | None, list[str]]:
-    raw = engine.raw_connection()
+    with db.read(engine) as conn:
+        value = conn.execute(text("SELECT value FROM kv WHERE key = :k"),
+                             {"k": STATE_KEY}).scalar()
     try:
-        row = raw.driver_connection.execute("SELECT value FROM kv WHERE key = ?",
-                                            (STATE_KEY,)).fetchone()
-    finally:
-        raw.close()
-    try:
-        state = json.loads(row[0]) if row else {}
+        state = json.loads(value) if value else {}
         at = state.get("at")
         return (float(at) if at is not None else None,
                 [str(p) for p in state.get("waiting") or ()])
@@ -88,20 +85,10 @@ def _load(engine: Engine) -> tuple[float | None, list[str]]:
 
 
 def _save(engine: Engine, at: float, waiting: list[str]) -> None:
-    raw = engine.raw_connection()
-    try:
-        con = raw.driver_connection
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            con.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                        " SET value = excluded.value",
-                        (STATE_KEY, json.dumps({"at": at, "waiting": waiting})))
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-    finally:
-        raw.close()
+    with db.write(engine) as conn:
+        conn.execute(text("INSERT INTO kv (key, value) VALUES (:k, :v)"
+                          " ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
+                     {"k": STATE_KEY, "v": json.dumps({"at": at, "waiting": waiting})})
 
 
 def scan(engine: Engine, now: float, *, env: Mapping[str, str] | None = None,
