@@ -11,7 +11,6 @@ MAX_LINES = 400
 OVER_LIMIT: dict[str, str] = {
     "spool.trace_build": "being split (subagent linking apart from the event state machine)",
     "spool.otlp": "being split (span builders apart from attribute tables)",
-    "spool.worker.jobs": "being split (the jobs apart from the scheduler)",
 }
 
 
