@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import orjson
 from sqlalchemy import Engine
 
+from . import problems
 from .hook import INSERT_SQL
 from .importer import SOURCE, Block, Converter, NotARollout
 from .ingest import FACT_COLUMNS, payload_facts
@@ -221,8 +222,7 @@ class _Store:
     def error(self, message: str) -> None:
         if not self.dry_run:
             with self._writing() as con:
-                con.execute("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
-                            (self.now, SOURCE, message))
+                problems.record_dbapi(con, SOURCE, message, self.now)
 
     @contextmanager
     def _writing(self):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from . import db, paths
 from .hook import INSERT_SQL
@@ -264,12 +264,6 @@ def ingest_all(engine: Engine, home: Path | None = None, now: float | None = Non
     if failure is not None:
         raise failure
     return result
-
-
-def log_error(engine: Engine, source: str, message: str, now: float | None = None) -> None:
-    with db.write(engine) as conn:
-        conn.execute(text("INSERT INTO errors (at, source, message) VALUES (:at, :s, :m)"),
-                     {"at": time.time() if now is None else now, "s": source, "m": message})
 
 
 def hook_error_lines(home: Path | None = None) -> list[tuple[str, str]]:
