@@ -1,6 +1,7 @@
 """The dispatcher's steps on the outbox: claim, renew, release, acknowledge, record attempts."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -58,8 +59,8 @@ RETURNING id, trace_id, sink, attempts, first_attempt_at, created_at
 
 _TRACES = text("""
 SELECT trace_id, kind, session_id, turn_id, revision, project, name, created_at, body
-FROM traces WHERE trace_id IN :ids
-""").bindparams(bindparam("ids", expanding=True))
+FROM traces WHERE trace_id IN (SELECT value FROM json_each(:ids))
+""")
 
 _RENEW = text(f"""
 UPDATE outbox SET lease_until = :lease_until, next_attempt_at = :lease_until, updated_at = :now
@@ -170,7 +171,9 @@ def traces_of(conn: Connection, trace_ids: Iterable[str]) -> dict[str, dict]:
     ids = sorted(set(trace_ids))
     if not ids:
         return {}
-    return {t.trace_id: dict(t._mapping) for t in conn.execute(_TRACES, {"ids": ids})}
+    result = conn.execute(_TRACES, {"ids": json.dumps(ids)})
+    keys = tuple(result.keys())
+    return {t[0]: dict(zip(keys, t)) for t in result}
 
 
 def renew(conn: Connection, ids: list[int], *, owner: str, lease_until: float,
