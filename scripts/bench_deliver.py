@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -159,6 +160,7 @@ def _sink_run(sink: str, url: str, n: int, batch: int) -> float:
 
     from spool import config, credentials, db
     from spool.deliver import Dispatcher
+    from spool.trace import TRACE_NAMESPACE
 
     base = _setup_home()
     engine = db.open_db()
@@ -171,8 +173,9 @@ def _sink_run(sink: str, url: str, n: int, batch: int) -> float:
     body = _real_body()
     now = time.time()
     rows = []
-    for i in range(n):
-        b = dict(body, trace_id=f"{sink}-{time.time_ns()}-{i:06d}")
+    run = f"{sink}-{time.time_ns()}"
+    for i in range(n):  # fresh ids of spool's own kind (uuid5, spool.trace), unique per run
+        b = dict(body, trace_id=str(uuid.uuid5(TRACE_NAMESPACE, f"{run}-{i:06d}")))
         rows.append({"t": b["trace_id"], "p": str(project), "n": now, "b": json.dumps(b),
                      "s": sink})
     with db.write(engine) as conn:

@@ -97,7 +97,7 @@ class _Builder:
     """The spans of one trace body, added to ``into`` (a repeated Span field)."""
 
     def __init__(self, body: Mapping[str, Any], opts: Options, into: Any,
-                 commons: dict[str, Span]) -> None:
+                 templates: A.Templates) -> None:
         self.body = body
         self.add = into.add
         self.opts = opts
@@ -116,25 +116,22 @@ class _Builder:
             if isinstance(self.agent.get("spawn_step"), int):
                 self.root_parent = span_id(ptid, self.agent["spawn_step"])
         self.session = session = str(body.get("session_id") or "")
-        common = commons.get(session)  # one per session and request
-        if common is None:
-            common = commons[session] = A.common(session)
-        self.common = common
+        self.templates = templates
+        self.common = (("gen_ai.conversation.id", session), ("session.id", session))
         self.t0 = A.ns(body.get("started_at"))
         self.t1 = max(A.ns(body.get("ended_at")), self.t0)
         self._texts: dict[tuple[Any, int], str] = {}
 
-    def span(self, key: int, name: str, kind: int, start: int, end: int,
-             template: Span | None) -> Span:
-        """A child of the root with the session's attributes (and ``template``'s)."""
+    def span(self, key: int, name: str, kind: int, start: int, end: int, base: Span,
+             *shared: tuple[str, Any]) -> Span:
+        """A child of the root with ``base``'s attributes, the session's and ``shared``."""
         start = start or self.t0
         sp = self.add(trace_id=self.otid, span_id=span_id(self.tid, key),
                       parent_span_id=self.root_id, name=name, kind=kind,
                       start_time_unix_nano=start, end_time_unix_nano=end if end > start
                       else start)
-        if template is not None:  # constant attributes in one copy each
-            sp.MergeFrom(template)
-        sp.MergeFrom(self.common)
+        # the attributes shared with other spans: one C copy (made once per request)
+        sp.MergeFrom(self.templates.get(base, (*self.common, *shared)))
         return sp
 
     def text(self, v: Any, limit: int) -> str:
@@ -175,22 +172,19 @@ class _Builder:
                         parent_span_id=self.root_parent, name=f"invoke_agent {agent_name}",
                         kind=_INTERNAL, start_time_unix_nano=self.t0,
                         end_time_unix_nano=self.t1)
-        root.MergeFrom(A.AGENT)
-        root.MergeFrom(self.common)
-        usage = get("usage")
-        ra: list[tuple[str, Any]] = [
-            ("gen_ai.agent.name", agent_name), ("gen_ai.request.model", model),
-            ("spool.trace_id", self.tid), ("spool.kind", get("kind")),
-            ("spool.turn_id", get("turn_id")), ("spool.revision", A.count(get("revision"))),
-            ("spool.supersedes", get("supersedes")),
-            ("spool.incomplete", bool(get("incomplete"))),
-            ("spool.usage_source", get("usage_source")),
-            ("codex.version", env.get("codex_version")),
-            ("spool.run_id", env.get("run_id")),
+        root.MergeFrom(self.templates.get(A.AGENT, (  # the session's, shared by its turns
+            *self.common, ("gen_ai.agent.name", agent_name), ("gen_ai.request.model", model),
+            ("spool.kind", get("kind")), ("spool.usage_source", get("usage_source")),
+            ("codex.version", env.get("codex_version")), ("spool.run_id", env.get("run_id")),
             ("codex.permission_mode", env.get("permission_mode")),
             ("vcs.ref.head.name", env.get("git_branch")),
             ("vcs.ref.head.revision", env.get("git_commit")),
-        ]
+            ("spool.revision", A.count(get("revision"))), ("spool.supersedes", get("supersedes")),
+            ("spool.incomplete", bool(get("incomplete"))),
+            ("spool.cost_flags", "; ".join(map(str, get("cost_flags") or ()))))))
+        usage = get("usage")
+        ra: list[tuple[str, Any]] = [
+            ("spool.trace_id", self.tid), ("spool.turn_id", get("turn_id"))]
         if self.agent:
             a = self.agent
             ra += [("gen_ai.agent.id", a.get("agent_id")),
@@ -201,8 +195,7 @@ class _Builder:
                    ("spool.parent.spawn_step", A.count(a.get("spawn_step"))),
                    ("spool.parent.spawn_tool_use_id", a.get("spawn_tool_use_id"))]
         ra += A.usage(usage if isinstance(usage, Mapping) else {}, reasoning_oi=False)
-        ra += [("spool.cost_usd", A.cost(get("cost_usd"))),  # the turn's; not llm.cost.*
-               ("spool.cost_flags", "; ".join(map(str, get("cost_flags") or ())))]
+        ra.append(("spool.cost_usd", A.cost(get("cost_usd"))))  # the turn's; not llm.cost.*
         if self.content:
             prompt = self.text(get("input_summary"), A.INPUT_SUMMARY_MAX)
             answer = self.text(get("output_summary"), A.OUTPUT_SUMMARY_MAX)
@@ -262,11 +255,11 @@ class _Builder:
 
     def chat(self, s: Mapping[str, Any], key: int, start: int, end: int, model: Any) -> Span:
         m = s.get("model") or model
-        sp = self.span(key, f"chat {m}" if m else "chat", _CLIENT, start, end, A.CHAT)
+        sp = self.span(key, f"chat {m}" if m else "chat", _CLIENT, start, end, A.CHAT,
+                       ("gen_ai.request.model", m), ("spool.step.status", s.get("status")))
         c = A.cost(s.get("cost_usd"))  # None (unpriced): both left out
         a: list[tuple[str, Any]] = [
-            ("gen_ai.request.model", m), ("spool.step.number", A.count(s.get("number"))),
-            ("spool.step.status", s.get("status")), ("llm.cost.total", c),
+            ("spool.step.number", A.count(s.get("number"))), ("llm.cost.total", c),
             ("spool.cost_usd", c)]
         u = s.get("usage")
         if isinstance(u, Mapping):
@@ -278,13 +271,13 @@ class _Builder:
     def tool(self, s: Mapping[str, Any], key: int, start: int, end: int) -> Span:
         o = self.opts
         name = str(s.get("tool_name") or "tool")
-        sp = self.span(key, f"execute_tool {name}", _INTERNAL, start, end, A.TOOL)
         code = s.get("exit_code")
+        sp = self.span(key, f"execute_tool {name}", _INTERNAL, start, end, A.TOOL,
+                       ("gen_ai.tool.name", name), ("spool.step.status", s.get("status")),
+                       ("process.exit.code", code if isinstance(code, int) else None))
         a: list[tuple[str, Any]] = [
-            ("gen_ai.tool.name", name), ("gen_ai.tool.call.id", s.get("tool_use_id")),
-            ("process.exit.code", code if isinstance(code, int) else None),
-            ("spool.step.number", A.count(s.get("number"))),
-            ("spool.step.status", s.get("status"))]
+            ("gen_ai.tool.call.id", s.get("tool_use_id")),
+            ("spool.step.number", A.count(s.get("number")))]
         if self.content:
             command = self.text(s.get("command") or s.get("input_preview"), o.max_input_preview)
             if command:
@@ -328,7 +321,7 @@ def spans_for(body: Mapping[str, Any], opts: Options, into: Any = None) -> list[
     field, e.g. ``ScopeSpans.spans``) when given."""
     if into is None:
         into = ScopeSpans().spans
-    return _Builder(body, opts, into, {}).build()
+    return _Builder(body, opts, into, A.Templates()).build()
 
 
 def resource(opts: Options) -> Resource:
@@ -346,10 +339,10 @@ def export_request(groups: Sequence[tuple[Options, Sequence[Mapping[str, Any]]]]
     """One request for many traces: a ResourceSpans per (options, bodies) group."""
     req = ExportTraceServiceRequest()
     scope = InstrumentationScope(name="spool", version=__version__)
-    commons: dict[str, Span] = {}
+    templates = A.Templates()
     for opts, bodies in groups:
         rs = req.resource_spans.add(resource=resource(opts))
         ss = rs.scope_spans.add(scope=scope)
         for body in bodies:
-            _Builder(body, opts, ss.spans, commons).build()
+            _Builder(body, opts, ss.spans, templates).build()
     return req

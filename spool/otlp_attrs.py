@@ -145,6 +145,27 @@ AGENT = template([("gen_ai.operation.name", "invoke_agent"), ("gen_ai.provider.n
 CHAIN = template([("openinference.span.kind", "CHAIN")])
 
 
-def common(session: str) -> Span:
-    """The attributes every span of a session carries (a template per session)."""
-    return template([("gen_ai.conversation.id", session), ("session.id", session)])
+class Templates:
+    """Templates made once per export request: the attributes a span shares with other spans
+    of its kind, keyed by their values — the session id on every span; the session's
+    environment, model and usual flags on the root; the model and the status on a chat span;
+    the tool's name, status and exit code on a tool span.  Few distinct values, so one
+    C-level copy replaces several Python-level attribute writes."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple, Span] = {}
+
+    def get(self, base: Span, pairs: tuple[tuple[str, Any], ...]) -> Span:
+        """A span with ``base``'s attributes, then ``pairs``."""
+        try:  # the types are part of the key: 1, 1.0 and True are equal keys
+            key: tuple | None = (id(base), pairs, tuple([v.__class__ for _, v in pairs]))
+            t = self._made.get(key)  # type: ignore[arg-type]
+        except TypeError:  # a value that is not hashable (a malformed body): not shared
+            key = t = None
+        if t is None:
+            t = Span()
+            t.MergeFrom(base)
+            put(t.attributes, pairs)
+            if key is not None:
+                self._made[key] = t
+        return t
