@@ -162,7 +162,7 @@ class _Builder:
     def build(self) -> list[Span]:
         b, o = self.body, self.opts
         get = b.get
-        steps = [s for s in (get("steps") or ()) if isinstance(s, Mapping)]
+        steps = [s for s in (get("steps") or ()) if s.__class__ is dict or isinstance(s, Mapping)]
         env = get("environment")
         env = env if isinstance(env, Mapping) else {}
         model = env.get("model") or next(
@@ -262,7 +262,7 @@ class _Builder:
             ("spool.step.number", A.count(s.get("number"))), ("llm.cost.total", c),
             ("spool.cost_usd", c)]
         u = s.get("usage")
-        if isinstance(u, Mapping):
+        if u.__class__ is dict or isinstance(u, Mapping):
             a += A.usage(u, reasoning_oi=True)
         self.status(sp, s, "ModelError", a)
         _put(sp.attributes, a)

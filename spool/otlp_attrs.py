@@ -124,7 +124,8 @@ def usage(u: Mapping[str, Any], *, reasoning_oi: bool) -> list[tuple[str, Any]]:
 
 
 def failed(step: Mapping[str, Any]) -> bool:
-    if isinstance(step.get("error"), Mapping):
+    err = step.get("error")
+    if err is not None and isinstance(err, Mapping):
         return True
     code = step.get("exit_code")
     return (isinstance(code, int) and code != 0) or step.get("status") in ("failed", "declined")
