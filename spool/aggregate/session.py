@@ -19,7 +19,8 @@ from .. import config as config_mod
 from .. import cost, usage
 from ..rollout import RolloutState, read_incremental
 from ..trace import LIFECYCLE_EVENTS, Event, Limits, RolloutFacts, SessionFacts, trace_id
-from ..trace_build import TurnPart, build_part, build_session_trace, build_turn_trace
+from ..trace_build import build_session_trace, build_turn_trace
+from ..turn_part import TurnPart, build_part
 from .connection import in_query, tx
 from .links import resolve as resolve_links
 
