@@ -124,9 +124,10 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
         add_usage(usage, part.usage)
         if part.usage_source != "none":
             sources.add(part.usage_source)
-        prompts.extend(part.prompts)
-        if part.last_message:
-            last_message = part.last_message
+        if part.agent_id is None:  # the user's prompts and answers; a subagent's are its own
+            prompts.extend(part.prompts)
+            if part.last_message:
+                last_message = part.last_message
         late += part.late_count
         model = part.model or model
         permission_mode = part.permission_mode or permission_mode

@@ -252,6 +252,20 @@ def test_atif_subagent_trajectory_validates(traced, tmp_path):
     assert fm["extra"]["model_requests"] == p["requests"] + c["requests"]
 
 
+def test_session_summary_speaks_for_the_user_not_the_subagent(traced):
+    """The summary's input is the user's prompt and its output the parent's answer: the
+    child's prompt (the spawn message) and its final message stay in the child's turn,
+    even though the child's turn is ordered after the parent's."""
+    _, t = traced
+    s, parent, child = t["session"], t["parent"], t["child"]
+    assert s["input_summary"] == parent["input_summary"] == (
+        "Have a helper agent run echo child-fixture, then run echo parent-fixture yourself")
+    assert s["output_summary"] == parent["output_summary"] == (
+        "Parent done: the helper printed child-fixture and I printed parent-fixture.")
+    assert child["output_summary"] == "Child done: it printed child-fixture."
+    assert child["input_summary"] not in s["input_summary"]
+
+
 def test_show_indents_the_child(traced):
     from spool import timeline
 

@@ -187,6 +187,8 @@ def test_real_codex_subagent_is_a_linked_child_in_every_sink(tmp_path, phoenix, 
     assert {k: parent_truth[k] + child_truth[k] for k in everything} == everything
     summary = max((b for b in bodies if b["kind"] == "session"), key=lambda b: b["revision"])
     assert usage_of(summary) == everything
+    # the summary speaks for the user: their prompt, the parent's answer (not the child's)
+    assert (summary["input_summary"], summary["output_summary"]) == (PROMPT, PARENT_FINAL)
     assert sorted(commands(summary)) == sorted([CHILD_CMD, PARENT_CMD])
     assert outbox and set(outbox) == {("otlp", "sent"), ("atif", "sent")}, outbox
 
