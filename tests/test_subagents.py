@@ -235,6 +235,15 @@ def test_atif_subagent_trajectory_validates(traced, tmp_path):
     sub_cmds = [tc["extra"].get("command") for st in sub["steps"]
                 for tc in st.get("tool_calls", [])]
     assert "echo child-fixture" in sub_cmds
+    # the child's conversation comes from its own rollout: Codex's function names, its
+    # reasoning and its answer on its agent steps
+    sub_agent = [st for st in sub["steps"] if st["source"] == "agent"]
+    assert [tc["function_name"] for st in sub_agent for tc in st.get("tool_calls", [])] == [
+        "exec_command"]
+    assert [tc["arguments"] for st in sub_agent for tc in st.get("tool_calls", [])] == [
+        {"cmd": "echo child-fixture"}]
+    assert sub_agent[-1]["message"] == "Child done: it printed child-fixture."
+    assert sub_agent[0]["reasoning_content"] == "Run the command."
     root_cmds = [tc["extra"].get("command") for st in doc["steps"]
                  for tc in st.get("tool_calls", [])]
     assert root_calls == ["spawn_agent", "wait_agent", "exec_command"]

@@ -239,6 +239,11 @@ def test_real_codex_subagent_is_a_linked_child_in_every_sink(tmp_path, phoenix, 
                              for tc in st.get("tool_calls", [])]
     assert CHILD_CMD in cmds_of(sub["steps"]) and CHILD_CMD not in cmds_of(doc["steps"])
     assert PARENT_CMD in cmds_of(doc["steps"])
+    # the child's conversation is read from its own rollout
+    sub_agent = [st for st in sub["steps"] if st["source"] == "agent"]
+    assert [(tc["function_name"], tc["arguments"]) for st in sub_agent
+            for tc in st.get("tool_calls", [])] == [("exec_command", {"cmd": CHILD_CMD})]
+    assert sub_agent[-1]["message"] == CHILD_FINAL
     refs = [r["subagent_trajectory_ref"] for st in doc["steps"]
             for r in (st.get("observation") or {}).get("results", [])
             if "subagent_trajectory_ref" in r]
