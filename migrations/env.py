@@ -28,8 +28,10 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     # spool's engine: its transactions begin IMMEDIATE, so the version is read
-    # under the write lock and processes upgrading one database at once take
-    # turns (the second finds it done) instead of both running a migration.
+    # under the write lock.  Every step runs in that one transaction (Alembic
+    # would commit after each step on SQLite, letting a second process read a
+    # half-way version and run a step twice), so processes upgrading one
+    # database at once take turns: the second finds it done.
     from spool.db import make_engine
 
     engine = make_engine(_url().removeprefix("sqlite:///"))
@@ -37,9 +39,9 @@ def run_migrations_online() -> None:
         # As SQLite's default (and batch mode wants): a table rebuilt by a future
         # migration must not cascade deletes into the tables that reference it.
         connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=True)
-        with context.begin_transaction():
+        with connection.begin():
+            context.configure(connection=connection, target_metadata=target_metadata,
+                              render_as_batch=True)
             context.run_migrations()
     engine.dispose()
 

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

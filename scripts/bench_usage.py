@@ -200,9 +200,9 @@ def spool_cli() -> str:
 
 
 def bench_peer(work: Path, sessions: int, runs: int, rebuild: bool) -> None:
-    from install_ccusage import ensure_ccusage
+    from install_npm import ensure
 
-    cc = str(ensure_ccusage())
+    cc = str(ensure("ccusage"))
     codex_home, home = work / "codex-home", work / "spool-home"
     if rebuild or not (work / "peer.ok").exists():
         shutil.rmtree(work, ignore_errors=True)

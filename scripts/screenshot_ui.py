@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Make docs/ui-timeline.png: the `spool ui` timeline of a real Codex turn.
 
-Runs the real Codex CLI (pinned, scripts/install_codex.py) against the fake model of
+Runs the real Codex CLI (pinned, scripts/install_npm.py) against the fake model of
 tests/fake_model.py under `spool run` in a throwaway spool home - one turn with model
 requests, tool calls and one command failing with exit 3 - ingests and aggregates it,
 serves `spool ui` on 127.0.0.1 and screenshots the turn's page in Debian's headless

@@ -29,9 +29,9 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   echo "$WANT" >"$STAMP"
 fi
 # The real Codex CLI for the end-to-end tests (pinned; cached between runs).
-"$VENV/bin/python" scripts/install_codex.py
+"$VENV/bin/python" scripts/install_npm.py codex
 # ccusage (pinned), the peer the cost acceptance test and scripts/bench_usage.py compare with.
-"$VENV/bin/python" scripts/install_ccusage.py
+"$VENV/bin/python" scripts/install_npm.py ccusage
 # A real Arize Phoenix for the OTLP end-to-end test: its own cached virtualenv
 # (~/.cache/spool-phoenix, ~850 MB, ~3 min the first time; a version check after).
 "$VENV/bin/python" scripts/install_phoenix.py >/dev/null

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from . import __version__
+from . import atif_metrics as metrics
 from . import atif_subagents as subagents_mod
 from .redact import redact, redact_text
 from .trace import INPUT_SUMMARY_MAX, OUTPUT_SUMMARY_MAX, Limits, clip
@@ -154,20 +155,6 @@ def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def _metrics(usage: Mapping | None, cost_usd: Any = None) -> dict | None:
-    if not usage:
-        return None
-    cost = float(cost_usd) if isinstance(cost_usd, (int, float)) and not isinstance(
-        cost_usd, bool) else None  # unpriced: left out
-    return {"prompt_tokens": int(usage.get("input", 0)),
-            "completion_tokens": int(usage.get("output", 0)),
-            "cached_tokens": int(usage.get("cached", 0)),
-            **({} if cost is None else {"cost_usd": cost}),
-            "extra": {"reasoning_output_tokens": int(usage.get("reasoning", 0)),
-                      "cache_write_input_tokens": int(usage.get("cache_write", 0)),
-                      "total_tokens": int(usage.get("total", 0))}}
-
-
 def _match_responses(agent_steps: list[dict], turn: Turn | None) -> list[Response | None]:
     """The rollout response of each agent step of one turn (None: unknown)."""
     if turn is None or not turn.responses:
@@ -221,8 +208,8 @@ class _Builder:
             elif action == "model_request":
                 current = self.add(_drop_none({
                     "timestamp": when, "source": "agent", "model_name": st.get("model"),
-                    "message": "", "llm_call_count": 1, "metrics": _metrics(st.get("usage"),
-                                                                    st.get("cost_usd")),
+                    "message": "", "llm_call_count": 1,
+                    "metrics": metrics.step(st.get("usage"), st.get("cost_usd")),
                     "extra": _drop_none({"turn_id": src.turn_id, "status": st.get("status"),
                                          "duration_ms": st.get("duration_ms"),
                                          "error": st.get("error")})}))
@@ -294,55 +281,6 @@ class _Builder:
         if agent_steps and not agent_steps[-1]["message"] and src.final:
             agent_steps[-1]["message"] = text.cut(src.final, OUTPUT_SUMMARY_MAX)
 
-    def final_metrics(self, children: Sequence[dict] = (), own_total: bool = True) -> dict:
-        out = self._own_metrics(own_total)
-        for c in children:  # totals include the subagents (their requests are not in ours)
-            fm = c["final_metrics"]
-            out["total_prompt_tokens"] += fm["total_prompt_tokens"]
-            out["total_completion_tokens"] += fm["total_completion_tokens"]
-            out["total_cached_tokens"] += fm["total_cached_tokens"]
-            for k in ("reasoning_output_tokens", "total_tokens", "model_requests"):
-                out["extra"][k] += fm["extra"][k]
-            if fm.get("total_cost_usd") is not None:
-                out["total_cost_usd"] = round(out.get("total_cost_usd", 0.0)
-                                              + fm["total_cost_usd"], 10)
-            if fm["extra"].get("unpriced_model_requests"):
-                out["extra"]["unpriced_model_requests"] = (
-                    out["extra"].get("unpriced_model_requests", 0)
-                    + fm["extra"]["unpriced_model_requests"])
-        if children:
-            out["extra"]["includes_subagents"] = len(children)
-        return out
-
-    def _own_metrics(self, own_total: bool) -> dict:
-        total = self.s.rollout_total if own_total else None
-        metrics = [st["metrics"] for st in self.steps if st.get("metrics")]
-        if total:
-            prompt, completion, cached = (int(total.get("input", 0)), int(total.get("output", 0)),
-                                          int(total.get("cached", 0)))
-            extra = {"reasoning_output_tokens": int(total.get("reasoning", 0)),
-                     "total_tokens": int(total.get("total", 0)),
-                     "source": "rollout total_token_usage"}
-        else:
-            prompt = sum(m["prompt_tokens"] for m in metrics)
-            completion = sum(m["completion_tokens"] for m in metrics)
-            cached = sum(m["cached_tokens"] for m in metrics)
-            extra = {"reasoning_output_tokens": sum(m["extra"]["reasoning_output_tokens"]
-                                                    for m in metrics),
-                     "total_tokens": sum(m["extra"]["total_tokens"] for m in metrics),
-                     "source": "sum of the steps' usage"}
-        extra["model_requests"] = sum(1 for st in self.steps if st.get("llm_call_count"))
-        out = {"total_prompt_tokens": prompt, "total_completion_tokens": completion,
-               "total_cached_tokens": cached, "total_steps": len(self.steps), "extra": extra}
-        costs = [m["cost_usd"] for m in metrics if "cost_usd" in m]
-        if costs:  # the priced requests' sum (spool.cost); none priced: left out
-            out["total_cost_usd"] = round(sum(costs), 10)
-        unpriced = len(metrics) - len(costs)
-        if unpriced:
-            extra["unpriced_model_requests"] = unpriced
-        return out
-
-
 def render(session: Session) -> dict:
     """The ATIF document of ``session`` (a JSON-ready dict)."""
     b = _Builder(session)
@@ -378,7 +316,7 @@ def render(session: Session) -> dict:
                              "extra": {"producer": f"spool {__version__}"}}),
         "steps": b.steps,
         "notes": "; ".join(notes),
-        "final_metrics": b.final_metrics(children),
+        "final_metrics": metrics.final(b.steps, session.rollout_total, children),
         "extra": {"spool": _drop_none({
             "project": project, "cwd": env.get("cwd"),
             "permission_mode": env.get("permission_mode"),
@@ -415,5 +353,5 @@ def _subagents(session: Session, turns: list[_TurnSource],
             "trajectory_id": agent_id, "agent": agent,
             "steps": b.steps or [{"step_id": 1, "source": "system",
                                   "message": "spool has no steps of this subagent yet"}],
-            "final_metrics": b.final_metrics(own_total=False), "extra": extra})
+            "final_metrics": metrics.final(b.steps, None), "extra": extra})
     return out

@@ -160,13 +160,6 @@ def total(prices: Iterable[Price]) -> Total:
     return t
 
 
-def price_requests(requests: Iterable[Mapping[str, Any]]) -> list[Price]:
-    """Price a list of requests, each a mapping with ``usage``, ``model``, ``at``
-    (epoch) and optionally ``service_tier``."""
-    return [price_request(r.get("usage"), r.get("model"), r.get("at"), r.get("service_tier"))
-            for r in requests]
-
-
 def add_cost(body: dict) -> dict:
     """Add cost to a trace body (spool.trace.Trace.to_dict()), in place, and return it.
 

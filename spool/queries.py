@@ -15,9 +15,9 @@ Times are Unix epoch seconds (floats), as stored.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, text
 
 from . import outbox
 from .outbox import under
@@ -238,15 +238,6 @@ def get_trace(conn: Connection, trace_id: str) -> dict | None:
 
 
 # --- retry ------------------------------------------------------------------------
-
-def unknown_trace_ids(conn: Connection, trace_ids: Sequence[str]) -> list[str]:
-    if not trace_ids:
-        return []
-    known = {r[0] for r in conn.execute(text(
-        "SELECT trace_id FROM traces WHERE trace_id IN :ids").bindparams(
-        bindparam("ids", expanding=True)), {"ids": list(trace_ids)})}
-    return [t for t in trace_ids if t not in known]
-
 
 # --- pause / resume -------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections import Counter
 
 import pytest
 
-from support.codex import codex_binary, make_codex_home, make_codex_project, run_session, wrapped_codex
+from support.codex import make_codex_home, make_codex_project, run_session, wrapped_codex
 from support.fake_model import Final, ToolCall
 from spool import aggregate, codex, codex_run, config, db, ingest
 from spool.trace import trace_id

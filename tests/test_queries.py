@@ -154,7 +154,6 @@ def test_resolve_trace_id_by_prefix(engine):
         assert queries.resolve_trace_id(conn, "abd-2") == "abd-2"
         assert queries.resolve_trace_id(conn, "abd") == ["abd-2", "abd-3"]
         assert queries.resolve_trace_id(conn, "zz") == []
-        assert queries.unknown_trace_ids(conn, ["abc-1", "nope"]) == ["nope"]
 
 
 @pytest.mark.parametrize("name,call", [

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import stat
 import subprocess
 import uuid
 from collections import Counter

@@ -12,34 +12,24 @@ excludes cached tokens; spool's ``input`` includes them.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 from spool import db, usage
 
-from support.codex import codex_binary, free_port, make_codex_home, make_codex_project, run_session
+from support.codex import (codex_binary, free_port, make_codex_home, make_codex_project, npm_tool,
+                          run_session)
 from support.e2e import PROMPTS, codex_run_env, read_rollout, script, spool_cli, spool_init
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parent.parent
-
-
-def ccusage_binary() -> Path:
-    spec = importlib.util.spec_from_file_location(
-        "spool_install_ccusage", REPO / "scripts" / "install_ccusage.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return Path(mod.ensure_ccusage())
 
 
 def test_spool_tokens_equal_ccusage_and_cost_within_2_percent(tmp_path):
-    cc = ccusage_binary()
+    cc = npm_tool("ccusage")
     home = make_codex_home(tmp_path)
     proj = make_codex_project(tmp_path)
     port = free_port()

@@ -249,14 +249,6 @@ class Receiver:
         """Keys of requests answered with a 2xx."""
         return {r.key for r in self.requests if r.key and r.status and 200 <= r.status < 300}
 
-    def accepted(self) -> dict[str, Request]:
-        """The first accepted request of each key (what a deduplicating server keeps)."""
-        out: dict[str, Request] = {}
-        for r in self.requests:
-            if r.key and r.status and 200 <= r.status < 300:
-                out.setdefault(r.key, r)
-        return out
-
     def stats(self) -> dict:
         """Counts (also served as ``GET /_stats``): requests, unique and accepted keys."""
         reqs = self.requests

@@ -1,6 +1,6 @@
 """Helpers for tests (and scripts/) that run the REAL Codex CLI offline.
 
-* ``codex_binary()``: the pinned Codex from npm (``scripts/install_codex.py``).
+* ``codex_binary()``: the pinned Codex from npm (``scripts/install_npm.py``).
 * ``make_codex_home(root)``: an isolated CODEX_HOME whose config.toml points at
   the fake model server (tests/support/fake_model.py) through the provider "fake"; the
   server's URL is passed per run with ``-c model_providers.fake.base_url=...``.
@@ -59,23 +59,28 @@ hooks = true
 """
 
 
-def _install_codex_module():
-    path = REPO / "scripts" / "install_codex.py"
-    spec = importlib.util.spec_from_file_location("spool_install_codex", path)
+def _install_npm_module():
+    path = REPO / "scripts" / "install_npm.py"
+    spec = importlib.util.spec_from_file_location("spool_install_npm", path)
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(mod)
     return mod
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)
+def npm_tool(name: str) -> Path:
+    """A pinned npm tool (codex, ccusage), installed into the cache if absent."""
+    return Path(_install_npm_module().ensure(name))
+
+
 def codex_binary() -> Path:
     """The pinned Codex binary, installed from npm into the cache if absent."""
-    return Path(_install_codex_module().ensure_codex())
+    return npm_tool("codex")
 
 
 def codex_version() -> str:
-    return _install_codex_module().CODEX_VERSION
+    return _install_npm_module().TOOLS["codex"].version
 
 
 @functools.lru_cache(maxsize=1)
