@@ -89,6 +89,21 @@ def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0
     )
 
 
+def _nested(parts: Sequence[TurnPart],
+            agents: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str | None, int], list]:
+    """Where a summary places each subagent's turn: right after the spawn step that
+    started it, when its parent turn is among ``parts``: (parent turn id, spawn step
+    place) -> the children's parts."""
+    here = {p.turn_id for p in parts}
+    out: dict[tuple[str | None, int], list] = {}
+    for p in parts:
+        link = agents.get(p.turn_id or "") or {}
+        parent, at = link.get("parent_turn_id"), link.get("spawn_step")
+        if p.agent_id and parent in here and parent != p.turn_id and isinstance(at, int):
+            out.setdefault((parent, at), []).append(p)
+    return out
+
+
 def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
                         lifecycle: Sequence[Event] = (), revision: int = 1,
                         supersedes: str | None = None, end_reason: str = "ended",
@@ -96,7 +111,8 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
                         rollout_total: Mapping[str, int] | None = None,
                         agents: Mapping[str, Mapping[str, Any]] | None = None) -> Trace:
     """The summary of a whole session: every turn's steps, in order, totals
-    (subagents' turns included; ``agents``: their links, by turn id)."""
+    (subagents' turns included, each right after its spawn step; ``agents``: their
+    links, by turn id)."""
     tid = trace_id(session.session_id, None, "session", revision)
     turn_trace_ids = turn_trace_ids or {}
     ordered = sorted((p for p in parts if p.events), key=lambda p: p.events[0].id)
@@ -104,13 +120,30 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
     red = session.redact
     life_steps = build_part(None, list(lifecycle), Limits(redact=red)).steps if lifecycle else []
     life = sorted(zip([e.id for e in lifecycle], life_steps), key=lambda x: x[0])
+    nested = _nested(ordered, agents or {})
+    inner = {id(c) for kids in nested.values() for c in kids}
     steps: list[Step] = []
+    emitted: set[int] = set()
+
+    def emit(part: TurnPart) -> None:
+        emitted.add(id(part))
+        for i, s in enumerate(part.steps, 1):
+            steps.append(s)
+            for child in nested.get((part.turn_id, i), ()):
+                if id(child) not in emitted:
+                    emit(child)
+
     li = 0
     for part in ordered:
+        if id(part) in emitted or id(part) in inner:
+            continue
         while li < len(life) and life[li][0] < part.events[0].id:
             steps.append(life[li][1])
             li += 1
-        steps.extend(part.steps)
+        emit(part)
+    for part in ordered:  # nested under a turn that never came out (a loop of links)
+        if id(part) not in emitted:
+            emit(part)
     steps.extend(s for _, s in life[li:])
     usage = empty_usage()
     sources = set()

@@ -275,6 +275,22 @@ def test_session_summary_speaks_for_the_user_not_the_subagent(traced):
     assert child["input_summary"] not in s["input_summary"]
 
 
+def test_session_summary_nests_the_child_after_its_spawn_step(traced):
+    """The summary reads in the order the work happened: the child's steps right after
+    the parent's spawn_agent step, each step exactly once."""
+    _, t = traced
+    s, parent, child = t["session"], t["parent"], t["child"]
+    key = lambda st: (st["action"], st.get("turn_id"), st.get("tool_use_id"),  # noqa: E731
+                      st.get("started_at"))
+    got = [key(st) for st in s["steps"]]
+    assert len(got) == len(set(got)) == len(parent["steps"]) + len(child["steps"]) + 2
+    spawn = got.index(key(parent["steps"][child["agent"]["spawn_step"] - 1]))
+    n = len(child["steps"])
+    assert got[spawn + 1:spawn + 1 + n] == [key(st) for st in child["steps"]]
+    assert got[spawn + 1 + n] == key(parent["steps"][child["agent"]["spawn_step"]])
+    assert [st["number"] for st in s["steps"]] == list(range(1, len(got) + 1))
+
+
 def test_show_indents_the_child(traced):
     from spool import timeline
 
