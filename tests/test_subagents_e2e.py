@@ -189,7 +189,8 @@ def test_real_codex_subagent_is_a_linked_child_in_every_sink(tmp_path, phoenix, 
     assert usage_of(summary) == everything
     # the summary speaks for the user: their prompt, the parent's answer (not the child's)
     assert (summary["input_summary"], summary["output_summary"]) == (PROMPT, PARENT_FINAL)
-    assert sorted(commands(summary)) == sorted([CHILD_CMD, PARENT_CMD])
+    # the summary nests the child's steps right after the spawn step: its command first
+    assert commands(summary) == [CHILD_CMD, PARENT_CMD]
     assert outbox and set(outbox) == {("otlp", "sent"), ("atif", "sent")}, outbox
 
     # --- OTLP, as Phoenix stored it: the child under the parent's spawn span, one trace ---
