@@ -8,15 +8,20 @@
    recorded 0.169.0 rollouts).  spool's side is the same sessions recorded
    through spool.usage.record_traces (one session-summary body per rollout,
    one model_request step per token_count line: what the aggregate writer
-   stores), untimed.  Timed, interleaved pairs: the installed ``spool usage
-   --by day --json`` and ``ccusage codex daily --json --offline``, both real
-   subprocesses; medians and spread.  The totals of both are printed and must
-   agree (tokens equal).
+   stores), untimed.  Timed, in interleaved rounds, each a real subprocess:
+   ``spool usage --by day --json`` and ``ccusage codex daily --json --offline``,
+   the same two as tables, the floors (``python -c pass``; ``python -c "import
+   re"``, which the pip-generated console script itself does) and the editable
+   dev venv's spool; wall and CPU (user+sys) medians with min/max, and the
+   per-round ratios.  The spool timed is the one users get: ``pip install .``
+   into a virtualenv in the cache (``--bin DIR`` to time another).  The totals
+   of both tools are printed and must agree (tokens equal).
 2. Flatness: an empty spool against one with 1,000,000 raw events, 100,000
-   traced model requests over 10,000 sessions and a year: ``spool usage --by
+   traced model requests over 10,000 sessions and a year, and a third with only
+   that year's usage_hours rows (what the report reads): ``spool usage --by
    day --json`` (CLI subprocess) and ``usage.report`` alone, interleaved.
 
-    .venv/bin/python scripts/bench_usage.py [--sessions 2000] [--runs 7] [--rebuild]
+    .venv/bin/python scripts/bench_usage.py [--sessions 2000] [--runs 7] [--rebuild] [--bin DIR]
 """
 from __future__ import annotations
 
@@ -169,13 +174,43 @@ def record(home: Path, bodies) -> None:
     con.close()
 
 
+# --- the spool that is timed ------------------------------------------------------
+
+def _source_stamp() -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted([ROOT / "pyproject.toml", *(ROOT / "spool").rglob("*.py")]):
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def plain_venv(cache: Path) -> Path:
+    """A virtualenv with spool installed as users get it (`pip install .`: no editable
+    finder, compiled .pyc files), kept in the cache; spool itself is reinstalled
+    (--no-deps) whenever its sources changed.  Returns its bin directory."""
+    venv = cache / "venv-plain"
+    stamp, want = venv / ".spool-source", _source_stamp()
+    py = venv / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", str(ROOT)], check=True)
+        stamp.write_text(want)
+    if stamp.read_text() != want:
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                        str(ROOT)], check=True)
+        stamp.write_text(want)
+    return venv / "bin"
+
+
 # --- timing --------------------------------------------------------------------------
 
+WALL: dict[str, list[float]] = {}  # label -> wall seconds of each run
 CPU: dict[str, list[float]] = {}  # label -> CPU seconds (user + sys) of each child run
 
 
 def _time(argv, env, label: str = "") -> tuple[float, str]:
-    """Wall time of one subprocess run (and its CPU time, kept under ``label``)."""
+    """Wall time of one subprocess run (its wall and CPU time kept under ``label``)."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -183,6 +218,7 @@ def _time(argv, env, label: str = "") -> tuple[float, str]:
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     dt = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    WALL.setdefault(label, []).append(dt)
     CPU.setdefault(label, []).append(after.ru_utime - before.ru_utime
                                      + after.ru_stime - before.ru_stime)
     if r.returncode != 0:
@@ -195,11 +231,26 @@ def _stats(xs) -> str:
             f"(min {min(xs) * 1000:.1f}, max {max(xs) * 1000:.1f}, n={len(xs)})")
 
 
-def spool_cli() -> str:
-    return str(Path(sys.executable).parent / "spool")
+def _ms(xs) -> str:
+    return (f"{statistics.median(xs) * 1000:7.1f} ms ({min(xs) * 1000:.1f}"
+            f"\u2013{max(xs) * 1000:.1f})")
 
 
-def bench_peer(work: Path, sessions: int, runs: int, rebuild: bool) -> None:
+def _pair_ratio(num: str, den: str, table: dict) -> str:
+    """Median and spread of the per-pair ratios num/den (the runs of one round)."""
+    r = [a / b for a, b in zip(table[num], table[den])]
+    return f"{statistics.median(r):.1f}x ({min(r):.1f}\u2013{max(r):.1f})"
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def spool_cli(bin_dir: Path | None = None) -> str:
+    return str((bin_dir or Path(sys.executable).parent) / "spool")
+
+
+def bench_peer(work: Path, sessions: int, runs: int, rebuild: bool, bin_dir: Path) -> None:
     from install_npm import ensure
 
     cc = str(ensure("ccusage"))
@@ -211,31 +262,54 @@ def bench_peer(work: Path, sessions: int, runs: int, rebuild: bool) -> None:
         (work / "peer.ok").write_text("ok")
     env = dict(os.environ, CODEX_HOME=str(codex_home), SPOOL_HOME=str(home),
                SPOOL_NO_AUTOSTART="1", TZ="UTC")
-    spool_argv = [spool_cli(), "usage", "--by", "day", "--json"]
-    cc_argv = [cc, "codex", "daily", "--json", "--offline", "--timezone", "UTC"]
-    mine, theirs = [], []
-    for _ in range(runs):  # interleaved pairs
-        dt, out_s = _time(spool_argv, env, "spool")
-        mine.append(dt)
-        dt, out_c = _time(cc_argv, env, "ccusage")
-        theirs.append(dt)
-    s = json.loads(out_s)["totals"]
-    c = json.loads(out_c)["totals"]
+    # The editable dev venv under PYTHONDONTWRITEBYTECODE would compile spool's
+    # modules on every run (no user sees that): give it its .pyc files.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "spool")],
+                   check=True, stdout=subprocess.DEVNULL)
+    py = str(bin_dir / "python")
+    cases = {  # label -> argv; every round runs them all, in this order
+        "floor: python -c pass": [py, "-c", "pass"],
+        "floor: python -c 'import re'": [py, "-c", "import re"],  # the console script's own
+        "spool json": [spool_cli(bin_dir), "usage", "--by", "day", "--json"],
+        "ccusage json": [cc, "codex", "daily", "--json", "--offline", "--timezone", "UTC"],
+        "spool table": [spool_cli(bin_dir), "usage", "--by", "day"],
+        "ccusage table": [cc, "codex", "daily", "--offline", "--timezone", "UTC"],
+        "spool json, editable dev venv": [spool_cli(), "usage", "--by", "day", "--json"],
+    }
+    load0 = _load()
+    outs = {}
+    for _ in range(runs):  # interleaved rounds
+        for label, argv in cases.items():
+            outs[label] = _time(argv, env, label)[1]
+    load1 = _load()
+    s = json.loads(outs["spool json"])["totals"]
+    c = json.loads(outs["ccusage json"])["totals"]
     print(f"same {sessions} sessions: spool totals input {s['input']:,} output {s['output']:,} "
           f"total {s['total']:,} cost ${s['cost_usd']:.2f}; ccusage input+cached "
           f"{c['inputTokens'] + c['cacheReadTokens']:,} output {c['outputTokens']:,} total "
           f"{c['totalTokens']:,} cost ${c['costUSD']:.2f}")
     assert s["total"] == c["totalTokens"] and s["output"] == c["outputTokens"], (s, c)
-    days_s = len(json.loads(out_s)["rows"])
-    days_c = len(json.loads(out_c)["daily"])
-    print(f"rows: spool {days_s} days, ccusage {days_c} days")
-    print(f"spool usage --by day         {_stats(mine)}")
-    print(f"ccusage codex daily --offline {_stats(theirs)}")
-    print(f"ccusage / spool (medians): {statistics.median(theirs) / statistics.median(mine):.1f}x")
-    print(f"CPU (user+sys) spool   {_stats(CPU['spool'])}")
-    print(f"CPU (user+sys) ccusage {_stats(CPU['ccusage'])}")
-    print(f"ccusage / spool CPU (medians): "
-          f"{statistics.median(CPU['ccusage']) / statistics.median(CPU['spool']):.1f}x")
+    assert json.loads(outs["spool json, editable dev venv"])["totals"] == s
+    days_s = len(json.loads(outs["spool json"])["rows"])
+    days_c = len(json.loads(outs["ccusage json"])["daily"])
+    print(f"rows: spool {days_s} days, ccusage {days_c} days; timed spool: {bin_dir}; "
+          f"load average (1/5/15 min) {load0} before, {load1} after; {runs} rounds")
+    print(f"| `--by day`, {sessions:,} sessions | wall median (min\u2013max) "
+          f"| CPU median (min\u2013max) |")
+    print("|---|---|---|")
+    for label in cases:
+        print(f"| {label} | {_ms(WALL[label])} | {_ms(CPU[label])} |")
+    print("| ratio ccusage / spool, per round | wall | CPU |")
+    for mode in ("json", "table"):
+        print(f"| {mode} | **{_pair_ratio(f'ccusage {mode}', f'spool {mode}', WALL)}** "
+              f"| **{_pair_ratio(f'ccusage {mode}', f'spool {mode}', CPU)}** |")
+    floor = "floor: python -c 'import re'"
+    for mode in ("json", "table"):
+        over = [a - b for a, b in zip(CPU[f"spool {mode}"], CPU[floor])]
+        print(f"spool {mode}: CPU over the `import re` floor, median "
+              f"{statistics.median(over) * 1000:.1f} ms; ccusage {mode} / that floor "
+              f"{_pair_ratio(f'ccusage {mode}', floor, CPU)} CPU, "
+              f"{_pair_ratio(f'ccusage {mode}', floor, WALL)} wall")
 
 
 def build_big(home: Path) -> None:
@@ -280,46 +354,66 @@ def build_big(home: Path) -> None:
     con.close()
 
 
-def bench_flat(work: Path, runs: int, rebuild: bool) -> None:
-    from spool import db, usage
+def build_year(big: Path, home: Path) -> None:
+    """The big spool's usage_hours rows alone: no raw events, traces or requests."""
+    from spool import db, paths
 
-    empty, big = work / "empty", work / "big"
+    home.mkdir(parents=True, exist_ok=True)
+    db.upgrade(paths.db_path(home))
+    con = sqlite3.connect(paths.db_path(home), isolation_level=None)
+    con.execute("ATTACH ? AS big", (str(paths.db_path(big)),))
+    con.execute("INSERT INTO usage_hours SELECT * FROM big.usage_hours")
+    con.execute("DETACH big")
+    con.execute("ANALYZE")
+    con.close()
+
+
+def bench_flat(work: Path, runs: int, rebuild: bool, bin_dir: Path) -> None:
+    """empty: a new spool; year: a year of usage_hours rows and nothing else; big: the
+    same usage rows with the 1M raw events and 100,000 model requests behind them."""
+    from spool import db, paths, usage
+
+    empty, year, big = work / "empty", work / "year", work / "big"
     if rebuild or not (work / "big.ok").exists():
         shutil.rmtree(work, ignore_errors=True)
         t = time.perf_counter()
         build_big(big)
         print(f"built the 1M-event spool in {time.perf_counter() - t:.0f} s")
         (work / "big.ok").write_text("ok")
+    if not (work / "year.ok").exists():
+        shutil.rmtree(year, ignore_errors=True)
+        build_year(big, year)
+        (work / "year.ok").write_text("ok")
     db.open_db(empty).dispose()
-    argv = [spool_cli(), "usage", "--by", "day", "--json"]
-    cli = {"empty": [], "big": []}
-    query = {"empty": [], "big": []}
-    from spool import paths
-
-    cons = {k: sqlite3.connect(paths.db_path(p)) for k, p in (("empty", empty), ("big", big))}
+    homes = {"empty": empty, "year": year, "big": big}
+    argv = [spool_cli(bin_dir), "usage", "--by", "day", "--json"]
+    query: dict[str, list[float]] = {k: [] for k in homes}
+    cons = {k: sqlite3.connect(paths.db_path(p)) for k, p in homes.items()}
+    load0 = _load()
     for _ in range(runs):
-        for k, p in (("empty", empty), ("big", big)):
-            env = dict(os.environ, SPOOL_HOME=str(p), SPOOL_NO_AUTOSTART="1")
-            cli[k].append(_time(argv, env, f"cli {k}")[0])
+        for k, p in homes.items():
+            env = dict(os.environ, SPOOL_HOME=str(p), SPOOL_NO_AUTOSTART="1", TZ="UTC")
+            _time(argv, env, f"cli {k}")
             for _ in range(5):
-                t = time.perf_counter()
+                t = time.process_time()
                 rep = usage.report(cons[k], "day")
-                query[k].append(time.perf_counter() - t)
+                query[k].append(time.process_time() - t)
     one = lambda sql: cons["big"].execute(sql).fetchone()[0]  # noqa: E731
     n_req, n_hours = one("SELECT count(*) FROM model_requests"), one("SELECT count(*) FROM usage_hours")
     n_ev = one("SELECT count(*) FROM raw_events")
     for c in cons.values():
         c.close()
     print(f"big spool: {n_ev:,} raw events, {n_req:,} model requests, {n_hours:,} usage_hours "
-          f"rows; spool usage --by day returns {len(rep['rows'])} days")
-    for k in ("empty", "big"):
-        print(f"cli   {k:5}  {_stats(cli[k])}")
-    for k in ("empty", "big"):
-        print(f"query {k:5}  {_stats(query[k])}")
-    for k in ("empty", "big"):
-        print(f"CPU   {k:5}  {_stats(CPU[f'cli {k}'])}")
-    print(f"cli big/empty (medians): "
-          f"{statistics.median(cli['big']) / statistics.median(cli['empty']):.2f}x")
+          f"rows (year: the same usage_hours rows only); spool usage --by day returns "
+          f"{len(rep['rows'])} days; load average {load0} before, {_load()} after; {runs} rounds")
+    print("| `spool usage --by day --json` | wall median (min\u2013max) | CPU median (min\u2013max) "
+          "| `usage.report` alone, CPU median (min\u2013max) |")
+    print("|---|---|---|---|")
+    for k in homes:
+        print(f"| {k} | {_ms(WALL[f'cli {k}'])} | {_ms(CPU[f'cli {k}'])} | {_ms(query[k])} |")
+    for a, b in (("big", "empty"), ("big", "year")):
+        print(f"| {a}/{b}, per round | **{_pair_ratio(f'cli {a}', f'cli {b}', WALL)}** "
+              f"| **{_pair_ratio(f'cli {a}', f'cli {b}', CPU)}** | |")
 
 
 def main() -> None:
@@ -330,11 +424,15 @@ def main() -> None:
     ap.add_argument("--cache", type=Path,
                     default=Path(tempfile.gettempdir()) / "spool-bench-usage")
     ap.add_argument("--only", choices=("peer", "flat"))
+    ap.add_argument("--bin", type=Path, default=None,
+                    help="the bin directory whose `spool` is timed (default: a virtualenv with"
+                         " `pip install .` in the cache, as users install it)")
     a = ap.parse_args()
+    bin_dir = a.bin or plain_venv(a.cache)
     if a.only in (None, "peer"):
-        bench_peer(a.cache / f"peer-{a.sessions}", a.sessions, a.runs, a.rebuild)
+        bench_peer(a.cache / f"peer-{a.sessions}", a.sessions, a.runs, a.rebuild, bin_dir)
     if a.only in (None, "flat"):
-        bench_flat(a.cache / "flat", a.runs, a.rebuild)
+        bench_flat(a.cache / "flat", a.runs, a.rebuild, bin_dir)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,15 @@
-"""The `spool` console script: `spool usage` runs without Typer (spool/usage_cmd.py),
-everything else through the Typer app (spool.cli)."""
+"""The `spool` console script (``spool = "spool.entry:main"``; ``python -m spool`` too).
+
+Why not the Typer app directly: importing Typer (with click, rich and the
+pydantic it finds) costs ~0.3 s of CPU before any command runs, and
+`spool usage` is meant to answer in about the time Python takes to start (it
+is benchmarked against ccusage: scripts/bench_usage.py).  So this module
+imports nothing but ``sys`` and hands ``spool usage`` with plain options to
+spool/usage_cmd.py; every other line — every other command, ``spool usage
+--help``, a malformed option — goes to the Typer app (spool/cli.py), which
+also declares `spool usage` for its help and errors and runs the same
+``usage_cmd.run``.  tests/test_usage_cli.py proves both ways answer alike.
+"""
 from __future__ import annotations
 
 import sys

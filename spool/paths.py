@@ -4,13 +4,19 @@
 platformdirs.  ``spool/hook.py`` recomputes the same path with the standard
 library only (it must not import platformdirs); ``tests/test_paths.py`` proves
 the two agree.
+
+`spool usage` answers through ``db_file()`` and is timed against ccusage, so
+this module imports neither pathlib (with urllib.parse and ipaddress, ~7 ms)
+nor platformdirs (tempfile, shutil and the compression modules, ~8 ms) until a
+function needs them: platformdirs only when ``SPOOL_HOME`` is unset.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import platformdirs
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 APP_NAME = "spool"
 DB_NAME = "spool.db"
@@ -20,11 +26,20 @@ WORKER_LOG = "worker.log"
 OVERFLOW_PREFIX = "overflow-"
 
 
-def spool_home() -> Path:
+def home_dir() -> str:
+    """The spool home's path as a string."""
     env = os.environ.get("SPOOL_HOME")
     if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+        return os.path.expanduser(env)
+    import platformdirs
+
+    return platformdirs.user_data_dir(APP_NAME, appauthor=False)
+
+
+def spool_home() -> Path:
+    from pathlib import Path
+
+    return Path(home_dir())
 
 
 def ensure_home(home: Path | None = None) -> Path:
@@ -43,6 +58,11 @@ def db_path(home: Path | None = None) -> Path:
     return (home or spool_home()) / DB_NAME
 
 
+def db_file() -> str:
+    """``db_path()`` as a string, without pathlib."""
+    return os.path.join(home_dir(), DB_NAME)
+
+
 def fallback_overflow_dir(home: Path | None = None) -> Path:
     """Per-user, per-spool-home directory used when SPOOL_HOME itself cannot be written.
 
@@ -51,6 +71,8 @@ def fallback_overflow_dir(home: Path | None = None) -> Path:
     import zlib
 
     tag = "%08x" % zlib.crc32(os.fsencode(str(home or spool_home())))
+    from pathlib import Path
+
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and os.path.isdir(base):
         return Path(base) / f"spool-overflow-{tag}"

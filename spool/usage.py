@@ -22,10 +22,15 @@ session-hour, whatever the number of requests); ``session_costs`` and
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from typing import Any, Iterable, Mapping, Sequence
-
-import orjson
+# `spool usage` imports this module on its way to ``report``, and answers in about
+# the time Python takes to start: so nothing here is imported at module level
+# but the standard library's cheapest (orjson alone, with the dataclasses, uuid
+# and inspect it loads, would double the command's start-up).  The writers
+# import what they need inside; tests/test_usage.py checks the command's modules.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from datetime import date
+    from typing import Any, Iterable, Mapping, Sequence
 
 TOKEN_KEYS = ("input", "cached", "cache_write", "output", "reasoning", "total")
 GROUPS = ("day", "month", "session", "model")
@@ -120,6 +125,8 @@ def record_traces(con, bodies: Iterable[Mapping[str, Any] | str | bytes]) -> int
     rows: list[dict] = []
     for body in bodies:
         if isinstance(body, (str, bytes)):
+            import orjson
+
             body = orjson.loads(body)
         rows.extend(requests_of(body))
     return record_requests(con, rows)
@@ -166,6 +173,8 @@ def record_requests(con, requests: Iterable[Mapping[str, Any]]) -> int:
 def backfill(con, batch: int = 500) -> int:
     """Record every stored trace (oldest first) on DB-API connection ``con``: the
     migration that adds the tables runs it once.  Returns the rows recorded."""
+    import orjson
+
     n, last = 0, ""
     while True:
         rows = con.execute("SELECT trace_id, body FROM traces WHERE trace_id > ?"
@@ -188,6 +197,10 @@ def backfill(con, batch: int = 500) -> int:
 
 def _hour_bounds(since: date | None, until: date | None) -> tuple[int, int]:
     """Local calendar dates (until inclusive) -> [lo, hi) in UTC hours."""
+    if since is None and until is None:
+        return -1, 2 ** 40
+    from datetime import datetime, timedelta
+
     lo = int(datetime.combine(since, datetime.min.time()).timestamp() // 3600) if since else -1
     hi = (int(-(-datetime.combine(until + timedelta(days=1), datetime.min.time()).timestamp()
                 // 3600)) if until else 2 ** 40)
@@ -217,7 +230,10 @@ def report(con, by: str = "day", since: date | None = None, until: date | None =
         raise ValueError(f"by must be one of {GROUPS}")
     lo, hi = _hour_bounds(since, until)
     params = {"lo": lo, "hi": hi, "project": project}
-    where = "hour >= :lo AND hour < :hi" + (" AND project = :project" if project else "")
+    # Only the bounds given: a range over the whole table would walk the unique
+    # index and look every row up (a third slower than scanning the table).
+    where = " AND ".join(["1"] + ["hour >= :lo"] * bool(since) + ["hour < :hi"] * bool(until)
+                         + ["project = :project"] * bool(project))
     sql = (f"SELECT {_KEY[by]} AS key, min(hour) AS first_hour, sum(requests), sum(input),"
            " sum(cached), sum(cache_write), sum(output), sum(reasoning), sum(total),"
            " sum(cost_usd), sum(unpriced), group_concat(DISTINCT model)"
@@ -232,7 +248,7 @@ def report(con, by: str = "day", since: date | None = None, until: date | None =
         totals["cost_usd"] = None
     unpriced_models = [m or "(none named)" for (m,) in con.execute(
         f"SELECT DISTINCT model FROM usage_hours WHERE {where} AND unpriced > 0 ORDER BY model",
-        params)]
+        params)] if totals["unpriced"] else []
     return {"by": by, "rows": rows, "totals": totals, "unpriced_models": unpriced_models}
 
 
@@ -265,6 +281,7 @@ def session_costs(conn, session_ids: Sequence[str]) -> dict[str, dict]:
 def trace_costs(conn, trace_ids: Sequence[str]) -> dict[str, dict]:
     """trace_id -> {cost_usd, cost_flags} as stored in the trace bodies (None/[] for
     bodies made before cost was added)."""
+    import orjson
     from sqlalchemy import bindparam, text
 
     if not trace_ids:

@@ -33,10 +33,6 @@ def usage(
     """
     import sys
 
-    from ..usage_cmd import BadUsage, Options, run
+    from ..usage_cmd import Options, run
 
-    try:
-        run(Options(by, since, until, project, as_json), sys.stdout)
-    except BadUsage as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2)
+    run(Options(by, since, until, project, as_json), sys.stdout)
