@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -153,12 +154,14 @@ def _real_body() -> dict:
     return json.loads((ROOT / "tests" / "fixtures" / "otlp" / "bodies.json").read_text())["turn"][0]
 
 
-def _sink_run(sink: str, url: str, n: int, batch: int) -> float:
-    """traces/s of one Dispatcher delivering ``n`` fresh rows of ``sink`` to ``url``."""
+def _sink_run(sink: str, url: str, n: int, batch: int) -> tuple[float, float]:
+    """(traces/s, CPU ms per trace) of one Dispatcher delivering ``n`` fresh rows of ``sink``
+    to ``url`` (the CPU time is this process's: the dispatcher's, not the receiver's)."""
     from sqlalchemy import text
 
     from spool import config, credentials, db
     from spool.deliver import Dispatcher
+    from spool.trace import TRACE_NAMESPACE
 
     base = _setup_home()
     engine = db.open_db()
@@ -171,8 +174,9 @@ def _sink_run(sink: str, url: str, n: int, batch: int) -> float:
     body = _real_body()
     now = time.time()
     rows = []
-    for i in range(n):
-        b = dict(body, trace_id=f"{sink}-{time.time_ns()}-{i:06d}")
+    run = f"{sink}-{time.time_ns()}"
+    for i in range(n):  # fresh ids of spool's own kind (uuid5, spool.trace), unique per run
+        b = dict(body, trace_id=str(uuid.uuid5(TRACE_NAMESPACE, f"{run}-{i:06d}")))
         rows.append({"t": b["trace_id"], "p": str(project), "n": now, "b": json.dumps(b),
                      "s": sink})
     with db.write(engine) as conn:
@@ -180,7 +184,7 @@ def _sink_run(sink: str, url: str, n: int, batch: int) -> float:
                           "VALUES (:t, 'turn', :p, 'bench', :n, :b)"), rows)
         conn.execute(text("INSERT INTO outbox (trace_id, sink, created_at, next_attempt_at) "
                           "VALUES (:t, :s, :n, :n)"), rows)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with Dispatcher(engine) as d:
         sent = 0
         while sent < n:
@@ -188,9 +192,9 @@ def _sink_run(sink: str, url: str, n: int, batch: int) -> float:
             sent += r.sent
             if r.claimed == 0 or r.sent == 0:
                 raise SystemExit(f"{sink}: stuck after {sent} sent ({r})")
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     engine.dispose()
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e3
 
 
 def bench_sinks(n: int, rounds: int, batch: int) -> None:
@@ -212,15 +216,19 @@ def bench_sinks(n: int, rounds: int, batch: int) -> None:
         for k in ("infinium", "otlp"):  # warm-up (imports, pools), not timed
             _sink_run(k, urls[k], 20, batch)
         tps: dict[str, list[float]] = {"infinium": [], "otlp": []}
-        ratios = []
+        cpus: dict[str, list[float]] = {"infinium": [], "otlp": []}
+        ratios, cpu_ratios = [], []
         for r in range(rounds):
             order = ("infinium", "otlp") if r % 2 == 0 else ("otlp", "infinium")
             got = {k: _sink_run(k, urls[k], n, batch) for k in order}
-            for k, v in got.items():
+            for k, (v, c) in got.items():
                 tps[k].append(v)
-            ratios.append(got["otlp"] / got["infinium"])
-            print(f"  round {r + 1}: infinium {got['infinium']:,.0f}/s  otlp {got['otlp']:,.0f}/s"
-                  f"  ratio {ratios[-1]:.1f}x")
+                cpus[k].append(c)
+            ratios.append(got["otlp"][0] / got["infinium"][0])
+            cpu_ratios.append(got["infinium"][1] / got["otlp"][1])
+            print(f"  round {r + 1}: infinium {got['infinium'][0]:,.0f}/s  otlp "
+                  f"{got['otlp'][0]:,.0f}/s  ratio {ratios[-1]:.1f}x  (dispatcher CPU per trace:"
+                  f" {got['infinium'][1]:.3f} / {got['otlp'][1]:.3f} ms, {cpu_ratios[-1]:.1f}x)")
         spans = httpx.get(f"{urls['otlp']}/_stats").json()["spans"]
         assert spans == (rounds * n + 20) * 4, spans  # every trace's 4 spans arrived, once
         accepted = httpx.get(f"{urls['infinium']}/_stats").json()["accepted_keys"]
@@ -238,6 +246,10 @@ def bench_sinks(n: int, rounds: int, batch: int) -> None:
     ratio = statistics.median(ratios)
     print(f"  otlp / infinium: median {ratio:.1f}x (min {min(ratios):.1f}, max {max(ratios):.1f})"
           f"  target >= {OTLP_TARGET:.0f}x: {'met' if ratio >= OTLP_TARGET else 'NOT met'}")
+    print(f"  dispatcher CPU per trace: infinium {statistics.median(cpus['infinium']):.3f} ms, "
+          f"otlp {statistics.median(cpus['otlp']):.3f} ms; infinium / otlp median "
+          f"{statistics.median(cpu_ratios):.1f}x (min {min(cpu_ratios):.1f}, "
+          f"max {max(cpu_ratios):.1f}): what the load does not move much")
 
 
 def main() -> None:

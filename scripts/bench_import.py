@@ -3,15 +3,25 @@
 Generates realistic rollouts (scripts/rollout_gen.py) of 50 MB and 200 MB, then
 for each size runs interleaved pairs of
 
-* floor:  read every line of every file and ``orjson.loads`` it (nothing else);
+* floor:  read every line of every file and ``orjson.loads`` it (nothing else; read
+          with the same buffer size as the import, ``backfill.READ_BUFFER``);
 * import: ``spool.backfill.run`` into a fresh spool database (events written,
           committed and checkpointed).
 
-Each run is its own process (so its peak RSS is its own: ru_maxrss).  Prints
-the medians and spread of time, MB/s, the import/floor ratio of each pair, and
-the peak RSS of each side.
+Each run is its own process (so its peak RSS is its own: ru_maxrss); both sides
+import the same modules before their clock starts, so neither times interpreter
+start-up or imports; the import's timed part ends with its connection closed (the
+WAL checkpointed).  Prints the medians and spread of time, MB/s, the import/floor
+ratio of each pair, the peak RSS of each side, and the load average before and
+after each size.
+
+``--phases``: where the import's CPU goes, in one process (best of 5, 50 MB):
+reading the lines; the floor; the conversion alone (``Converter.feed``); a dry
+run (conversion + payloads serialised + rows built, nothing written); the full
+import; and writing the same rows alone into a fresh database.
 
     .venv/bin/python scripts/bench_import.py [--pairs 5] [--sizes 50,200] [--dir DIR]
+    .venv/bin/python scripts/bench_import.py --phases [--dir DIR]
 """
 from __future__ import annotations
 
@@ -44,7 +54,7 @@ def _one(kind: str, data: Path, home: Path) -> dict:
         t = time.perf_counter()
         n = 0
         for p in backfill.discover([data]):
-            with open(p, "rb") as fh:
+            with open(p, "rb", buffering=backfill.READ_BUFFER) as fh:
                 for line in fh:
                     orjson.loads(line)
                     n += 1
@@ -75,6 +85,92 @@ def _run(kind: str, data: Path, home: Path) -> dict:
     return json.loads(r.stdout)
 
 
+def _phases(data: Path) -> None:
+    """CPU seconds of each phase of the import (best of 5), in this process."""
+    import orjson
+
+    from spool import backfill, db
+    from spool.importer import Converter
+
+    files = list(backfill.discover([data]))
+
+    def read():
+        for p in files:
+            with open(p, "rb", buffering=backfill.READ_BUFFER) as fh:
+                for _line in fh:
+                    pass
+
+    def floor():
+        for p in files:
+            with open(p, "rb", buffering=backfill.READ_BUFFER) as fh:
+                for line in fh:
+                    orjson.loads(line)
+
+    def convert():
+        for p in files:
+            conv = Converter(str(p))
+            with open(p, "rb", buffering=backfill.READ_BUFFER) as fh:
+                for line in fh:
+                    conv.feed(line)
+            conv.finish(settled=True)
+
+    def fresh() -> tuple[Path, object]:
+        home = Path(tempfile.mkdtemp(prefix="spool-bench-phases-"))
+        return home, db.open_db(home)
+
+    held: list = []
+
+    class Keep(backfill._Store):  # the rows a run would write, kept instead
+        def flush(self):
+            held.extend(self.rows)
+            self.rows, self.held, self.events = [], 0, 0
+
+    def run(dry_run: bool) -> float:
+        home, engine = fresh()
+        t = time.process_time()
+        backfill.run(engine, [data], now=time.time() + 10 ** 6, dry_run=dry_run)
+        spent = time.process_time() - t
+        engine.dispose()
+        shutil.rmtree(home)
+        return spent
+
+    def write_only():
+        home, engine = fresh()
+        store = backfill._Store(engine, False, time.time())
+        t = time.process_time()
+        for i in range(0, len(held), 200):
+            store.rows = held[i:i + 200]
+            store.flush()
+        store.close()
+        spent = time.process_time() - t
+        engine.dispose()
+        shutil.rmtree(home)
+        return spent
+
+    home, engine = fresh()
+    real, backfill._Store = backfill._Store, Keep
+    try:
+        backfill.run(engine, [data], now=time.time() + 10 ** 6)
+    finally:
+        backfill._Store = real
+        engine.dispose()
+        shutil.rmtree(home)
+    best: dict[str, float] = {}
+    for _ in range(5):
+        for name, fn in (("read lines", read), ("floor (read + orjson.loads)", floor),
+                         ("conversion (Converter.feed)", convert)):
+            t = time.process_time()
+            fn()
+            best[name] = min(best.get(name, 1e9), time.process_time() - t)
+        for name, fn in (("dry run (conversion + rows)", lambda: run(True)),
+                         ("full import", lambda: run(False)),
+                         ("writing the rows alone", write_only)):
+            best[name] = min(best.get(name, 1e9), fn())
+    print(f"phases, CPU seconds, best of 5 ({data.name}, load {os.getloadavg()[0]:.1f}):")
+    for name, v in best.items():
+        print(f"  {name:30s} {v:.3f}")
+
+
 def _spread(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.3f} (min {min(xs):.3f}, max {max(xs):.3f})"
 
@@ -84,6 +180,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--sizes", default="50,200", help="MB, comma separated")
     ap.add_argument("--dir", type=Path, default=None, help="where data is generated (kept)")
+    ap.add_argument("--phases", action="store_true", help="CPU per phase (50 MB)")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -92,12 +189,19 @@ def main() -> None:
     import rollout_gen
 
     base = a.dir or Path(tempfile.gettempdir()) / "spool-bench-import"
+    if a.phases:
+        data = base / "rollouts-50mb"
+        if not data.exists():
+            rollout_gen.generate_tree(data, int(50e6), seed=1)
+        _phases(data)
+        return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpu(s),"
           f" load {os.getloadavg()[0]:.1f}")
     for mb in (float(x) for x in a.sizes.split(",")):
         data = base / f"rollouts-{mb:g}mb"
         if not data.exists():
             rollout_gen.generate_tree(data, int(mb * 1e6), seed=1)
+        load_before = os.getloadavg()[0]
         files = list(data.rglob("*.jsonl"))
         size = sum(f.stat().st_size for f in files)
         floor, imp, ratios = [], [], []
@@ -110,7 +214,8 @@ def main() -> None:
         ft = [r["seconds"] for r in floor]
         it = [r["seconds"] for r in imp]
         print(f"\n{size / 1e6:.1f} MB in {len(files)} rollouts, {imp[0]['turns']} turns,"
-              f" {imp[0]['events']} events; {a.pairs} interleaved pairs")
+              f" {imp[0]['events']} events; {a.pairs} interleaved pairs;"
+              f" load {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
         print(f"  floor  seconds {_spread(ft)}; {size / 1e6 / statistics.median(ft):.0f} MB/s;"
               f" peak RSS {statistics.median(r['max_rss_mb'] for r in floor):.0f} MB")
         print(f"  import seconds {_spread(it)}; {size / 1e6 / statistics.median(it):.1f} MB/s;"

@@ -42,6 +42,10 @@ def final(steps: Sequence[Mapping], rollout_total: Mapping[str, int] | None,
         if fm.get("total_cost_usd") is not None:
             out["total_cost_usd"] = round(out.get("total_cost_usd", 0.0)
                                           + fm["total_cost_usd"], 10)
+        if fm["extra"].get("unpriced_model_requests"):
+            out["extra"]["unpriced_model_requests"] = (
+                out["extra"].get("unpriced_model_requests", 0)
+                + fm["extra"]["unpriced_model_requests"])
     if children:
         out["extra"]["includes_subagents"] = len(children)
     return out

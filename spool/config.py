@@ -84,6 +84,15 @@ def env_number(env: Mapping[str, str], name: str, default, *, minimum: float = 0
     return value
 
 
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A true/false environment variable: unset/blank -> ``default``; anything but
+    1/true/yes/on or 0/false/no/off -> a SpoolError naming the variable."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    return _bool(raw, name)
+
+
 @dataclass(frozen=True)
 class Config:
     project: Path | None = None  # directory holding .spool/, or None

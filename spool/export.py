@@ -3,7 +3,7 @@
 The I/O edge of ``spool export`` and the ``atif`` sink: resolve a session id
 (or a unique prefix), read the latest revision of each of its traces (turns
 and session summary), read the rollout file Codex wrote (conversation and
-final token totals), and hand them to the pure renderer (spool.atif), or
+final token totals) and each subagent's (its conversation), and hand them to the pure renderer (spool.atif), or
 return spool's own trace model (``--format json``).
 
 The SQL here only reads ``sessions`` and ``traces``.
@@ -76,6 +76,17 @@ def _still_open(row: Mapping[str, Any]) -> bool:
     return row.get("state") != "final"
 
 
+def _child_rollouts(bodies) -> list[str]:
+    """The rollout files of the session's subagents (their turn traces' ``agent`` link)."""
+    out: list[str] = []
+    for b in bodies:
+        agent = b.get("agent")
+        path = agent.get("rollout_path") if isinstance(agent, Mapping) else None
+        if isinstance(path, str) and path and path not in out:
+            out.append(path)
+    return out
+
+
 def gather(engine, given: str, *, full: bool = False,
            env: Mapping[str, str] | None = None) -> atif.Session:
     """What the renderer needs for the session ``given`` names (id or unique prefix)."""
@@ -92,6 +103,10 @@ def gather(engine, given: str, *, full: bool = False,
     path = row.get("transcript_path")
     conv = transcript.read(path)
     total = rollout.read_incremental(path).facts().total_usage if conv is not None else None
+    for child_path in _child_rollouts(bodies):  # subagents' conversations: their own files
+        child = transcript.read(child_path)
+        if child is not None:
+            conv = child if conv is None else conv.merge(child)
     return atif.Session(session_id=sid, bodies=bodies, transcript=conv, rollout_total=total,
                         still_open=_still_open(row), full=full,
                         limits=Limits(cfg.max_input_preview, cfg.max_output_preview))

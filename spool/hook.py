@@ -169,8 +169,10 @@ def _write_private(path, data):
         os.close(fd)
 
 
-def write_overflow(home, received_at, cwd, payload, size, truncated, reason):
-    """Keep the event in an overflow file; returns the directory used."""
+def write_overflow(home, received_at, cwd, payload, size, truncated, reason,
+                   proc=(None, None, None)):
+    """Keep the event in an overflow file; returns the directory used.
+    ``proc``: (run id, Codex pid, its start time) as for ``insert``, restored at ingest."""
     import base64
     import json
 
@@ -185,6 +187,12 @@ def write_overflow(home, received_at, cwd, payload, size, truncated, reason):
         "reason": reason,
         "payload_b64": base64.b64encode(payload).decode("ascii"),
     }
+    run_id, codex_pid, codex_start = proc
+    if run_id is not None:
+        record["run_id"] = run_id
+    if codex_pid is not None:
+        record["codex_pid"] = codex_pid
+        record["codex_start"] = codex_start
     line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
     last = None
     for directory in (home, fallback_dir(home)):
@@ -280,7 +288,7 @@ def handle(data, size, truncated, cwd, home, received_at, source="hook",
         insert(home, received_at, source, cwd, data, size, truncated, proc)
     except Exception as exc:  # any database problem: keep the event anyway
         reason = "%s: %s" % (type(exc).__name__, exc)
-        write_overflow(home, received_at, cwd, data, size, truncated, reason)
+        write_overflow(home, received_at, cwd, data, size, truncated, reason, proc)
         first = not os.path.exists(os.path.join(home, DB_NAME))
         if not first:
             log_error(home, "database not writable, event kept in overflow (%s)" % reason)

@@ -82,7 +82,7 @@ def permission_mode(ctx: dict) -> str:
     return "default"
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     key: str
     at: float
@@ -338,11 +338,8 @@ class Converter:
         prefix = f"import:{self.session_id}:{t.turn_id}:"
 
         def add(name: str, at: float, **fields) -> None:
-            p = base.copy()
-            p["hook_event_name"] = name
-            if fields:
-                p.update(fields)
-            evs.append(Event(prefix + str(len(evs)), at, cwd, p))
+            evs.append(Event(prefix + str(len(evs)), at, cwd,
+                             {**base, "hook_event_name": name, **fields}))
 
         if self.agent_id:  # a subagent's turn: the hooks report it in the parent session
             add("SubagentStart", t.started_at, agent_type="default")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from . import db, paths
 from .hook import INSERT_SQL
@@ -35,7 +35,7 @@ _OVERFLOW_INSERT = INSERT_SQL.replace(
     "INSERT INTO raw_events (received_at, source, cwd, payload, size, truncated) "
     "SELECT ?1, ?2, ?3, ?4, ?5, ?6",
     "INSERT OR IGNORE INTO raw_events (received_at, source, cwd, payload, size, truncated, "
-    "dedup_key) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7",
+    "dedup_key, run_id, codex_pid, codex_start) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10",
 )
 assert _OVERFLOW_INSERT != INSERT_SQL
 
@@ -73,6 +73,17 @@ def _quarantine(conn, *, received_at, source, cwd, payload, size, reason, now, r
     )
 
 
+def _process_of(rec: dict) -> tuple:
+    """(run id, Codex pid, its start time) the hook kept in an overflow record
+    (spool.hook.write_overflow); None for what it did not know (or an older record)."""
+    run_id, pid, start = rec.get("run_id"), rec.get("codex_pid"), rec.get("codex_start")
+    if not (isinstance(pid, int) and not isinstance(pid, bool)):
+        pid = start = None
+    elif not (isinstance(start, int) and not isinstance(start, bool)):
+        start = None
+    return clean_text(run_id) if isinstance(run_id, str) and run_id else None, pid, start
+
+
 def ingest_overflow(engine: Engine, home: Path | None = None, now: float | None = None) -> IngestResult:
     """Move every overflow file into raw_events, exactly once."""
     result = IngestResult()
@@ -91,7 +102,8 @@ def ingest_overflow(engine: Engine, home: Path | None = None, now: float | None 
                     payload = base64.b64decode(rec["payload_b64"], validate=True)
                     args = (float(rec["received_at"]), "overflow", clean_text(rec.get("cwd")),
                             payload, int(rec.get("size", len(payload))),
-                            int(rec.get("truncated", 0)), clean_text(str(rec["key"])))
+                            int(rec.get("truncated", 0)), clean_text(str(rec["key"])),
+                            *_process_of(rec))
                 except (ValueError, KeyError, TypeError, binascii.Error) as exc:
                     _quarantine(conn, received_at=now_, source="overflow", cwd=None,
                                 payload=line, size=len(line), now=now_,
@@ -264,12 +276,6 @@ def ingest_all(engine: Engine, home: Path | None = None, now: float | None = Non
     if failure is not None:
         raise failure
     return result
-
-
-def log_error(engine: Engine, source: str, message: str, now: float | None = None) -> None:
-    with db.write(engine) as conn:
-        conn.execute(text("INSERT INTO errors (at, source, message) VALUES (:at, :s, :m)"),
-                     {"at": time.time() if now is None else now, "s": source, "m": message})
 
 
 def hook_error_lines(home: Path | None = None) -> list[tuple[str, str]]:

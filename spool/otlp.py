@@ -6,7 +6,8 @@ spool.otlp_wire.  No I/O, no clock: the same bodies and :class:`Options` always 
 bytes, so a resend is byte-identical and backends that drop exact duplicates (Phoenix, MLflow)
 store a trace once.  The options come from the environment in spool.sinks.otlp.
 
-Spans (GenAI semantic conventions, plus the OpenInference names Arize Phoenix renders by):
+Spans (GenAI semantic conventions, plus the OpenInference names Arize Phoenix reads and does not
+derive from them: the attribute tables are in spool/otlp_attrs.py):
 
 =============================  ========  =============================================
 ``invoke_agent codex``         INTERNAL  the root: the turn (AGENT); turn token totals,
@@ -23,14 +24,8 @@ Every span carries ``gen_ai.conversation.id`` and ``session.id`` = the Codex ses
 steps (session start/end, interrupt, unknown events) are span events on the root; an interrupt
 or a failed step also sets the root's status to ERROR.
 
-Token counts: spool's ``input`` includes cached tokens (as OpenAI and ``gen_ai.usage.input_tokens``
-count them); ``output`` includes reasoning.  LLM spans carry ``gen_ai.usage.*`` and
-``llm.token_count.*`` (prompt/completion/total, ``prompt_details.cache_read``/``cache_write``,
-``completion_details.reasoning``: the two Phoenix does not derive from ``gen_ai.*``).  The root
-carries the turn totals as ``gen_ai.usage.*`` only, so a backend that sums ``llm.token_count`` over
-a trace does not count them twice.  Cost likewise: each LLM span carries its request's
-``llm.cost.total`` (OpenInference, which Phoenix reads) and ``spool.cost_usd``; the root only
-``spool.cost_usd`` (the turn's) and ``spool.cost_flags``; an unpriced request has neither.
+Token counts, cost and which names each span carries: spool/otlp_attrs.py.  The root carries
+the turn totals as ``gen_ai.usage.*`` only.
 
 Ids: the OTel trace id is the spool trace id's 16 UUID bytes (any other id: the first 16 bytes of
 its SHA-256); span ids are the first 8 bytes of SHA-256(trace id, step number) (the root: "root").
@@ -39,16 +34,15 @@ Content (prompt, answer, commands, tool output) is sent only when ``Options.capt
 (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``; see :func:`capture_content`): redacted
 first (spool.redact), then cut to the preview limits.  Every free text that leaves (content,
 step descriptions, error messages) is redacted; identifiers (model, tool name, ids, git branch)
-are sent as they are.  Only the strings that are emitted are redacted, not the whole body.
+are sent as they are.  Only the strings that are emitted are redacted, not the whole body,
+each once per trace.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import uuid
 from dataclasses import dataclass
-from collections.abc import Iterable, Mapping, Sequence  # (typing's are slower in isinstance)
+from collections.abc import Mapping, Sequence  # (typing's are slower in isinstance)
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -57,15 +51,14 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
 from . import __version__
-from .otlp_wire import MAX_INT, attrs as _attrs, put as _put
-from .redact import redact_text, scrub_tail
+from . import otlp_attrs as A
+from .otlp_wire import attrs as _attrs, put as _put
+from .redact import redact_text
 
-AGENT_NAME = "codex"
-PROVIDER = "openai"
 DEFAULT_SERVICE_NAME = "codex"
-INPUT_SUMMARY_MAX = 3000
-OUTPUT_SUMMARY_MAX = 8000
-ERROR_MESSAGE_MAX = 1000
+AGENT_NAME = A.AGENT_NAME
+_INTERNAL, _CLIENT = Span.SPAN_KIND_INTERNAL, Span.SPAN_KIND_CLIENT
+_ERROR = Status.STATUS_CODE_ERROR
 
 
 @dataclass(frozen=True)
@@ -79,8 +72,6 @@ class Options:
     max_output_preview: int = 300
     redact: bool = True
 
-
-# --- configuration parsing (pure) ------------------------------------------------
 
 # --- ids ---------------------------------------------------------------------------
 
@@ -100,111 +91,17 @@ def _nonzero(b: bytes) -> bytes:
     return b if any(b) else b[:-1] + b"\x01"  # an all-zero id is invalid in OTLP
 
 
-_MAX_NS = MAX_INT
-
-
-def _ns(t: Any) -> int:
-    """Epoch seconds as nanoseconds; anything not a usable time is 0 (then the trace's)."""
-    if t.__class__ is float and 0 < t < _MAX_NS / 1e9:  # the usual case, first
-        return int(round(t * 1e9))
-    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
-        return 0
-    return int(round(float(t) * 1e9)) if t < _MAX_NS / 1e9 else _MAX_NS
-
-
-def _int(v: Any) -> int:
-    """A count: finite numbers (not booleans) as int64, anything else 0."""
-    if v.__class__ is int and -_MAX_NS <= v <= _MAX_NS:  # the usual case, first
-        return v
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return 0
-    if isinstance(v, float) and not math.isfinite(v):
-        return 0
-    return max(min(int(v), _MAX_NS), -_MAX_NS)
-
-
-def _cost(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def _clip(text: Any, limit: int, redacted: bool = False) -> str:
-    """``text`` cut to ``limit``; when it is ``redacted`` text, the cut never leaves the
-    start of a secret (spool.redact.scrub_tail)."""
-    if text is None:
-        return ""
-    if not isinstance(text, str):
-        text = json.dumps(text, ensure_ascii=False, default=str)
-    if limit <= 0:
-        return ""
-    if len(text) <= limit:
-        return text
-    if limit <= 3:
-        return scrub_tail(text[:limit]) if redacted else text[:limit]
-    kept = text[: limit - 3]
-    return (scrub_tail(kept) if redacted else kept) + "..."
-
-
 # --- the mapping -----------------------------------------------------------------------
 
-def _usage_attrs(u: Mapping[str, Any], *, openinference: bool) -> list[tuple[str, Any]]:
-    inp, out = _int(u.get("input")), _int(u.get("output"))
-    cached, write, reasoning = _int(u.get("cached")), _int(u.get("cache_write")), _int(
-        u.get("reasoning"))
-    pairs: list[tuple[str, Any]] = [
-        ("gen_ai.usage.input_tokens", inp), ("gen_ai.usage.output_tokens", out),
-        ("gen_ai.usage.cache_read.input_tokens", cached),
-        ("gen_ai.usage.reasoning.output_tokens", reasoning)]
-    if write:
-        pairs += [("gen_ai.usage.cache_write.input_tokens", write),
-                  ("gen_ai.usage.cache_creation.input_tokens", write)]
-    if openinference:
-        pairs += [("llm.token_count.prompt", inp), ("llm.token_count.completion", out),
-                  ("llm.token_count.total", _int(u.get("total")) or inp + out),
-                  ("llm.token_count.prompt_details.cache_read", cached),
-                  ("llm.token_count.completion_details.reasoning", reasoning)]
-        if write:
-            pairs.append(("llm.token_count.prompt_details.cache_write", write))
-    return pairs
-
-
-def _failed(step: Mapping[str, Any]) -> bool:
-    if isinstance(step.get("error"), Mapping):
-        return True
-    code = step.get("exit_code")
-    return (isinstance(code, int) and code != 0) or step.get("status") in ("failed", "declined")
-
-
-def _set_status(span: Span, step: Mapping[str, Any], default_type: str,
-                attrs: list[tuple[str, Any]], opts: Options, text) -> None:
-    if not _failed(step):
-        return
-    err = step.get("error") if isinstance(step.get("error"), Mapping) else {}
-    etype = str(err.get("type") or default_type)
-    attrs.append(("error.type", etype))
-    message = text(err.get("message") or etype, ERROR_MESSAGE_MAX)
-    # the message names the command: content
-    span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR,
-                                message=message if opts.capture_content else etype))
-
-
-def _template(pairs: list[tuple[str, Any]]) -> Span:
-    sp = Span()
-    _put(sp.attributes, pairs)
-    return sp
-
-
-_CHAT = _template([("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", PROVIDER),
-                   ("openinference.span.kind", "LLM"), ("llm.provider", PROVIDER),
-                   ("llm.system", PROVIDER)])
-_TOOL = _template([("gen_ai.operation.name", "execute_tool"), ("gen_ai.provider.name", PROVIDER),
-                   ("gen_ai.tool.type", "function"), ("openinference.span.kind", "TOOL")])
-
-
 class _Builder:
-    def __init__(self, body: Mapping[str, Any], opts: Options, into: Any) -> None:
+    """The spans of one trace body, added to ``into`` (a repeated Span field)."""
+
+    def __init__(self, body: Mapping[str, Any], opts: Options, into: Any,
+                 templates: A.Templates) -> None:
         self.body = body
-        self.into = into  # the repeated Span field the spans are added to
+        self.add = into.add
         self.opts = opts
+        self.content = opts.capture_content
         self.tid = str(body.get("trace_id") or "")
         self.otid = otel_trace_id(self.tid)
         self.root_id = span_id(self.tid, "root")
@@ -212,112 +109,115 @@ class _Builder:
         # the parent's spawn_agent tool span (span ids are keyed by step place).
         agent = body.get("agent")
         self.agent = agent if isinstance(agent, Mapping) else None
-        self.root_parent: bytes | None = None
+        self.root_parent = b""
         if self.agent and self.agent.get("parent_trace_id"):
             ptid = str(self.agent["parent_trace_id"])
             self.otid = otel_trace_id(ptid)
             if isinstance(self.agent.get("spawn_step"), int):
                 self.root_parent = span_id(ptid, self.agent["spawn_step"])
-        self.session = str(body.get("session_id") or "")
-        self.t0 = _ns(body.get("started_at"))
-        self.t1 = max(_ns(body.get("ended_at")), self.t0)
-        self._redacted: dict[str, str] = {}
-        self._common: Span | None = None
+        self.session = session = str(body.get("session_id") or "")
+        self.templates = templates
+        self.common = (("gen_ai.conversation.id", session), ("session.id", session))
+        self.t0 = A.ns(body.get("started_at"))
+        self.t1 = max(A.ns(body.get("ended_at")), self.t0)
+        self._texts: dict[tuple[Any, int], str] = {}
 
-    def common(self) -> list[tuple[str, Any]]:
-        return [("gen_ai.conversation.id", self.session), ("session.id", self.session)]
-
-    def span(self, key: str | int, name: str, kind: int, start: int, end: int,
-             parent: bytes | None, template: Span | None = None) -> Span:
+    def span(self, key: int, name: str, kind: int, start: int, end: int, base: Span,
+             *shared: tuple[str, Any]) -> Span:
+        """A child of the root with ``base``'s attributes, the session's and ``shared``."""
         start = start or self.t0
-        sp = self.into.add(trace_id=self.otid, span_id=span_id(self.tid, key)
-                           if key != "root" else self.root_id, parent_span_id=parent or b"",
-                           name=name, kind=kind, start_time_unix_nano=start,
-                           end_time_unix_nano=max(end or start, start))
-        if template is not None:  # constant attributes in one copy (the hot path)
-            sp.MergeFrom(template)
-            if self._common is None:
-                self._common = Span()
-                _put(self._common.attributes, self.common())
-            sp.MergeFrom(self._common)
+        sp = self.add(trace_id=self.otid, span_id=span_id(self.tid, key),
+                      parent_span_id=self.root_id, name=name, kind=kind,
+                      start_time_unix_nano=start, end_time_unix_nano=end if end > start
+                      else start)
+        # the attributes shared with other spans: one C copy (made once per request)
+        sp.MergeFrom(self.templates.get(base, (*self.common, *shared)))
         return sp
 
     def text(self, v: Any, limit: int) -> str:
-        """Free text as it may leave the machine: redacted (memoised), then cut."""
-        if v is None:
+        """Free text as it may leave the machine: redacted, then cut (each text once)."""
+        if not v:
             return ""
-        if not isinstance(v, str):
-            v = json.dumps(v, ensure_ascii=False, default=str)
-        if self.opts.redact and v:
-            r = self._redacted.get(v)
-            if r is None:
-                r = self._redacted[v] = redact_text(v)
-            v = r
-        return _clip(v, limit, self.opts.redact)
+        key = (v, limit) if v.__class__ is str else (A.as_text(v), limit)
+        out = self._texts.get(key)
+        if out is None:
+            t = key[0]
+            redact = self.opts.redact
+            out = self._texts[key] = A.clip(redact_text(t) if redact else t, limit, redact)
+        return out
 
-    def content(self, pairs: list[tuple[str, Any]], items: Iterable[tuple[str, Any, int]]) -> None:
-        if self.opts.capture_content:
-            pairs.extend((k, self.text(v, n)) for k, v, n in items if v)
+    def status(self, sp: Span, s: Mapping[str, Any], default_type: str,
+               a: list[tuple[str, Any]]) -> None:
+        if not A.failed(s):
+            return
+        err = s.get("error") if isinstance(s.get("error"), Mapping) else {}
+        etype = str(err.get("type") or default_type)
+        a.append(("error.type", etype))
+        # the message names the command: content
+        message = self.text(err.get("message") or etype, A.ERROR_MESSAGE_MAX) \
+            if self.content else etype
+        sp.status.code = _ERROR
+        sp.status.message = message
 
     def build(self) -> list[Span]:
         b, o = self.body, self.opts
-        steps = [s for s in (b.get("steps") or []) if isinstance(s, Mapping)]
-        env = b.get("environment") if isinstance(b.get("environment"), Mapping) else {}
+        get = b.get
+        steps = [s for s in (get("steps") or ()) if s.__class__ is dict or isinstance(s, Mapping)]
+        env = get("environment")
+        env = env if isinstance(env, Mapping) else {}
         model = env.get("model") or next(
             (s.get("model") for s in steps if s.get("model")), None)
         agent_name = str(self.agent.get("agent_type") or "agent") if self.agent else AGENT_NAME
-        root = self.span("root", f"invoke_agent {agent_name}", Span.SPAN_KIND_INTERNAL,
-                         self.t0, self.t1, self.root_parent)
-        usage = b.get("usage") if isinstance(b.get("usage"), Mapping) else {}
-        ra: list[tuple[str, Any]] = [
-            ("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", agent_name),
-            ("gen_ai.provider.name", PROVIDER), ("gen_ai.request.model", model),
-            *self.common(), ("openinference.span.kind", "AGENT"),
-            ("spool.trace_id", self.tid), ("spool.kind", b.get("kind")),
-            ("spool.turn_id", b.get("turn_id")), ("spool.revision", _int(b.get("revision"))),
-            ("spool.supersedes", b.get("supersedes")),
-            ("spool.incomplete", bool(b.get("incomplete"))),
-            ("spool.usage_source", b.get("usage_source")),
-            ("codex.version", env.get("codex_version")),
-            ("spool.run_id", env.get("run_id")),
+        root = self.add(trace_id=self.otid, span_id=self.root_id,
+                        parent_span_id=self.root_parent, name=f"invoke_agent {agent_name}",
+                        kind=_INTERNAL, start_time_unix_nano=self.t0,
+                        end_time_unix_nano=self.t1)
+        root.MergeFrom(self.templates.get(A.AGENT, (  # the session's, shared by its turns
+            *self.common, ("gen_ai.agent.name", agent_name), ("gen_ai.request.model", model),
+            ("spool.kind", get("kind")), ("spool.usage_source", get("usage_source")),
+            ("codex.version", env.get("codex_version")), ("spool.run_id", env.get("run_id")),
             ("codex.permission_mode", env.get("permission_mode")),
             ("vcs.ref.head.name", env.get("git_branch")),
             ("vcs.ref.head.revision", env.get("git_commit")),
-        ]
+            ("spool.revision", A.count(get("revision"))), ("spool.supersedes", get("supersedes")),
+            ("spool.incomplete", bool(get("incomplete"))),
+            ("spool.cost_flags", "; ".join(map(str, get("cost_flags") or ()))))))
+        usage = get("usage")
+        ra: list[tuple[str, Any]] = [
+            ("spool.trace_id", self.tid), ("spool.turn_id", get("turn_id"))]
         if self.agent:
             a = self.agent
             ra += [("gen_ai.agent.id", a.get("agent_id")),
                    ("spool.agent.nickname", a.get("nickname")),
-                   ("spool.agent.depth", _int(a.get("depth"))),
+                   ("spool.agent.depth", A.count(a.get("depth"))),
                    ("spool.parent.trace_id", a.get("parent_trace_id")),
                    ("spool.parent.turn_id", a.get("parent_turn_id")),
-                   ("spool.parent.spawn_step", _int(a.get("spawn_step"))),
+                   ("spool.parent.spawn_step", A.count(a.get("spawn_step"))),
                    ("spool.parent.spawn_tool_use_id", a.get("spawn_tool_use_id"))]
-        ra += _usage_attrs(usage, openinference=False)
-        ra += [("spool.cost_usd", _cost(b.get("cost_usd"))),  # the turn's; not llm.cost.*
-               ("spool.cost_flags", "; ".join(map(str, b.get("cost_flags") or ())))]
-        self.content(ra, [("input.value", b.get("input_summary"), INPUT_SUMMARY_MAX),
-                          ("output.value", b.get("output_summary"), OUTPUT_SUMMARY_MAX)])
-        if o.capture_content and b.get("input_summary"):
-            ra.append(("gen_ai.input.messages", json.dumps(
-                [{"role": "user", "parts": [{"type": "text", "content": self.text(
-                    b["input_summary"], INPUT_SUMMARY_MAX)}]}], ensure_ascii=False)))
-        if o.capture_content and b.get("output_summary"):
-            ra.append(("gen_ai.output.messages", json.dumps(
-                [{"role": "assistant", "parts": [{"type": "text", "content": self.text(
-                    b["output_summary"], OUTPUT_SUMMARY_MAX)}], "finish_reason": "stop"}],
-                ensure_ascii=False)))
+        ra += A.usage(usage if isinstance(usage, Mapping) else {}, reasoning_oi=False)
+        ra.append(("spool.cost_usd", A.cost(get("cost_usd"))))  # the turn's; not llm.cost.*
+        if self.content:
+            prompt = self.text(get("input_summary"), A.INPUT_SUMMARY_MAX)
+            answer = self.text(get("output_summary"), A.OUTPUT_SUMMARY_MAX)
+            if prompt:
+                ra += [("input.value", prompt),
+                       ("gen_ai.input.messages", A.messages("user", prompt))]
+            if answer:
+                ra += [("output.value", answer),
+                       ("gen_ai.output.messages", A.messages("assistant", answer, "stop"))]
         out = [root]
         subagents: dict[str, Span] = {}
         root_error: str | None = None
-        for position, s in enumerate(steps, 1):
+        ns = A.ns
+        for key, s in enumerate(steps, 1):  # the span id's key: unique even if numbers are not
             action = s.get("action")
-            key = position  # the span id's key: unique even if step numbers are not
-            start, end = _ns(s.get("started_at")), _ns(s.get("ended_at"))
+            start, end = ns(s.get("started_at")), ns(s.get("ended_at"))
             if action == "model_request":
                 out.append(self.chat(s, key, start, end, model))
             elif action == "tool_use":
                 out.append(self.tool(s, key, start, end))
+            elif action == "user_prompt":
+                continue  # the root's input
             elif (action in ("subagent_start", "subagent_stop") and self.agent
                   and s.get("agent_id") == self.agent.get("agent_id")):
                 continue  # this trace's own start/stop: its root span is the agent
@@ -328,90 +228,90 @@ class _Builder:
             elif action == "subagent_stop" and str(s.get("agent_id")) in subagents:
                 sp = subagents.pop(str(s.get("agent_id")))
                 sp.end_time_unix_nano = max(end or start, sp.start_time_unix_nano)
-                if o.capture_content and s.get("output_preview"):
+                if self.content and s.get("output_preview"):
                     _put(sp.attributes, [("output.value", self.text(
                         s["output_preview"], o.max_output_preview))])
             elif action in ("compaction", "permission_request"):
                 out.append(self.chain(s, key, start, end))
-            elif action == "user_prompt":
-                continue  # the root's input
             else:
                 ev = root.events.add(time_unix_nano=start or end or self.t0,
                                      name=str(action or "event"))
                 _put(ev.attributes, [("spool.step.description",
                                       self.text(s.get("description"), 200)),
-                                     ("spool.step.number", _int(s.get("number")))])
+                                     ("spool.step.number", A.count(s.get("number")))])
                 if isinstance(s.get("error"), Mapping):
                     root_error = str(s["error"].get("type") or "Error")
         if root_error:
             ra.append(("error.type", root_error))
-            root.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=root_error))
+            root.status.code = _ERROR
+            root.status.message = root_error
         _put(root.attributes, ra)
+        end = self.t1
         for sp in out[1:]:  # children never outlast the root (late Post events do)
-            root.end_time_unix_nano = max(root.end_time_unix_nano, sp.end_time_unix_nano)
+            if sp.end_time_unix_nano > end:
+                end = sp.end_time_unix_nano
+        root.end_time_unix_nano = end
         return out
 
     def chat(self, s: Mapping[str, Any], key: int, start: int, end: int, model: Any) -> Span:
         m = s.get("model") or model
-        sp = self.span(key, f"chat {m}" if m else "chat", Span.SPAN_KIND_CLIENT, start, end,
-                       self.root_id, _CHAT)
+        sp = self.span(key, f"chat {m}" if m else "chat", _CLIENT, start, end, A.CHAT,
+                       ("gen_ai.request.model", m), ("spool.step.status", s.get("status")))
+        c = A.cost(s.get("cost_usd"))  # None (unpriced): both left out
         a: list[tuple[str, Any]] = [
-            ("gen_ai.request.model", m), ("llm.model_name", m),
-            ("spool.step.number", _int(s.get("number"))), ("spool.step.status", s.get("status"))]
-        if isinstance(s.get("usage"), Mapping):
-            a += _usage_attrs(s["usage"], openinference=True)
-        c = _cost(s.get("cost_usd"))  # None (unpriced): both left out
-        a += [("llm.cost.total", c), ("spool.cost_usd", c)]
-        _set_status(sp, s, "ModelError", a, self.opts, self.text)
+            ("spool.step.number", A.count(s.get("number"))), ("llm.cost.total", c),
+            ("spool.cost_usd", c)]
+        u = s.get("usage")
+        if u.__class__ is dict or isinstance(u, Mapping):
+            a += A.usage(u, reasoning_oi=True)
+        self.status(sp, s, "ModelError", a)
         _put(sp.attributes, a)
         return sp
 
     def tool(self, s: Mapping[str, Any], key: int, start: int, end: int) -> Span:
         o = self.opts
         name = str(s.get("tool_name") or "tool")
-        sp = self.span(key, f"execute_tool {name}", Span.SPAN_KIND_INTERNAL, start, end,
-                       self.root_id, _TOOL)
+        code = s.get("exit_code")
+        sp = self.span(key, f"execute_tool {name}", _INTERNAL, start, end, A.TOOL,
+                       ("gen_ai.tool.name", name), ("spool.step.status", s.get("status")),
+                       ("process.exit.code", code if isinstance(code, int) else None))
         a: list[tuple[str, Any]] = [
-            ("gen_ai.tool.name", name), ("gen_ai.tool.call.id", s.get("tool_use_id")),
-            ("tool.name", name),
-            ("process.exit.code", s.get("exit_code") if isinstance(s.get("exit_code"), int)
-             else None),
-            ("spool.step.number", _int(s.get("number"))), ("spool.step.status", s.get("status"))]
-        command = s.get("command") or s.get("input_preview")
-        self.content(a, [("process.command_line", command, o.max_input_preview),
-                         ("gen_ai.tool.call.arguments", command, o.max_input_preview),
-                         ("input.value", command, o.max_input_preview),
-                         ("gen_ai.tool.call.result", s.get("output_preview"),
-                          o.max_output_preview),
-                         ("output.value", s.get("output_preview"), o.max_output_preview)])
-        _set_status(sp, s, "ToolError", a, o, self.text)
+            ("gen_ai.tool.call.id", s.get("tool_use_id")),
+            ("spool.step.number", A.count(s.get("number")))]
+        if self.content:
+            command = self.text(s.get("command") or s.get("input_preview"), o.max_input_preview)
+            if command:
+                a += [("process.command_line", command), ("gen_ai.tool.call.arguments", command),
+                      ("input.value", command)]
+            result = self.text(s.get("output_preview"), o.max_output_preview)
+            if result:  # Phoenix shows it as the span's output.value
+                a.append(("gen_ai.tool.call.result", result))
+        self.status(sp, s, "ToolError", a)
         _put(sp.attributes, a)
         return sp
 
     def subagent(self, s: Mapping[str, Any], key: int, start: int) -> Span:
         desc = str(s.get("description") or "")
         kind = desc.split(": ", 1)[1] if ": " in desc else "agent"
-        sp = self.span(key, f"invoke_agent {kind}", Span.SPAN_KIND_INTERNAL, start, start,
-                       self.root_id)
-        _put(sp.attributes, ([
-            ("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", kind),
-            ("gen_ai.agent.id", s.get("agent_id")), ("gen_ai.provider.name", PROVIDER),
-            *self.common(), ("openinference.span.kind", "AGENT"), ("spool.step.number", _int(s.get("number")))]))
+        sp = self.span(key, f"invoke_agent {kind}", _INTERNAL, start, start, A.AGENT)
+        _put(sp.attributes, [("gen_ai.agent.name", kind), ("gen_ai.agent.id", s.get("agent_id")),
+                             ("spool.step.number", A.count(s.get("number")))])
         return sp
 
     def chain(self, s: Mapping[str, Any], key: int, start: int, end: int) -> Span:
         action = str(s.get("action"))
         name = action if action == "compaction" else f"{action} {s.get('tool_name') or 'tool'}"
-        sp = self.span(key, name, Span.SPAN_KIND_INTERNAL, start, end, self.root_id)
-        a: list[tuple[str, Any]] = [*self.common(), ("openinference.span.kind", "CHAIN"),
-                                    ("spool.step.number", _int(s.get("number"))),
+        sp = self.span(key, name, _INTERNAL, start, end, A.CHAIN)
+        a: list[tuple[str, Any]] = [("spool.step.number", A.count(s.get("number"))),
                                     ("spool.step.description",
                                      self.text(s.get("description"), 200)),
                                     ("spool.step.status", s.get("status"))]
         if action == "permission_request":
             a.append(("gen_ai.tool.name", s.get("tool_name")))
-            self.content(a, [("input.value", s.get("command"), self.opts.max_input_preview)])
-        _set_status(sp, s, "Error", a, self.opts, self.text)
+            if self.content:
+                a.append(("input.value", self.text(s.get("command"),
+                                                   self.opts.max_input_preview)))
+        self.status(sp, s, "Error", a)
         _put(sp.attributes, a)
         return sp
 
@@ -421,7 +321,7 @@ def spans_for(body: Mapping[str, Any], opts: Options, into: Any = None) -> list[
     field, e.g. ``ScopeSpans.spans``) when given."""
     if into is None:
         into = ScopeSpans().spans
-    return _Builder(body, opts, into).build()
+    return _Builder(body, opts, into, A.Templates()).build()
 
 
 def resource(opts: Options) -> Resource:
@@ -439,9 +339,10 @@ def export_request(groups: Sequence[tuple[Options, Sequence[Mapping[str, Any]]]]
     """One request for many traces: a ResourceSpans per (options, bodies) group."""
     req = ExportTraceServiceRequest()
     scope = InstrumentationScope(name="spool", version=__version__)
+    templates = A.Templates()
     for opts, bodies in groups:
         rs = req.resource_spans.add(resource=resource(opts))
         ss = rs.scope_spans.add(scope=scope)
         for body in bodies:
-            spans_for(body, opts, ss.spans)
+            _Builder(body, opts, ss.spans, templates).build()
     return req

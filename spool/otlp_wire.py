@@ -43,20 +43,20 @@ def put(container: Any, pairs: Iterable[tuple[str, Any]]) -> None:
     path of rendering); None and "" are left out."""
     add = container.add
     for k, v in pairs:
-        if v is None or v == "":
-            continue
-        kv = add(key=k)
         t = v.__class__
         if t is str:
-            kv.value.string_value = v
+            if v:
+                add(key=k).value.string_value = v
         elif t is int and -MAX_INT <= v <= MAX_INT:
-            kv.value.int_value = v
+            add(key=k).value.int_value = v
+        elif v is None:
+            continue
         elif t is bool:
-            kv.value.bool_value = v
+            add(key=k).value.bool_value = v
         elif t is float:
-            kv.value.double_value = v
+            add(key=k).value.double_value = v
         else:
-            kv.value.CopyFrom(value(v))
+            add(key=k).value.CopyFrom(value(v))
 
 
 def encode(req: ExportTraceServiceRequest, protocol: str = "http/protobuf") -> bytes:

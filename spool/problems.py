@@ -1,7 +1,9 @@
 """The ``errors`` table: problems the worker recorded for ``spool errors`` to show.
 
 ``record`` writes one row inside the caller's transaction; ``log_error`` opens
-its own.  ``prune`` is retention.  (Reading is ``spool.queries.errors``.)
+its own; ``record_dbapi`` is ``record`` on a plain sqlite3 connection (the
+aggregate pass and ``spool import`` write without SQLAlchemy).  ``prune`` is
+retention.  (Reading is ``spool.queries.errors``.)
 """
 from __future__ import annotations
 
@@ -11,11 +13,15 @@ from sqlalchemy import Connection, Engine, text
 
 from . import db
 
-_INSERT = text("INSERT INTO errors (at, source, message) VALUES (:at, :source, :message)")
+_INSERT = "INSERT INTO errors (at, source, message) VALUES (?, ?, ?)"
 
 
 def record(conn: Connection, source: str, message: str, now: float) -> None:
-    conn.execute(_INSERT, {"at": now, "source": source, "message": message})
+    conn.exec_driver_sql(_INSERT, (now, source, message))
+
+
+def record_dbapi(con, source: str, message: str, now: float) -> None:
+    con.execute(_INSERT, (now, source, message))
 
 
 def log_error(engine: Engine, source: str, message: str, now: float | None = None) -> None:

@@ -29,7 +29,7 @@ from .trace import (USAGE_KEYS, Event, RolloutFacts, Step, StepError, add_usage,
                     empty_usage)
 
 if TYPE_CHECKING:
-    from .trace_build import TurnPart
+    from .turn_part import TurnPart
 
 # The hook's tool_name for a shell command (Codex 0.169: exec_command -> "Bash").
 COMMAND_TOOL = "Bash"

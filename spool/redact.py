@@ -42,8 +42,27 @@ _MAYBE = re.compile(r"(?i)BEGIN|sk-|gh[pousr]_|github_pat_|AKIA|ASIA|xox|AIza|k_
                     r"|bearer|://|api|secret|token|passw|access")
 
 
+# The same literals, lower case, for ASCII text (most text): there a case-insensitive match is
+# exactly a match in the lower-cased text, and substring tests cost a fraction of the regex's
+# scan.  Other text keeps the regex (its case-insensitive matching knows e.g. "ſ" ~ "s").
+_LITERALS = ("begin", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "akia", "asia",
+             "xox", "aiza", "k_live", "k_test", "eyj", "bearer", "://", "api", "secret", "token",
+             "passw", "access")
+
+
+def _maybe_secret(text: str) -> bool:
+    """Whether ``text`` may contain something a pattern matches (``_MAYBE``, faster)."""
+    if text.isascii():
+        low = text.lower()
+        for lit in _LITERALS:
+            if lit in low:
+                return True
+        return False
+    return _MAYBE.search(text) is not None
+
+
 def redact_text(text: str) -> str:
-    if not _MAYBE.search(text):
+    if not _maybe_secret(text):
         return text
     for kind, pattern in PATTERNS:
         if pattern.groups:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from .trace import CommandFacts, RolloutFacts, add_usage, empty_usage, usage_from_tokens
 
 _MARKERS = (b'"session_meta"', b'"turn_context"', b'"task_started"', b'"token_count"',
@@ -113,8 +115,8 @@ class RolloutState:
         if not any(m in line for m in _MARKERS):
             return
         try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError):
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
             return
         if not isinstance(obj, dict):
             return

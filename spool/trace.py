@@ -3,7 +3,7 @@
 A *trace* is what one sink delivery carries: a closed turn (``kind='turn'``)
 or a session summary (``kind='session'``).  Sinks render it (spool.render);
 ``traces.body`` stores ``Trace.to_dict()`` as JSON.  The pure functions that
-build it from parsed events are in spool.trace_build.
+build it from parsed events are in spool.turn_part and spool.trace_build.
 """
 from __future__ import annotations
 

@@ -1,325 +1,20 @@
-"""Building traces: parsed events -> the neutral model of spool.trace (pure).
+"""Building traces: turn parts -> the neutral model of spool.trace (pure).
 
-``build_part`` is the event state machine: one turn's events (sorted by id)
-become steps, usage and summary facts (``TurnPart``); ``build_turn_trace`` and
-``build_session_trace`` turn parts into a ``Trace``.  No I/O, no clock (times
-come from the events' arrival stamps), so a re-run over the same events builds
-the same body.
-
-Token usage: ``input`` includes ``cached`` (as OpenAI counts) and ``output``
-includes ``reasoning``.  It comes from PostModelRequest payloads; a turn with
-none (older Codex) takes the rollout's ``last_token_usage`` lines of that turn.
+``build_turn_trace`` makes one turn's trace, ``build_session_trace`` a
+session's summary, from ``TurnPart``s (spool.turn_part: the event state
+machine that turns events into steps and usage).  No I/O, no clock, so a
+re-run over the same events builds the same body.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from .reconcile import reconcile, settle_order
-from .redact import redact_text
-from .trace import (DESCRIPTION_CHARS, INPUT_SUMMARY_MAX, LIFECYCLE_EVENTS, OUTPUT_SUMMARY_MAX, WS,
-                    Event, Limits, RolloutFacts, SessionFacts, Step, StepError, Trace, add_usage,
-                    clip, empty_usage, short_name, trace_id, usage_from_tokens)
+from .trace import (DESCRIPTION_CHARS, INPUT_SUMMARY_MAX, OUTPUT_SUMMARY_MAX, WS, Event, Limits,
+                    SessionFacts, Step, Trace, add_usage, clip, empty_usage, short_name, trace_id)
+from .turn_part import TurnPart, build_part
 
-
-@dataclass(slots=True)
-class TurnPart:
-    """The steps and facts of one turn's events (shared by turn and session traces)."""
-
-    turn_id: str | None
-    events: list[Event]
-    steps: list[Step]
-    prompts: list[str]
-    last_message: str | None
-    has_stop: bool
-    usage: dict[str, int]
-    usage_source: str
-    model: str | None
-    permission_mode: str | None
-    cwd: str | None
-    notes: list[str]
-
-    # The first event's arrival, the latest arrival, how many came late.
-    started_at: float | None = None
-    ended_at: float | None = None
-    late_count: int = 0
-    # A subagent's turn: the child's agent id and type (its events carry them).
-    agent_id: str | None = None
-    agent_type: str | None = None
-    # The subagents this turn spawned: {agent_id, nickname, tool_use_id, step}
-    # from each spawn_agent PostToolUse (step: the spawn step's place, 1-based).
-    spawns: list[dict] = field(default_factory=list)
-
-
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) and v else None
-
-
-def _red(text: Any, on: bool) -> Any:
-    """``text`` redacted when redaction is on (spool.redact: before anything is cut)."""
-    return redact_text(text) if on and isinstance(text, str) and text else text
-
-
-def _command_of(tool_input: Any, red: bool = True) -> str | None:
-    if isinstance(tool_input, Mapping):
-        for k in ("command", "cmd"):
-            c = tool_input.get(k)
-            if isinstance(c, str):
-                return _red(c, red)
-            if isinstance(c, list) and all(isinstance(x, str) for x in c):
-                return _red(" ".join(c), red)
-        if not tool_input:
-            return None
-    if tool_input is None:
-        return None
-    return clip(tool_input, 10_000, red)
-
-
-def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
-               rollout: RolloutFacts | None = None) -> TurnPart:
-    """Steps, usage and summary facts of one turn's events (sorted by id)."""
-    rollout = rollout or RolloutFacts()
-    events = settle_order(events)  # async hooks: each Pre before its Post (spool/reconcile.py)
-    li, lo, red = limits.max_input_preview, limits.max_output_preview, limits.redact
-    steps: list[Step] = []
-    prompts: list[str] = []
-    notes: list[str] = []
-    last_message = None
-    has_stop = False
-    hook_usage = empty_usage()
-    hook_usage_seen = False
-    pending_models: list[Step] = []
-    pending_tools: dict[str, Step] = {}
-    pending_compact: list[Step] = []
-    seen_tool_posts: set[str] = set()
-    spawns: list[dict] = []
-    agent_id = agent_type = None
-
-    # Steps are made as Step(action, description, turn_id, number, started_at,
-    # ended_at) and completed by attribute.
-    started_at = events[0].received_at if events else None
-    ended_at = started_at
-    late_count = 0
-    for ev in events:
-        p = ev.payload
-        name = ev.event
-        t = ev.received_at
-        if t > ended_at:
-            ended_at = t
-        if ev.late:
-            late_count += 1
-        get = p.get
-        if agent_id is None and ev.turn_id is not None and _str(get("agent_id")):
-            agent_id, agent_type = get("agent_id"), _str(get("agent_type")) or "agent"
-        if name == "PostModelRequest":
-            if pending_models:
-                s = pending_models.pop(0)
-            else:
-                s = Step("model_request", "Model request", ev.turn_id, 0, t)
-                s.model = _str(get("model"))
-                steps.append(s)
-            s.ended_at = t
-            status = _str(get("status"))
-            s.status = status
-            tu = get("token_usage")
-            if isinstance(tu, Mapping):
-                u = usage_from_tokens(tu)
-                s.usage = u
-                add_usage(hook_usage, u)
-                hook_usage_seen = True
-            err = get("error")
-            if err or (status and status != "completed"):
-                s.error = StepError("ModelError", clip(
-                    f"model request {status or 'failed'}: {clip(err, 500, red) if err else ''}"
-                    .strip(": "), 1000, red))
-        elif name == "PreModelRequest":
-            s = Step("model_request", "Model request", ev.turn_id, 0, t)
-            s.model = _str(get("model"))
-            steps.append(s)
-            pending_models.append(s)
-        elif name == "PreToolUse" or name == "PostToolUse" or name == "PermissionRequest":
-            tool_use_id = _str(get("tool_use_id"))
-            tool_name = _str(get("tool_name")) or "tool"
-            command = _command_of(get("tool_input"), red)
-            if name == "PreToolUse":
-                if tool_use_id and tool_use_id in pending_tools:
-                    continue  # a duplicate Pre: keep the first
-                s = Step("tool_use", command or tool_name, ev.turn_id, 0, t)
-                s.tool_name = tool_name
-                s.tool_use_id = tool_use_id
-                s.command = command
-                if command is not None:
-                    s.input_preview = clip(command, li, red)
-                steps.append(s)
-                if tool_use_id:
-                    pending_tools[tool_use_id] = s
-                continue
-            if name == "PermissionRequest":
-                s = Step("permission_request", f"Permission request: {tool_name}",
-                         ev.turn_id, 0, t, t)
-                s.tool_name = tool_name
-                s.tool_use_id = tool_use_id
-                s.command = command
-                if command:
-                    s.input_preview = clip(command, li, red)
-                steps.append(s)
-                continue
-            # PostToolUse
-            if tool_use_id and tool_use_id in seen_tool_posts:
-                continue  # duplicate Post
-            s = pending_tools.pop(tool_use_id, None) if tool_use_id else None
-            if s is None:
-                s = Step("tool_use", command or tool_name, ev.turn_id, 0, t)
-                s.tool_name = tool_name
-                s.tool_use_id = tool_use_id
-                s.command = command
-                if command is not None:
-                    s.input_preview = clip(command, li, red)
-                steps.append(s)
-                notes.append(f"tool call {tool_use_id or '?'}: PostToolUse without PreToolUse")
-            if tool_use_id:
-                seen_tool_posts.add(tool_use_id)
-            s.ended_at = t
-            s.status = "completed"
-            resp = get("tool_response")
-            s.output_preview = clip(resp, lo, red) if resp is not None else ""
-            if tool_name.endswith("spawn_agent"):
-                child = _spawned(resp)
-                if child is not None:
-                    s.agent_id = child[0]
-                    spawns.append({"agent_id": child[0], "nickname": child[1],
-                                   "tool_use_id": tool_use_id, "step": s})
-        elif name == "UserPromptSubmit":
-            prompt = get("prompt")
-            prompt = _red(prompt, red) if isinstance(prompt, str) else (
-                "" if prompt is None else clip(prompt, 10_000, red))
-            prompts.append(prompt)
-            s = Step("user_prompt", "User prompt", ev.turn_id, 0, t, t)
-            s.input_preview = clip(prompt, li, red)
-            steps.append(s)
-        elif name == "Stop":
-            has_stop = True
-            msg = get("last_assistant_message")
-            if msg is not None:
-                last_message = _red(msg, red) if isinstance(msg, str) else clip(
-                    msg, OUTPUT_SUMMARY_MAX, red)
-        elif name == "PreCompact":
-            s = Step("compaction", f"Context compaction ({_str(get('trigger')) or 'auto'})",
-                     ev.turn_id, 0, t)
-            steps.append(s)
-            pending_compact.append(s)
-        elif name == "PostCompact":
-            if pending_compact:
-                s = pending_compact.pop(0)
-            else:
-                s = Step("compaction", f"Context compaction ({_str(get('trigger')) or 'auto'})",
-                         ev.turn_id, 0, t)
-                steps.append(s)
-            s.ended_at = t
-            s.status = "completed"
-        elif name == "SubagentStart" or name == "SubagentStop":
-            agent = _str(get("agent_id"))
-            kind = _str(get("agent_type")) or "agent"
-            start = name == "SubagentStart"
-            s = Step("subagent_start" if start else "subagent_stop",
-                     f"Subagent {'started' if start else 'stopped'}: {kind}", ev.turn_id, 0, t, t)
-            s.agent_id = agent
-            if not start and get("last_assistant_message") is not None:
-                s.output_preview = clip(get("last_assistant_message"), lo, red)
-            if not start and agent is not None and agent == agent_id:
-                # A subagent's own turn ends here (the child fires no Stop).
-                has_stop = True
-                msg = get("last_assistant_message")
-                if msg is not None:
-                    last_message = _red(msg, red) if isinstance(msg, str) else clip(
-                        msg, OUTPUT_SUMMARY_MAX, red)
-            steps.append(s)
-        elif name == "Interrupt":
-            s = Step("interrupt", "Turn interrupted", ev.turn_id, 0, t, t)
-            s.error = StepError("Interrupted", "the turn was interrupted")
-            steps.append(s)
-        elif name == "SessionStart":
-            src = _str(get("source")) or "startup"
-            s = Step("session_start", f"Session started ({src})", None, 0, t, t)
-            s.model = _str(get("model"))
-            steps.append(s)
-        elif name == "SessionEnd":
-            reason = _str(get("reason")) or "unknown"
-            steps.append(Step("session_end", f"Session ended ({reason})", None, 0, t, t))
-        else:
-            steps.append(Step("event", f"{name or 'unknown'} event", ev.turn_id, 0, t, t))
-
-    for s in pending_models:
-        s.status = "no_response"
-    for s in pending_tools.values():
-        s.status = "no_result"
-        notes.append(f"tool call {s.tool_use_id}: no PostToolUse received")
-    # Exit codes: the rollout's item_completed CommandExecution, by tool_use_id.
-    for s in steps:
-        if s.action != "tool_use" or not s.tool_use_id:
-            continue
-        cf = rollout.commands.get(s.tool_use_id)
-        if cf is None:
-            continue
-        s.exit_code = cf.exit_code
-        if cf.status:
-            s.status = cf.status
-        s.exec_duration_ms = cf.duration_ms
-        if s.command is None and cf.command:
-            s.command = _red(cf.command, red)
-            s.description = s.command
-            s.input_preview = clip(s.command, li, red)
-        failed = (cf.exit_code not in (None, 0)) or (cf.status in ("failed", "declined"))
-        if failed and s.error is None:
-            code = "unknown" if cf.exit_code is None else str(cf.exit_code)
-            what = s.command or cf.command or s.tool_name or "command"
-            s.error = StepError("ToolError", clip(
-                f"command exited with code {code} ({cf.status or 'failed'}): {what}", 1000, red))
-
-    real = any(e.event not in LIFECYCLE_EVENTS for e in events)
-    if hook_usage_seen:
-        usage, source = hook_usage, "hooks"
-        usage["requests"] = max(usage["requests"], 0)
-    elif turn_id is not None and turn_id in rollout.turn_usage:
-        usage, source = add_usage(empty_usage(), rollout.turn_usage[turn_id]), "rollout"
-    else:
-        usage, source = empty_usage(), "none"
-        usage["requests"] = sum(1 for s in steps if s.action == "model_request")
-    # The last event that says wins (scanned from the end: usually the last one).
-    model, permission_mode, cwd = (_last_str(events, "model"),
-                                   _last_str(events, "permission_mode"), _last_str(events, "cwd"))
-    if real and turn_id is not None:
-        model = model or rollout.turn_models.get(turn_id)
-    part = TurnPart(turn_id, list(events), steps, prompts, last_message, has_stop, usage, source,
-                    model, permission_mode, cwd, notes, started_at, ended_at, late_count,
-                    agent_id, agent_type, spawns)
-    # Async hook events lost at exit: filled in from the rollout (spool/reconcile.py).
-    if real:
-        part = reconcile(part, rollout, li)
-    for sp in spawns:  # the step object -> its place among the turn's steps
-        sp["step"] = next(i for i, x in enumerate(part.steps, 1) if x is sp["step"])
-    return part
-
-
-def _spawned(resp: Any) -> tuple[str, str | None] | None:
-    """(agent_id, nickname) from a spawn_agent tool response, None if it names none."""
-    if isinstance(resp, str):
-        try:
-            resp = json.loads(resp)
-        except ValueError:
-            return None
-    if isinstance(resp, Mapping) and _str(resp.get("agent_id")):
-        return resp["agent_id"], _str(resp.get("nickname"))
-    return None
-
-
-def _last_str(events: Sequence[Event], key: str) -> str | None:
-    for ev in reversed(events):
-        v = ev.payload.get(key)
-        if v and isinstance(v, str):
-            return v
-    return None
+__all__ = ["TurnPart", "build_part", "build_session_trace", "build_turn_trace"]
 
 
 def _environment(session: SessionFacts, model, permission_mode, cwd) -> dict:
@@ -394,6 +89,21 @@ def build_turn_trace(session: SessionFacts, part: TurnPart, *, revision: int = 0
     )
 
 
+def _nested(parts: Sequence[TurnPart],
+            agents: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str | None, int], list]:
+    """Where a summary places each subagent's turn: right after the spawn step that
+    started it, when its parent turn is among ``parts``: (parent turn id, spawn step
+    place) -> the children's parts."""
+    here = {p.turn_id for p in parts}
+    out: dict[tuple[str | None, int], list] = {}
+    for p in parts:
+        link = agents.get(p.turn_id or "") or {}
+        parent, at = link.get("parent_turn_id"), link.get("spawn_step")
+        if p.agent_id and parent in here and parent != p.turn_id and isinstance(at, int):
+            out.setdefault((parent, at), []).append(p)
+    return out
+
+
 def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
                         lifecycle: Sequence[Event] = (), revision: int = 1,
                         supersedes: str | None = None, end_reason: str = "ended",
@@ -401,7 +111,8 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
                         rollout_total: Mapping[str, int] | None = None,
                         agents: Mapping[str, Mapping[str, Any]] | None = None) -> Trace:
     """The summary of a whole session: every turn's steps, in order, totals
-    (subagents' turns included; ``agents``: their links, by turn id)."""
+    (subagents' turns included, each right after its spawn step; ``agents``: their
+    links, by turn id)."""
     tid = trace_id(session.session_id, None, "session", revision)
     turn_trace_ids = turn_trace_ids or {}
     ordered = sorted((p for p in parts if p.events), key=lambda p: p.events[0].id)
@@ -409,13 +120,30 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
     red = session.redact
     life_steps = build_part(None, list(lifecycle), Limits(redact=red)).steps if lifecycle else []
     life = sorted(zip([e.id for e in lifecycle], life_steps), key=lambda x: x[0])
+    nested = _nested(ordered, agents or {})
+    inner = {id(c) for kids in nested.values() for c in kids}
     steps: list[Step] = []
+    emitted: set[int] = set()
+
+    def emit(part: TurnPart) -> None:
+        emitted.add(id(part))
+        for i, s in enumerate(part.steps, 1):
+            steps.append(s)
+            for child in nested.get((part.turn_id, i), ()):
+                if id(child) not in emitted:
+                    emit(child)
+
     li = 0
     for part in ordered:
+        if id(part) in emitted or id(part) in inner:
+            continue
         while li < len(life) and life[li][0] < part.events[0].id:
             steps.append(life[li][1])
             li += 1
-        steps.extend(part.steps)
+        emit(part)
+    for part in ordered:  # nested under a turn that never came out (a loop of links)
+        if id(part) not in emitted:
+            emit(part)
     steps.extend(s for _, s in life[li:])
     usage = empty_usage()
     sources = set()
@@ -429,9 +157,10 @@ def build_session_trace(session: SessionFacts, parts: Sequence[TurnPart], *,
         add_usage(usage, part.usage)
         if part.usage_source != "none":
             sources.add(part.usage_source)
-        prompts.extend(part.prompts)
-        if part.last_message:
-            last_message = part.last_message
+        if part.agent_id is None:  # the user's prompts and answers; a subagent's are its own
+            prompts.extend(part.prompts)
+            if part.last_message:
+                last_message = part.last_message
         late += part.late_count
         model = part.model or model
         permission_mode = part.permission_mode or permission_mode

@@ -67,6 +67,15 @@ class Transcript:
     def turn(self, turn_id: str | None) -> Turn | None:
         return self.turns.get(turn_id or "")
 
+    def merge(self, other: "Transcript") -> "Transcript":
+        """This transcript plus another rollout's (a subagent's: its own turns and
+        calls); what this one already has is kept."""
+        for tid, turn in other.turns.items():
+            self.turns.setdefault(tid, turn)
+        for cid, out in other.outputs.items():
+            self.outputs.setdefault(cid, out)
+        return self
+
 
 def _text(content: Any) -> str:
     """The text of a message's content list (input_text/output_text/text items)."""

@@ -61,11 +61,16 @@ def test_real_codex_session_lands_in_a_real_phoenix(tmp_path, phoenix, monkeypat
 
         # the turn's PostModelRequest usage, per turn id
         usage = defaultdict(lambda: defaultdict(int))
+        n_posts: dict = defaultdict(int)
         for p in posts:
             tu = json.loads(p.payload)["token_usage"]
+            n_posts[p.turn_id] += 1
             for k in ("input_tokens", "output_tokens", "cached_input_tokens",
                       "reasoning_output_tokens"):
                 usage[p.turn_id][k] += tu[k]
+        for t in turns:  # an async hook event lost at Codex's exit: the rollout's usage
+            if n_posts[t["turn_id"]] != len(t["usages"]):  # (what spool falls back to)
+                usage[t["turn_id"]] = t["usage"]
 
         n_tools = [4, 2]  # tool calls per turn in script()
         n_chats = [len(t["usages"]) for t in turns]
@@ -102,8 +107,16 @@ def test_real_codex_session_lands_in_a_real_phoenix(tmp_path, phoenix, monkeypat
                 u["cached_input_tokens"]
             assert sum(x["llm.token_count.completion_details.reasoning"] for x in a) == \
                 u["reasoning_output_tokens"]
+            # spool sends the gen_ai.* names; Phoenix derives the OpenInference ones from them
+            assert all(x["llm.model_name"] and x["llm.provider"] == "openai" for x in a)
             tools = [s for s in trace_spans if s["span_kind"] == "TOOL"]
             assert len(tools) == n_tools[i]
+            for t in tools:
+                ta = t["attributes"]
+                assert ta["tool.name"] == ta["gen_ai.tool.name"]
+                assert ta["input.value"] == ta["gen_ai.tool.call.arguments"]
+                assert ta.get("output.value") == ta.get("gen_ai.tool.call.result")
+            assert any(t["attributes"].get("output.value") for t in tools) or not tools
             failing = [s for s in tools if s["status_code"] == "ERROR"]
             if i == 0:
                 assert len(failing) == 1

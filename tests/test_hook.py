@@ -196,6 +196,43 @@ def test_read_only_database_goes_to_overflow(ready_db, tmp_path, spool_home):
     assert [r[0] for r in db_rows(RAW)] == [payload]
 
 
+def _proc_start(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def test_overflow_event_keeps_its_run_id_and_codex_process(ready_db, tmp_path, spool_home):
+    """An event the database could not take still carries SPOOL_RUN_ID and the Codex
+    process (here: this test's process, the hook's parent) once ingested."""
+    ready_db.dispose()
+    dbfile = paths.db_path()
+    _make_read_only(dbfile)
+    try:
+        payload = fixture_payloads()[1][1]
+        res = run_hook(payload, cwd=tmp_path, env={"SPOOL_RUN_ID": "run-overflow"})
+        assert (res.returncode, res.stdout) == (0, b"")
+        (f,) = spool_home.glob("overflow-*.jsonl")
+        rec = json.loads(f.read_bytes())
+        assert (rec["run_id"], rec["codex_pid"]) == ("run-overflow", os.getpid())
+    finally:
+        _make_writable(dbfile)
+    assert ingest.ingest_overflow(ready_db).events == 1
+    assert db_rows("SELECT payload, source, run_id, codex_pid, codex_start FROM raw_events") == [
+        (payload, "overflow", "run-overflow", os.getpid(), _proc_start(os.getpid()))]
+
+
+def test_overflow_record_without_a_process_ingests_with_none(ready_db, tmp_path, spool_home):
+    """Records of an older hook (or one /proc could not tell) have no run/process keys."""
+    payload = fixture_payloads()[1][1]
+    hook.write_overflow(str(spool_home), 10.0, str(tmp_path), payload, len(payload), 0, "test")
+    hook.write_overflow(str(spool_home), 11.0, str(tmp_path), payload, len(payload), 0, "test",
+                        ("run-x", 4242, None))
+    assert ingest.ingest_overflow(ready_db).events == 2
+    assert db_rows("SELECT run_id, codex_pid, codex_start FROM raw_events ORDER BY id") == [
+        (None, None, None), ("run-x", 4242, None)]
+
+
 def test_locked_database_goes_to_overflow(ready_db, tmp_path, spool_home):
     holder = sqlite3.connect(paths.db_path(), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")

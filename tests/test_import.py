@@ -329,6 +329,25 @@ def test_a_paused_project_is_not_imported(tmp_path, engine):
     assert _counts(engine) == (0, 0, 0)
 
 
+def test_a_pause_while_importing_keeps_the_rest_out(tmp_path, engine):
+    """The hook's pause rule is read again in each write transaction: a project paused
+    after its events were read (here: at the file's progress report, before the batch is
+    written) records nothing."""
+    from spool import queries
+
+    project, rollout = _project_and_rollout(tmp_path)
+    other = tmp_path / "elsewhere"
+
+    def pause_now(_done: int) -> None:
+        with db.write(engine) as conn:
+            queries.pause(conn, str(project), time.time())
+            queries.pause(conn, str(other), time.time())  # not a prefix of the project
+
+    res = backfill.run(engine, [rollout], progress=pause_now)
+    assert (res.turns, res.paused) == (2, 0)  # taken before the pause
+    assert _counts(engine) == (0, 0, 0)
+
+
 def test_no_codex_home_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("CODEX_HOME", str(tmp_path / "none"))
     r = CliRunner().invoke(get_app(), ["import"])

@@ -374,3 +374,48 @@ def test_a_partial_success_of_a_batch_sends_every_row_and_records_one_error(engi
     with db.read(engine) as conn:
         errs = [e for e in queries.errors(conn, 10) if "span too old" in e["message"]]
     assert len(errs) == 1 and errs[0]["message"].startswith("sent 3 traces with a warning")
+
+
+def test_a_batch_with_a_lease_taken_over_mid_send_records_every_rows_attempt(engine, rx,
+                                                                             project):
+    """The batch's ack and attempts are one statement each: the row whose lease another
+    worker took keeps that worker's state and gets a "lease lost" attempt; attempt numbers
+    count per row."""
+    import httpx
+
+    from spool.sinks.otlp import OtlpSink
+
+    ids = [f"l{i}" for i in range(4)]
+    for i, tid in enumerate(ids):
+        add(engine, tid, project, n=i)
+
+    class TakeOver(httpx.HTTPTransport):  # real HTTP; l1's lease is taken while in flight
+        armed = True
+
+        def handle_request(self, request):
+            if self.armed:
+                with db.write(engine) as conn:
+                    conn.execute(text("UPDATE outbox SET lease_owner = 'other' "
+                                      "WHERE trace_id = 'l1'"))
+            return super().handle_request(request)
+
+    transport = TakeOver()
+    sink = OtlpSink(transport=transport)
+    try:
+        with Dispatcher(engine, sinks={"otlp": sink}, retry=CFG) as d:
+            res = d.run_once(NOW)
+            assert (res.sent, res.lost) == (3, 1)
+            assert outbox(engine, "l1", "otlp")["state"] == "in_flight"
+            assert outbox(engine, "l1", "otlp")["lease_owner"] == "other"
+            # the resend of the three: their second attempt
+            outbox_mod.requeue(engine, NOW + 1, states=("sent",))
+            transport.armed = False
+            assert d.run_once(NOW + 1).sent == 3
+    finally:
+        sink.close()
+    got = {t: [(a["attempt"], a["outcome"], (a["message"] or "")[:26]) for a in attempts(engine, t)]
+           for t in ids}
+    sent = [(1, "sent", ""), (2, "sent", "")]
+    assert got == {"l0": sent, "l1": [(1, "sent", "(lease lost, not recorded)")],
+                   "l2": sent, "l3": sent}
+    assert len(rx.requests) == 2

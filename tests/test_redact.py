@@ -46,3 +46,29 @@ def test_redact_walks_json_and_keeps_structure():
     assert out["name"] == "fix it" and out["n"] is None and out["steps"][0]["duration_ms"] == 12
     assert re.search(r"TOKEN=\[REDACTED:\w+\]", out["steps"][0]["input_preview"])
     assert body["steps"][0]["input_preview"].endswith("0123456789")  # the input is not modified
+
+
+def test_the_ascii_prefilter_agrees_with_the_case_insensitive_pattern():
+    """redact's fast pre-check (lower-cased substrings for ASCII text) says "maybe" exactly
+    when the case-insensitive ``_MAYBE`` regex finds something; other text uses the regex."""
+    import random
+
+    from spool import redact
+
+    alphabet = "beginarsk-ecrthpousr_ithubpatkiazylvxoejBEGINSKAXZ:/ wdTOKENCESS"
+    rng = random.Random(7)
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+             for _ in range(20000)]
+    # the alternatives of redact._MAYBE, written out here (not taken from the code under test)
+    literals = ["BEGIN", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA",
+                "ASIA", "xox", "AIza", "k_live", "k_test", "eyJ", "bearer", "://", "api",
+                "secret", "token", "passw", "access"]
+    for lit in literals:  # each literal in random case, whole and cut short
+        for _ in range(50):
+            mixed = "".join(c.upper() if rng.random() < 0.5 else c for c in lit)
+            texts.append(rng.choice(texts[:100]) + mixed[:rng.randint(len(lit) - 1, len(lit))])
+    for t in texts:
+        assert redact._maybe_secret(t) == bool(redact._MAYBE.search(t)), t
+    assert 500 < sum(map(redact._maybe_secret, texts)) < len(texts) - 500  # both answers
+    # non-ASCII: the regex's case folding ("ſ" ~ "s")
+    assert redact.redact_text("ſecret=abcdefgh12") != "ſecret=abcdefgh12"

@@ -235,6 +235,15 @@ def test_atif_subagent_trajectory_validates(traced, tmp_path):
     sub_cmds = [tc["extra"].get("command") for st in sub["steps"]
                 for tc in st.get("tool_calls", [])]
     assert "echo child-fixture" in sub_cmds
+    # the child's conversation comes from its own rollout: Codex's function names, its
+    # reasoning and its answer on its agent steps
+    sub_agent = [st for st in sub["steps"] if st["source"] == "agent"]
+    assert [tc["function_name"] for st in sub_agent for tc in st.get("tool_calls", [])] == [
+        "exec_command"]
+    assert [tc["arguments"] for st in sub_agent for tc in st.get("tool_calls", [])] == [
+        {"cmd": "echo child-fixture"}]
+    assert sub_agent[-1]["message"] == "Child done: it printed child-fixture."
+    assert sub_agent[0]["reasoning_content"] == "Run the command."
     root_cmds = [tc["extra"].get("command") for st in doc["steps"]
                  for tc in st.get("tool_calls", [])]
     assert root_calls == ["spawn_agent", "wait_agent", "exec_command"]
@@ -250,6 +259,36 @@ def test_atif_subagent_trajectory_validates(traced, tmp_path):
     assert fm["total_prompt_tokens"] == p["input"] + c["input"]
     assert fm["total_completion_tokens"] == p["output"] + c["output"]
     assert fm["extra"]["model_requests"] == p["requests"] + c["requests"]
+
+
+def test_session_summary_speaks_for_the_user_not_the_subagent(traced):
+    """The summary's input is the user's prompt and its output the parent's answer: the
+    child's prompt (the spawn message) and its final message stay in the child's turn,
+    even though the child's turn is ordered after the parent's."""
+    _, t = traced
+    s, parent, child = t["session"], t["parent"], t["child"]
+    assert s["input_summary"] == parent["input_summary"] == (
+        "Have a helper agent run echo child-fixture, then run echo parent-fixture yourself")
+    assert s["output_summary"] == parent["output_summary"] == (
+        "Parent done: the helper printed child-fixture and I printed parent-fixture.")
+    assert child["output_summary"] == "Child done: it printed child-fixture."
+    assert child["input_summary"] not in s["input_summary"]
+
+
+def test_session_summary_nests_the_child_after_its_spawn_step(traced):
+    """The summary reads in the order the work happened: the child's steps right after
+    the parent's spawn_agent step, each step exactly once."""
+    _, t = traced
+    s, parent, child = t["session"], t["parent"], t["child"]
+    key = lambda st: (st["action"], st.get("turn_id"), st.get("tool_use_id"),  # noqa: E731
+                      st.get("started_at"))
+    got = [key(st) for st in s["steps"]]
+    assert len(got) == len(set(got)) == len(parent["steps"]) + len(child["steps"]) + 2
+    spawn = got.index(key(parent["steps"][child["agent"]["spawn_step"] - 1]))
+    n = len(child["steps"])
+    assert got[spawn + 1:spawn + 1 + n] == [key(st) for st in child["steps"]]
+    assert got[spawn + 1 + n] == key(parent["steps"][child["agent"]["spawn_step"]])
+    assert [st["number"] for st in s["steps"]] == list(range(1, len(got) + 1))
 
 
 def test_show_indents_the_child(traced):
@@ -368,7 +407,8 @@ def test_atif_total_cost_includes_the_subagents(traced, tmp_path):
         bodies = export.latest_traces(conn, SID)
     doc = atif.render(atif.Session(SID, bodies))
     assert "total_cost_usd" not in doc["final_metrics"]  # gpt-fake: no price, never 0
-    assert doc["final_metrics"]["extra"]["unpriced_model_requests"] >= 1
+    # every request unpriced, the subagent's included (4 parent + 2 child)
+    assert doc["final_metrics"]["extra"]["unpriced_model_requests"] == 6
     for b in bodies:  # the same session as if the model were gpt-5
         b["environment"]["model"] = "gpt-5"
         b["steps"] = [dict(s, model="gpt-5") if s.get("action") == "model_request" else s

@@ -314,7 +314,7 @@ def test_once_runs_every_job_in_flow_order(spool_home, monkeypatch):
 
     engine = db.open_db(spool_home)
     assert Recording(engine, spool_home).run_once(now=123.0) == dict.fromkeys(w.JOBS, True)
-    assert order == [(n, 123.0) for n in ("ingest", "aggregate", "sweep", "deliver",
+    assert order == [(n, 123.0) for n in ("rollouts", "ingest", "aggregate", "sweep", "deliver",
                                            "maintenance")]
     engine.dispose()
 

@@ -15,6 +15,8 @@ from typing import Iterator
 
 from sqlalchemy import Engine
 
+from .. import problems
+
 # Page cache of the aggregator's connection (KiB).
 CACHE_KIB = 64 * 1024
 # At most one PASSIVE checkpoint this often (each one syncs the database file).
@@ -122,8 +124,7 @@ def log_error(con: sqlite3.Connection, now: float, message: str) -> None:
     """One ``errors`` row (source ``aggregate``), in its own transaction."""
     try:
         with tx(con):
-            con.execute("INSERT INTO errors (at, source, message) VALUES (?, ?, ?)",
-                        (now, "aggregate", message[:4000]))
+            problems.record_dbapi(con, "aggregate", message[:4000], now)
     except sqlite3.Error:
         pass
 

@@ -17,7 +17,7 @@ import sqlite3
 from typing import Iterable
 
 from ..trace import Event, Limits, trace_id
-from ..trace_build import TurnPart, build_part
+from ..turn_part import TurnPart, build_part
 from .connection import tx
 
 MAX_DEPTH = 16  # a guard against a loop of links, far above what Codex nests

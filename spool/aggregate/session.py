@@ -19,7 +19,8 @@ from .. import config as config_mod
 from .. import cost, usage
 from ..rollout import RolloutState, read_incremental
 from ..trace import LIFECYCLE_EVENTS, Event, Limits, RolloutFacts, SessionFacts, trace_id
-from ..trace_build import TurnPart, build_part, build_session_trace, build_turn_trace
+from ..trace_build import build_session_trace, build_turn_trace
+from ..turn_part import TurnPart, build_part
 from .connection import in_query, tx
 from .links import resolve as resolve_links
 
@@ -87,12 +88,11 @@ class NewTrace(NamedTuple):
                    orjson.dumps(body).decode("utf-8"), tuple(usage.requests_of(body)))
 
 
-def _child_facts(events: list[Event]) -> RolloutFacts | None:
-    """A subagent turn's rollout facts (its exit codes), from the child's own rollout.
+def _child_rollout(events: list[Event]) -> str | None:
+    """The path of a subagent turn's own rollout, None for a parent's turn.
 
     The session's rollout is the parent's; a child's events name the child's
-    (SubagentStop names the parent's, ``agent_transcript_path`` the child's).
-    Read whole, when the child's turn is traced (child rollouts are short)."""
+    (SubagentStop names the parent's, ``agent_transcript_path`` the child's)."""
     path = None
     for ev in events:
         p = ev.payload
@@ -102,6 +102,13 @@ def _child_facts(events: list[Event]) -> RolloutFacts | None:
             p.get("transcript_path") if ev.event != "SubagentStop" else None)
         if isinstance(cand, str) and cand:
             path = cand
+    return path
+
+
+def _child_facts(events: list[Event]) -> RolloutFacts | None:
+    """A subagent turn's rollout facts (its exit codes), from the child's own rollout,
+    read whole when the child's turn is traced (child rollouts are short)."""
+    path = _child_rollout(events)
     if path is None:
         return None
     return read_incremental(path, RolloutState()).facts()
@@ -171,6 +178,10 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
                                   for tid, evs in by_turn.items()}
     # Subagents: each child turn links to its parent turn and spawn step, and back.
     agents, children = resolve_links(con, sid, last_id, parts, limits)
+    for tid, link in agents.items():  # where an export reads the child's conversation
+        path = _child_rollout(parts[tid].events)
+        if path:
+            link["rollout_path"] = path
     # Each step becomes a dict once, shared by its turn trace and the summary.
     memo: dict[int, dict] = {}
 

@@ -1,6 +1,7 @@
 """The dispatcher's steps on the outbox: claim, renew, release, acknowledge, record attempts."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -58,8 +59,8 @@ RETURNING id, trace_id, sink, attempts, first_attempt_at, created_at
 
 _TRACES = text("""
 SELECT trace_id, kind, session_id, turn_id, revision, project, name, created_at, body
-FROM traces WHERE trace_id IN :ids
-""").bindparams(bindparam("ids", expanding=True))
+FROM traces WHERE trace_id IN (SELECT value FROM json_each(:ids))
+""")
 
 _RENEW = text(f"""
 UPDATE outbox SET lease_until = :lease_until, next_attempt_at = :lease_until, updated_at = :now
@@ -89,7 +90,8 @@ SET state = :state, attempts = attempts + :inc,
 WHERE id = :id AND lease_owner = :owner AND state = '{S.IN_FLIGHT.value}'
 """)
 
-# Many rows delivered by one request: the _ACK of state 'sent' for all of them at once.
+# Many rows delivered by one request: the _ACK of state 'sent' for all of them at once
+# (the ids as one JSON array: one statement text, prepared once, whatever the batch size).
 _ACK_SENT = text(f"""
 UPDATE outbox
 SET state = '{S.SENT.value}', attempts = attempts + :inc,
@@ -98,9 +100,10 @@ SET state = '{S.SENT.value}', attempts = attempts + :inc,
     next_attempt_at = :now, lease_owner = NULL, lease_until = NULL,
     last_status = COALESCE(:status, last_status), last_error = NULL, held_reason = NULL,
     sent_at = :now, response_id = COALESCE(:rid, response_id), updated_at = :now
-WHERE id IN :ids AND lease_owner = :owner AND state = '{S.IN_FLIGHT.value}'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND lease_owner = :owner
+  AND state = '{S.IN_FLIGHT.value}'
 RETURNING id
-""").bindparams(bindparam("ids", expanding=True))
+""")
 
 # Recorded only while the outbox row exists (`spool uninstall` may have deleted
 # a row mid-delivery: its attempt has nothing left to belong to).
@@ -111,6 +114,18 @@ SELECT :id, :trace_id, :sink,
        (SELECT COUNT(*) FROM delivery_attempts WHERE outbox_id = :id) + 1,
        :started, :duration, :status, :outcome, :error_class, :message, :rid
 WHERE EXISTS (SELECT 1 FROM outbox WHERE id = :id)
+""")
+
+# The _ATTEMPT of many rows of one request (same attempt, same message) in one statement;
+# trace_id and sink are the outbox row's (as a Claimed row carries them).
+_ATTEMPTS = text("""
+INSERT INTO delivery_attempts (outbox_id, trace_id, sink, attempt, started_at, duration_ms,
+                               http_status, outcome, error_class, message, response_id)
+SELECT o.id, o.trace_id, o.sink,
+       (SELECT COUNT(*) FROM delivery_attempts AS d WHERE d.outbox_id = o.id) + 1,
+       :started, :duration, :status, :outcome, :error_class, :message, :rid
+FROM outbox AS o WHERE o.id IN (SELECT value FROM json_each(:ids))
+ORDER BY o.id
 """)
 
 # Attempts counted against SPOOL_MAX_ATTEMPTS since the row's first attempt:
@@ -156,7 +171,9 @@ def traces_of(conn: Connection, trace_ids: Iterable[str]) -> dict[str, dict]:
     ids = sorted(set(trace_ids))
     if not ids:
         return {}
-    return {t.trace_id: dict(t._mapping) for t in conn.execute(_TRACES, {"ids": ids})}
+    result = conn.execute(_TRACES, {"ids": json.dumps(ids)})
+    keys = tuple(result.keys())
+    return {t[0]: dict(zip(keys, t)) for t in result}
 
 
 def renew(conn: Connection, ids: list[int], *, owner: str, lease_until: float,
@@ -197,21 +214,27 @@ def ack_sent(conn: Connection, rows: Sequence[Claimed], *, owner: str, attempted
     """:func:`ack` as 'sent' for many rows one request delivered (one statement);
     returns the ids acknowledged (the others' leases were lost)."""
     return {r[0] for r in conn.execute(_ACK_SENT, {
-        "ids": [r.id for r in rows], "owner": owner, "inc": 1 if attempted else 0,
+        "ids": _ids(r.id for r in rows), "owner": owner, "inc": 1 if attempted else 0,
         "started": started, "status": status, "rid": response_id, "now": now})}
 
 
 def record_attempts(conn: Connection, attempts: Sequence[tuple[Claimed, str | None]], *,
                     started: float, duration_ms: float, status: int | None, outcome: str,
                     error_class: str | None, response_id: str | None) -> None:
-    """:func:`record_attempt` for many rows of one request ((row, message) pairs), in one
-    executemany."""
-    if attempts:
-        conn.execute(_ATTEMPT, [{
-            "id": row.id, "trace_id": row.trace_id, "sink": row.sink, "started": started,
-            "duration": duration_ms, "status": status, "outcome": outcome,
-            "error_class": error_class, "message": message, "rid": response_id}
-            for row, message in attempts])
+    """:func:`record_attempt` for many rows of one request ((row, message) pairs): one
+    statement per distinct message (a delivered batch: one, or two when leases were lost)."""
+    by_message: dict[str | None, list[int]] = {}
+    for row, message in attempts:
+        by_message.setdefault(message, []).append(row.id)
+    for message, ids in by_message.items():
+        conn.execute(_ATTEMPTS, {
+            "ids": _ids(ids), "started": started, "duration": duration_ms, "status": status,
+            "outcome": outcome, "error_class": error_class, "message": message,
+            "rid": response_id})
+
+
+def _ids(ids: Iterable[int]) -> str:
+    return "[" + ",".join(str(int(i)) for i in ids) + "]"
 
 
 def record_attempt(conn: Connection, row: Claimed, *, started: float, duration_ms: float,

@@ -42,8 +42,10 @@ sink has them (spool.deliver), bounded by :data:`MAX_BATCH_ROWS` and :data:`MAX_
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import math
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
@@ -273,8 +275,16 @@ class OtlpSink(Sink):
     def _http(self) -> httpx.Client:
         if self._client is None:
             self._client = httpx.Client(follow_redirects=False, transport=self._transport,
-                                        headers={"User-Agent": user_agent()})
+                                        headers={"User-Agent": user_agent()}, verify=_tls())
         return self._client
+
+
+@functools.lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    """httpx's verifying TLS context (the CAs of SSL_CERT_FILE/DIR or certifi), made once per
+    process: loading the CA store costs 30-50 ms, which every new dispatcher (a worker run,
+    `spool test`, `spool doctor --online`) paid before its first export."""
+    return httpx.create_ssl_context()
 
 
 def _outcome(response: httpx.Response, c: OtlpConfig) -> Outcome:

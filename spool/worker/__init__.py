@@ -6,6 +6,8 @@ order; the scheduler runs each on its own interval):
 =============  ===================================================  ==========
 job            what it does                                         interval
 =============  ===================================================  ==========
+rollouts       optional, off by default (SPOOL_IMPORT_ROLLOUTS):    60 s
+               settled rollouts of hook-less sessions -> raw_events
 ingest         overflow files -> raw_events, parse new rows         1 s
 aggregate      closed turns, ended sessions -> traces + outbox      1 s
 sweep          sessions quiet for the TTL -> finalised              30 s
@@ -51,12 +53,16 @@ the same idempotency key.
 
 Logs go to ``SPOOL_HOME/worker.log`` (rotating, 0600).
 
-Modules: ``jobs`` (the jobs, the scheduler, idleness), ``lock`` (the worker
+Modules: ``jobs`` (the jobs and the scheduler running them), ``idle`` (is there
+work, is the database still there), ``settings`` (intervals, stop grace, the
+rollouts switch), ``rollouts`` (the optional import job), ``lock`` (the worker
 lock), ``process`` (log file, signals); this one: the entry points.
 
 Environment:
 
 ==========================  ====================================================
+SPOOL_IMPORT_ROLLOUTS       true: run the rollouts job (false)
+SPOOL_INTERVAL_ROLLOUTS     seconds between rollouts scans (60)
 SPOOL_INTERVAL_INGEST       seconds between ingest runs (1)
 SPOOL_INTERVAL_AGGREGATE    seconds between aggregate runs (1)
 SPOOL_INTERVAL_SWEEP        seconds between stale-session sweeps (30)
@@ -81,9 +87,9 @@ from typing import Callable, Mapping
 
 from .. import db, paths, problems
 from ..errors import SpoolError
-from .jobs import (DELIVER_BATCH, JOBS, Intervals, IngestDone, Worker, db_identity, did_work,
-                   is_idle, nothing_due,
-                   new_owner, stop_grace)
+from .idle import db_identity, is_idle, nothing_due
+from .jobs import DELIVER_BATCH, JOBS, IngestDone, Worker, did_work, new_owner
+from .settings import Intervals, import_rollouts, stop_grace
 from .lock import WorkerLock, holder_pid, lock_is_held, lock_path
 from .process import configure_logging, install_signal_handlers
 
@@ -93,7 +99,7 @@ BUSY_PID_WAIT_S = 1.0  # a worker that lost the lock race waits this long to nam
 
 __all__ = ["DELIVER_BATCH", "JOBS", "Intervals", "IngestDone", "Worker", "WorkerLock",
            "configure_logging", "did_work", "holder_pid", "install_signal_handlers",
-           "db_identity", "is_idle", "lock_is_held", "lock_path", "new_owner", "nothing_due",
+           "db_identity", "import_rollouts", "is_idle", "lock_is_held", "lock_path", "new_owner", "nothing_due",
            "run_once", "run_worker",
            "stop_grace"]
 

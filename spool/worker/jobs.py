@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Mapping
@@ -16,49 +16,23 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, text
 
 from .. import aggregate, db, deliver, ingest, maintenance, outbox, paths, problems
-from ..aggregate.passes import codex_alive
-from ..aggregate.result import Configs
-from ..config import env_number
 from ..deliver import DeliverResult
+from . import rollouts
+from .idle import NEW_EVENTS, db_identity, nothing_due
 from .lock import WorkerLock
+from .settings import Intervals, import_rollouts, stop_grace
 
 log = logging.getLogger("spool.worker")
 
-JOBS = ("ingest", "aggregate", "sweep", "deliver", "maintenance")
+# "rollouts" is optional (settings.import_rollouts): scheduled only when switched on.
+JOBS = ("rollouts", "ingest", "aggregate", "sweep", "deliver", "maintenance")
 # Which job a job wakes when it did some work.
-_NEXT = {"ingest": "aggregate", "aggregate": "deliver", "sweep": "deliver"}
+_NEXT = {"rollouts": "aggregate", "ingest": "aggregate", "aggregate": "deliver",
+         "sweep": "deliver"}
 ERROR_REPEAT_S = 60.0
 MAINTENANCE_DELAY_S = 10.0  # first maintenance run after start
 DELIVER_BATCH = 50  # rows per pass (a batching sink: up to one full request, spool.batches);
 #                    a full pass wakes deliver again at once
-
-
-# --- configuration ---------------------------------------------------------------
-
-
-def _env_seconds(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    return env_number(env, name, default, minimum=minimum, unit="seconds")
-
-
-@dataclass(frozen=True)
-class Intervals:
-    """Seconds between runs of each job."""
-
-    ingest: float = 1.0
-    aggregate: float = 1.0
-    sweep: float = 30.0
-    deliver: float = 1.0
-    maintenance: float = 600.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Intervals":
-        env = os.environ if env is None else env
-        return cls(**{f.name: _env_seconds(env, f"SPOOL_INTERVAL_{f.name.upper()}", f.default,
-                                           0.05) for f in fields(cls)})
-
-
-def stop_grace(env: Mapping[str, str] | None = None) -> float:
-    return _env_seconds(os.environ if env is None else env, "SPOOL_STOP_GRACE", 3.0, 0.0)
 
 
 @dataclass
@@ -69,74 +43,6 @@ class IngestDone:
     overflow_events: int = 0
     quarantined: int = 0
     waiting: bool = False
-
-
-# --- idleness -------------------------------------------------------------------------
-
-_NEW_EVENTS = "EXISTS(SELECT 1 FROM raw_events WHERE status = 'new')"
-_BUSY_SQL = text(
-    f"SELECT {_NEW_EVENTS}"
-    " OR EXISTS(SELECT 1 FROM sessions WHERE state != 'final')"
-    " OR EXISTS(SELECT 1 FROM turns WHERE state != 'traced')"
-    f" OR {outbox.UNFINISHED}"
-)
-
-
-def is_idle(engine: Engine, home: Path | None = None) -> bool:
-    """Nothing open, pending or held, and no overflow file waiting."""
-    if ingest.overflow_files(home):
-        return False
-    with db.read(engine) as conn:
-        return not conn.execute(_BUSY_SQL).scalar()
-
-
-_DUE_SQL = text(f"SELECT {_NEW_EVENTS} OR {outbox.DUE_BY}")
-_OPEN_SESSIONS_SQL = text(
-    "SELECT cwd, state, last_event_at, codex_pid, codex_start FROM sessions"
-    " WHERE state != 'final'")
-_CLOSED_TURNS_SQL = text(
-    "SELECT DISTINCT s.cwd FROM turns t JOIN sessions s ON s.session_id = t.session_id"
-    " WHERE t.state = 'closed'")
-
-
-def nothing_due(engine: Engine, home: Path | None, now: float, window: float,
-                env: Mapping[str, str] | None = None) -> bool:
-    """Nothing the worker must do within ``window`` seconds of ``now``: no event to
-    ingest or parse, no closed turn to trace, no ended session (no hook follows a
-    SessionEnd, so its grace is the worker's to wait out), no open session whose Codex
-    has exited or whose TTL falls in the window, no outbox row due in it.  An open
-    session whose Codex still runs is not work: its next hook starts a worker.  Held rows
-    and failed rows retried later are not work: the next hook or command starts a
-    worker, which picks them up."""
-    if ingest.overflow_files(home):
-        return False
-    horizon = now + window
-    with db.read(engine) as conn:
-        if conn.execute(_DUE_SQL, {"horizon": horizon}).scalar():
-            return False
-        sessions = conn.execute(_OPEN_SESSIONS_SQL).all()
-        closed = [r[0] for r in conn.execute(_CLOSED_TURNS_SQL)] if sessions else []
-    cfgs = Configs(env)
-    for cwd, state, last_at, pid, start in sessions:
-        if state == "ended":
-            return False  # no hook comes after SessionEnd: the grace is ours to wait out
-        if pid is not None and not codex_alive(pid, start):
-            return False  # Codex died (no Stop/SessionEnd will come): the sweep finalises it
-        if (last_at or 0) + cfgs.get(cwd).session_ttl <= horizon:
-            return False
-    return not any(cfgs.get(cwd).turn_traces for cwd in closed)
-
-
-def db_identity(home: Path) -> tuple[int, int] | None:
-    """(device, inode) of the database file, None when it is gone."""
-    try:
-        st = os.stat(paths.db_path(home))
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-# --- the jobs -----------------------------------------------------------------------
 
 
 def new_owner() -> str:
@@ -171,13 +77,22 @@ class Worker:
 
     # The jobs.
 
+    def job_rollouts(self, now: float | None = None) -> rollouts.ScanDone | None:
+        if not import_rollouts(self.env):
+            return None
+        now = self.clock() if now is None else now
+        # Hook events not parsed yet name no session: parse them first, so that a session
+        # the hooks reported is known as theirs.
+        ingest.ingest_all(self.engine, self.home, now)
+        return rollouts.scan(self.engine, now, env=self.env, stop=self.stop)
+
     def job_ingest(self, now: float | None = None) -> IngestDone:
         # ingest_all reports no parse count: whether there was something to parse
         # (events or overflow files) is what wakes the aggregate job at once.
         waiting = bool(ingest.overflow_files(self.home))
         if not waiting:
             with db.read(self.engine) as conn:
-                waiting = bool(conn.execute(text(f"SELECT {_NEW_EVENTS}")).scalar())
+                waiting = bool(conn.execute(text(f"SELECT {NEW_EVENTS}")).scalar())
         result = ingest.ingest_all(self.engine, self.home, self.clock() if now is None else now)
         return IngestDone(overflow_files=result.files, overflow_events=result.events,
                           quarantined=result.quarantined, waiting=waiting)
@@ -305,6 +220,8 @@ class Worker:
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
         start = datetime.now(timezone.utc)
         for name in JOBS:
+            if name == "rollouts" and not import_rollouts(self.env):
+                continue  # off (the default)
             first = start
             if name == "maintenance":  # let the start-up burst of real work go first
                 first = start + timedelta(seconds=min(MAINTENANCE_DELAY_S, intervals.maintenance))
@@ -400,6 +317,8 @@ def did_work(result: object) -> bool:
         return bool(result.claimed or result.held)
     if isinstance(result, IngestDone):
         return bool(result.waiting or result.overflow_files or result.quarantined)
+    if isinstance(result, rollouts.ScanDone):  # files left waiting are not work done
+        return bool(result.events)
     if hasattr(result, "__dataclass_fields__"):
         return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v
                    or isinstance(v, (list, tuple, dict, set)) and v

@@ -174,11 +174,13 @@ def run_session(project: Path, codex_home: Path, prompts: list[str], *, script=N
                 env: dict | None = None, isolate: bool | None = None, timeout: float = 180,
                 codex_bin: Path | None = None, tmp: Path | None = None,
                 extra_args: list[str] | None = None, receiver_port: int | None = None,
-                wait_worker: float | None = None, wrap: list[str] | None = None) -> SessionResult:
+                wait_worker: float | None = None, wrap: list[str] | None = None,
+                child_script: list | None = None) -> SessionResult:
     """Run one Codex session (exec, then `exec resume --last` per further prompt).
 
     ``receiver_port``: serve spool.demo.receiver.Receiver there (in the namespace),
     its secret = INFINIUM_AGENT_SECRET of the (merged) environment.
+    ``child_script``: the steps a subagent's model requests get (tests/support/fake_model.py).
     ``wrap``: a command line each Codex invocation is appended to (e.g.
     ``[spool, "run", "--"]``: the argv then goes on with the Codex binary).
     ``wait_worker``: after the runs, wait up to that many seconds for the spool
@@ -195,7 +197,8 @@ def run_session(project: Path, codex_home: Path, prompts: list[str], *, script=N
     spec = {"codex": str(codex_bin), "project": str(project), "prompts": prompts,
             "script": _script_to_json(script), "isolated": bool(prefix),
             "extra_args": extra_args or [], "timeout": timeout,
-            "receiver_port": receiver_port, "wait_worker": wait_worker, "wrap": wrap or []}
+            "receiver_port": receiver_port, "wait_worker": wait_worker, "wrap": wrap or [],
+            "child_script": [_step_to_json(st) for st in child_script or []]}
     spec_path.write_text(json.dumps(spec))
     argv = [*prefix, sys.executable, str(Path(__file__).resolve()), str(spec_path), str(out_path)]
     r = subprocess.run(argv, env=codex_env(codex_home, env), stdin=subprocess.DEVNULL,
@@ -220,28 +223,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _step_to_json(step) -> list[dict]:
+    from support.fake_model import Final, SpawnAgent, WaitAgent
+
+    out = []
+    for s in step:
+        if isinstance(s, Final):
+            out.append({"final": s.text})
+        elif isinstance(s, SpawnAgent):
+            out.append({"spawn": s.message})
+        elif isinstance(s, WaitAgent):
+            out.append({"wait": s.timeout_ms})
+        else:
+            out.append({"cmd": s.cmd})
+    return out
+
+
+def _step_from_json(step) -> list:
+    from support.fake_model import Final, SpawnAgent, ToolCall, WaitAgent
+
+    return [Final(s["final"]) if "final" in s else SpawnAgent(s["spawn"]) if "spawn" in s
+            else WaitAgent(s["wait"]) if "wait" in s else ToolCall(s["cmd"]) for s in step]
+
+
 def _script_to_json(script):
     if script is None:
         return None
-    from support.fake_model import Final, ToolCall
-
-    out = []
-    for turn in script:
-        t = []
-        for step in turn:
-            t.append([{"final": s.text} if isinstance(s, Final) else {"cmd": s.cmd}
-                      for s in step])
-        out.append(t)
-    return out
+    return [[_step_to_json(step) for step in turn] for turn in script]
 
 
 def _script_from_json(data):
     if data is None:
         return None
-    from support.fake_model import Final, ToolCall
-
-    return [[[Final(s["final"]) if "final" in s else ToolCall(s["cmd"]) for s in step]
-             for step in turn] for turn in data]
+    return [[_step_from_json(step) for step in turn] for turn in data]
 
 
 def exec_argv(codex_bin: str, base_url: str, prompt: str, resume: bool,
@@ -310,7 +324,8 @@ def _runner(spec_path: str, out_path: str) -> int:
 
         rx = Receiver(secret=os.environ.get("INFINIUM_AGENT_SECRET"),
                       port=int(spec["receiver_port"])).start()
-    with FakeModel(_script_from_json(spec["script"])) as fm:
+    child = [_step_from_json(st) for st in spec.get("child_script") or []]
+    with FakeModel(_script_from_json(spec["script"]), child_script=child) as fm:
         for i, prompt in enumerate(spec["prompts"]):
             argv = [*spec.get("wrap", []),
                     *exec_argv(spec["codex"], fm.base_url, prompt, i > 0, spec["extra_args"])]

@@ -12,6 +12,15 @@ input item is a user message starts the next turn; a request whose last input
 item is a ``function_call_output`` moves to the next step of the current turn.
 Past the end of the script it answers with a plain final message.
 
+Subagents (Codex multi-agent v1): a step may be ``[SpawnAgent(message)]`` (a
+``spawn_agent`` function call in the ``multi_agent_v1`` namespace) or
+``[WaitAgent()]`` (``wait_agent`` with ``{"targets": [agent_id]}``, the id read
+from the spawn call's output in the request body).  Requests carrying the
+``x-openai-subagent`` header are the child's: they follow ``child_script`` (one
+list of steps, each request the next step), not the parent's script.  A
+``<subagent_notification>`` user message Codex appends to the parent's input
+does not start a new turn.
+
 Every response reports DISTINCT token usage (``usage_for(n)``) and the server
 keeps a log of what it served (``served``), so a test can check token
 accounting against the numbers the model really sent.  A compaction request
@@ -43,7 +52,19 @@ class Final:
     text: str
 
 
-Step = list  # list[ToolCall] or [Final]
+@dataclass
+class SpawnAgent:
+    message: str
+
+
+@dataclass
+class WaitAgent:
+    timeout_ms: int = 30000
+
+
+Step = list  # list[ToolCall] or [Final] or [SpawnAgent] or [WaitAgent]
+SUBAGENT_HEADER = "x-openai-subagent"
+NAMESPACE = "multi_agent_v1"
 
 
 def default_script() -> list[list[Step]]:
@@ -91,6 +112,8 @@ class Served:
     usage: dict[str, Any]
     commands: list[str] = field(default_factory=list)
     call_ids: list[str] = field(default_factory=list)
+    subagent: str | None = None  # the x-openai-subagent header of a child's request
+    tools: list[str] = field(default_factory=list)  # the function names called
 
 
 def _last_input_kind(body: dict) -> str:
@@ -102,8 +125,33 @@ def _last_input_kind(body: dict) -> str:
     if t == "function_call_output" or t == "custom_tool_call_output":
         return "tool_output"
     if last.get("role") == "user" or t == "message":
+        if _text_of(last).lstrip().startswith("<subagent_notification>"):
+            return "notification"  # Codex tells the parent a child finished: no new turn
         return "user"
     return str(t)
+
+
+def _text_of(item: dict) -> str:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(c.get("text") or "" for c in content or [] if isinstance(c, dict))
+
+
+def _spawned_agent_ids(body: dict) -> list[str]:
+    """The agent ids in the outputs of the spawn_agent calls of a request's input."""
+    spawn_calls = {i.get("call_id") for i in body.get("input") or []
+                   if i.get("type") == "function_call" and i.get("name") == "spawn_agent"}
+    out = []
+    for i in body.get("input") or []:
+        if i.get("type") == "function_call_output" and i.get("call_id") in spawn_calls:
+            try:
+                aid = json.loads(i.get("output") or "{}").get("agent_id")
+            except (ValueError, AttributeError):
+                aid = None
+            if aid:
+                out.append(aid)
+    return out
 
 
 def _is_compaction(raw: bytes) -> bool:
@@ -114,8 +162,10 @@ class FakeModel:
     """The server; use as a context manager or call start()/stop()."""
 
     def __init__(self, script: list[list[Step]] | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, child_script: list[Step] | None = None) -> None:
         self.script = default_script() if script is None else script
+        self.child_script = child_script or []
+        self._child_step = 0
         self.served: list[Served] = []
         self.requests: list[dict] = []  # request bodies, in order
         self.get_paths: list[str] = []
@@ -159,7 +209,7 @@ class FakeModel:
                 except ValueError:
                     self._send(400, b'{"error":"bad json"}', "application/json")
                     return
-                events = fake._answer(body, raw)
+                events = fake._answer(body, raw, self.headers.get(SUBAGENT_HEADER))
                 payload = b"".join(
                     b"event: " + e["type"].encode() + b"\ndata: "
                     + json.dumps(e).encode() + b"\n\n" for e in events)
@@ -194,7 +244,7 @@ class FakeModel:
         self.stop()
 
     # --- answering -----------------------------------------------------------
-    def _answer(self, body: dict, raw: bytes) -> list[dict]:
+    def _answer(self, body: dict, raw: bytes, subagent: str | None = None) -> list[dict]:
         with self._lock:
             self.requests.append(body)
             n = self._seq
@@ -207,32 +257,51 @@ class FakeModel:
                 item = _message(f"msg_{n + 1}", "Summary: the user asked for shell commands; "
                                 "they were run.")
                 return _events(rid, [item], usage)
+            if subagent:
+                step = (self.child_script[self._child_step]
+                        if self._child_step < len(self.child_script) else None)
+                self._child_step += 1
+                return self._respond(n, rid, step, None, self._child_step - 1, body, subagent)
             kind = _last_input_kind(body)
             if kind == "user":
                 self._turn += 1
                 self._step = 0
             else:
                 self._step += 1
-            usage = usage_for(n, small=self._compacted)
             step = None
             if 0 <= self._turn < len(self.script) and self._step < len(self.script[self._turn]):
                 step = self.script[self._turn][self._step]
-            if step is None:
-                self.served.append(Served(n, "fallback", self._turn, self._step, usage))
-                return _events(rid, [_message(f"msg_{n + 1}", "Done.")], usage)
-            if step and isinstance(step[0], Final):
-                self.served.append(Served(n, "final", self._turn, self._step, usage))
-                return _events(rid, [_message(f"msg_{n + 1}", step[0].text)], usage)
-            items, cmds, ids = [], [], []
-            for k, call in enumerate(step):
-                call_id = f"call_{n + 1}_{k + 1}"
-                items.append({"type": "function_call", "id": f"fc_{n + 1}_{k + 1}",
-                              "call_id": call_id, "name": "exec_command",
-                              "arguments": json.dumps({"cmd": call.cmd})})
+            return self._respond(n, rid, step, self._turn, self._step, body, None)
+
+    def _respond(self, n: int, rid: str, step: Step | None, turn: int | None,
+                 step_no: int | None, body: dict, subagent: str | None) -> list[dict]:
+        """The events answering request ``n`` with ``step`` (lock held)."""
+        usage = usage_for(n, small=self._compacted)
+        if step is None:
+            self.served.append(Served(n, "fallback", turn, step_no, usage, subagent=subagent))
+            return _events(rid, [_message(f"msg_{n + 1}", "Done.")], usage)
+        if step and isinstance(step[0], Final):
+            self.served.append(Served(n, "final", turn, step_no, usage, subagent=subagent))
+            return _events(rid, [_message(f"msg_{n + 1}", step[0].text)], usage)
+        items, cmds, ids, tools = [], [], [], []
+        for k, call in enumerate(step):
+            call_id = f"call_{n + 1}_{k + 1}"
+            item = {"type": "function_call", "id": f"fc_{n + 1}_{k + 1}", "call_id": call_id}
+            if isinstance(call, SpawnAgent):
+                item.update(name="spawn_agent", namespace=NAMESPACE,
+                            arguments=json.dumps({"message": call.message}))
+            elif isinstance(call, WaitAgent):
+                item.update(name="wait_agent", namespace=NAMESPACE, arguments=json.dumps(
+                    {"targets": _spawned_agent_ids(body), "timeout_ms": call.timeout_ms}))
+            else:
+                item.update(name="exec_command", arguments=json.dumps({"cmd": call.cmd}))
                 cmds.append(call.cmd)
-                ids.append(call_id)
-            self.served.append(Served(n, "tool_calls", self._turn, self._step, usage, cmds, ids))
-            return _events(rid, items, usage)
+            items.append(item)
+            ids.append(call_id)
+            tools.append(item["name"])
+        self.served.append(Served(n, "tool_calls", turn, step_no, usage, cmds, ids,
+                                  subagent=subagent, tools=tools))
+        return _events(rid, items, usage)
 
     def served_json(self) -> list[dict]:
         with self._lock:
