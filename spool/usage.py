@@ -296,8 +296,8 @@ def report(con, by: str = "day", since: date | None = None, until: date | None =
            project: str | None = None, days: bool = True) -> dict:
     """`spool usage`: one row per group and a totals row.
 
-    ``con`` is a DB-API (sqlite3) connection: the command reads without
-    SQLAlchemy, so it starts as fast as the query runs.  Each row: key,
+    ``con``: a DB-API (sqlite3) connection, in one read transaction (the zone and
+    the rows of one snapshot); the command reads without SQLAlchemy.  Each row: key,
     requests, input (incl. cached), cached, output (incl. reasoning), reasoning,
     total, cost_usd (the priced requests' sum; None when none was priced),
     unpriced (requests without a price: cost_usd is then partial), models

@@ -95,6 +95,8 @@ def run(o: Options, out=None) -> None:
     lo, hi, proj = check(o)
     con = connect()
     try:
+        # One read snapshot: the rollup's zone (kv) and its rows are read together.
+        con.execute("BEGIN")
         rep = usage.report(con, o.by, lo, hi, proj)
     finally:
         con.close()
