@@ -172,6 +172,16 @@ def _match_responses(agent_steps: list[dict], turn: Turn | None) -> list[Respons
     return out
 
 
+def _call_owners(turn: Turn | None, steps: Sequence[Mapping]) -> dict[str, int]:
+    """Tool call id -> the index of the model request (among the turn's) that made it, from
+    the rollout's responses when they pair one to one with the turn's model requests.
+    Async hooks arrive in any order, so a tool call's step can come before its request's."""
+    n = sum(1 for st in steps if st.get("action") == "model_request")
+    if turn is None or not turn.responses or len(turn.responses) != n:
+        return {}
+    return {c.call_id: i for i, r in enumerate(turn.responses) for c in r.calls}
+
+
 class _Builder:
     def __init__(self, session: Session) -> None:
         self.s = session
@@ -190,6 +200,9 @@ class _Builder:
         conv = s.transcript.turn(src.turn_id) if s.transcript else None
         prompts = list(conv.prompts) if conv else []
         agent_steps: list[dict] = []
+        requests: list[dict] = []  # the agent step of each model request, in order
+        owner = _call_owners(conv, src.steps)
+        late: list[tuple[int, Mapping]] = []  # tool calls seen before their request's step
         current: dict | None = None
         for st in src.steps:
             action = st.get("action")
@@ -214,7 +227,15 @@ class _Builder:
                                          "duration_ms": st.get("duration_ms"),
                                          "error": st.get("error")})}))
                 agent_steps.append(current)
+                requests.append(current)
             elif action == "tool_use":
+                k = owner.get(st.get("tool_use_id"))
+                if k is not None:  # the request that made the call, whatever the hooks' order
+                    if k < len(requests):
+                        self.tool(requests[k], st)
+                    else:
+                        late.append((k, st))
+                    continue
                 if current is None:  # a tool call no model request announced
                     current = self.add({"timestamp": when, "source": "agent", "message": "",
                                         "llm_call_count": 0,
@@ -231,6 +252,8 @@ class _Builder:
                                          "agent_id": st.get("agent_id"),
                                          "output": st.get("output_preview"),
                                          "error": st.get("error")})}))
+        for k, st in late:
+            self.tool(requests[k], st)
         self.conversation(agent_steps, conv, src)
         if src.incomplete:
             self.notes.append(f"turn {src.turn_id}: incomplete (no Stop received)")

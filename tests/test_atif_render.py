@@ -191,3 +191,28 @@ def test_cost_per_agent_step_and_in_final_metrics_unknown_model_left_out(tmp_pat
     unknown = add_cost(turn_body([step(1, "model_request", 1.0, usage=USAGE, model="gpt-fake")]))
     fm = valid(atif.render(atif.Session("s1", [unknown])))["final_metrics"]
     assert "total_cost_usd" not in fm and fm["extra"]["unpriced_model_requests"] == 1
+
+
+def test_a_tool_call_whose_hook_came_before_its_requests_goes_on_that_request():
+    """Async hooks finish in any order: request 2's call c2 was stored before request 2's
+    own step.  With the rollout's responses (which call each request made), c2 is on the
+    second agent step; a call the rollout does not know stays where the hooks put it."""
+    t = transcript.Transcript(turns={"t1": transcript.Turn(responses=[
+        transcript.Response(calls=[transcript.Call("c1", "exec_command", {"cmd": "a"})]),
+        transcript.Response(calls=[transcript.Call("c2", "exec_command", {"cmd": "b"})]),
+        transcript.Response(messages=["done"])])})
+    body = turn_body([
+        step(1, "user_prompt", 1.0, input_preview="do it"),
+        step(2, "model_request", 2.0, usage=USAGE),
+        step(3, "tool_use", 3.0, tool_name="Bash", tool_use_id="c1", command="a", exit_code=0),
+        step(4, "tool_use", 3.5, tool_name="Bash", tool_use_id="c2", command="b", exit_code=0),
+        step(5, "tool_use", 3.6, tool_name="Bash", tool_use_id="cx", command="x", exit_code=0),
+        step(6, "model_request", 4.0, usage=USAGE),
+        step(7, "model_request", 5.0, usage=USAGE),
+    ])
+    doc = valid(atif.render(atif.Session("s1", [body], transcript=t)))
+    agents = [s for s in doc["steps"] if s["source"] == "agent"]
+    assert [[c["tool_call_id"] for c in a.get("tool_calls", [])] for a in agents] == \
+        [["c1", "cx"], ["c2"], []]
+    assert [[r["source_call_id"] for r in a.get("observation", {}).get("results", [])]
+            for a in agents] == [["c1", "cx"], ["c2"], []]
