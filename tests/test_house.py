@@ -99,3 +99,14 @@ def test_no_module_over_the_limit():
     over = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
     over = {n: k for n, k in over.items() if k > MAX_LINES and n not in OVER_LIMIT}
     assert over == {}, f"split these (one noun per module) or list them in OVER_LIMIT: {over}"
+
+
+def test_every_package_is_installed_by_pip_install():
+    """pyproject lists its packages by hand (migrations/ ships as spool._migrations): a
+    package missing there works in an editable install and is absent from `pip install .`."""
+    import tomllib
+
+    listed = set(tomllib.loads((SPOOL.parent / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(SPOOL.parent).parts) for p in SPOOL.rglob("__init__.py")}
+    assert found and found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
