@@ -103,3 +103,27 @@ def test_concurrent_writer_and_two_aggregators(spool_home, tmp_path):
         assert conn.exec_driver_sql(
             "SELECT count(*) FROM traces WHERE kind='session'").scalar() == 12 * 3
     check_invariants(engine, "both")
+
+
+def test_no_garbage_collection_pause_inside_a_write_transaction(tmp_path):
+    """A full collection over a big pass takes 40-55 ms; inside a write transaction it would
+    hold the lock (and a waiting hook) that long, so write transactions pause the collector
+    and give it back afterwards, also when the transaction fails.  Read snapshots do not."""
+    import gc
+    import sqlite3
+
+    from spool.aggregate.connection import tx
+
+    con = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    assert gc.isenabled()
+    with tx(con):
+        con.execute("CREATE TABLE t (x)")
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with tx(con, immediate=False):
+        assert gc.isenabled()
+    with pytest.raises(sqlite3.OperationalError):
+        with tx(con):
+            con.execute("INSERT INTO nowhere VALUES (1)")
+    assert gc.isenabled() and con.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    con.close()
