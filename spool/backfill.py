@@ -24,7 +24,6 @@ import gzip
 import os
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +33,7 @@ import orjson
 from sqlalchemy import Engine
 
 from . import problems
+from .aggregate.connection import tx
 from .hook import INSERT_SQL
 from .importer import SOURCE, Block, Converter, NotARollout
 from .ingest import FACT_COLUMNS, payload_facts
@@ -212,7 +212,7 @@ class _Store:
         self.waiting = set()
         if self.dry_run or not rows:
             return
-        with self._writing() as con:
+        with tx(self.con) as con:
             # The hook's pause rule, read in this write transaction.
             paused = [r[0] for r in con.execute("SELECT project FROM pauses")]
             for params in rows:
@@ -221,19 +221,8 @@ class _Store:
 
     def error(self, message: str) -> None:
         if not self.dry_run:
-            with self._writing() as con:
+            with tx(self.con) as con:
                 problems.record_dbapi(con, SOURCE, message, self.now)
-
-    @contextmanager
-    def _writing(self):
-        con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
 
 
 def is_paused(cwd: str | None, projects: list[str]) -> bool:
