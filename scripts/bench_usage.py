@@ -240,7 +240,7 @@ def _ms(xs) -> str:
 def _pair_ratio(num: str, den: str, table: dict) -> str:
     """Median and spread of the per-pair ratios num/den (the runs of one round)."""
     r = [a / b for a, b in zip(table[num], table[den])]
-    return f"{statistics.median(r):.1f}x ({min(r):.1f}\u2013{max(r):.1f})"
+    return f"{statistics.median(r):.2f}x ({min(r):.2f}\u2013{max(r):.2f})"
 
 
 def _load() -> str:
