@@ -110,3 +110,16 @@ def test_every_package_is_installed_by_pip_install():
                  ["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(SPOOL.parent).parts) for p in SPOOL.rglob("__init__.py")}
     assert found and found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/support/ (fixtures in conftest.py), never in a test module."""
+    tests = SPOOL.parent / "tests"
+    names = {p.stem for p in tests.glob("test_*.py")}
+    bad = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{path.name}: {m}" for m in mods if m.split(".")[0] in names]
+    assert names and bad == [], bad

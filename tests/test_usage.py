@@ -3,64 +3,24 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import date, datetime, timezone
+from datetime import date
 
 import orjson
 import pytest
 from typer.testing import CliRunner
 
 from spool import cli, cost, db, usage
-from spool.trace import Event, Limits, SessionFacts
-from spool.trace_build import build_part, build_session_trace, build_turn_trace
+from spool.trace import Limits, SessionFacts
+from spool.trace_build import build_part, build_turn_trace
 
-DAY1 = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc).timestamp()
-DAY2 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc).timestamp()
-ONE = (1000 * 1.25 + 1000 * 0.125 + 100 * 10) / 1e6  # one gpt-5 request below
-
-
-def _events(turn: str, t0: float, models: list[str], first_id: int = 1,
-            usage: bool = True) -> list[Event]:
-    evs = [Event(first_id, t0, "UserPromptSubmit", turn, {"prompt": "hi"})]
-    i = first_id + 1
-    for m in models:
-        evs.append(Event(i, t0 + i, "PreModelRequest", turn, {"model": m}))
-        post = {"model": m, "status": "completed"}
-        if usage:
-            post["token_usage"] = {"input_tokens": 2000, "cached_input_tokens": 1000,
-                                   "output_tokens": 100, "reasoning_output_tokens": 40,
-                                   "total_tokens": 2100}
-        evs.append(Event(i + 1, t0 + i + 1, "PostModelRequest", turn, post))
-        i += 2
-    evs.append(Event(i, t0 + i, "Stop", turn, {"last_assistant_message": "ok"}))
-    return evs
-
-
-def _session(sid, t0, turns, project="/p/one"):
-    """(turn bodies, session summary body) built by the real pure builders, priced."""
-    facts = SessionFacts(sid, project=project)
-    parts, bodies, first = [], [], 1
-    for k, models in enumerate(turns):
-        evs = _events(f"{sid}-t{k}", t0 + 100 * k, models, first)
-        first += len(evs)
-        part = build_part(f"{sid}-t{k}", evs, Limits())
-        parts.append(part)
-        bodies.append(cost.add_cost(build_turn_trace(facts, part).to_dict()))
-    summary = cost.add_cost(build_session_trace(facts, parts).to_dict())
-    return bodies, summary
-
+from support.usage_data import DAY1, ONE
+from support.usage_data import events as _events
+from support.usage_data import report_db as _report_db
+from support.usage_data import session as _session
+from support.usage_data import write as _write
 
 def _con(engine):
     return engine.raw_connection().driver_connection
-
-
-def _write(engine, bodies):
-    raw = engine.raw_connection()
-    con = raw.driver_connection
-    con.execute("BEGIN IMMEDIATE")
-    n = usage.record_traces(con, bodies)
-    con.execute("COMMIT")
-    raw.close()
-    return n
 
 
 def _q(engine, sql):
@@ -118,13 +78,6 @@ def test_rollout_only_turn_is_one_row_until_hook_usage_arrives(engine):
     _write(engine, turns)
     assert _q(engine, "SELECT seq, input FROM model_requests") == [(1, 2000)]
     assert _q(engine, "SELECT sum(requests), sum(input) FROM usage_hours") == [(1, 2000)]
-
-
-def _report_db(engine):
-    a, _ = _session("s1", DAY1, [["gpt-5"], ["gpt-5"]], project="/p/one")
-    b, _ = _session("s2", DAY2, [["gpt-5", "gpt-fake"]], project="/p/two")
-    c, _ = _session("s3", DAY2 + 3600, [["gpt-fake"]], project="/p/two")
-    _write(engine, a + b + c)
 
 
 def test_report_groups_totals_and_partial_cost(engine):

@@ -14,7 +14,7 @@ import pytest
 import typer.main
 
 from spool import cli, usage_cmd
-from test_usage import _report_db
+from support.usage_data import report_db as _report_db
 
 EXE = str(Path(sys.executable).parent / "spool")
 

@@ -58,6 +58,16 @@ class Request:
         return json.loads(self.body)
 
 
+def reset(handler: BaseHTTPRequestHandler) -> None:
+    """Drop the handler's connection with a TCP reset (SO_LINGER 0), as a crashed server would."""
+    handler.close_connection = True
+    try:
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    handler.connection.close()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "_Server"
@@ -105,13 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
         entry = rx._next()
         if entry == "reset":
             req.action = "reset"
-            self.close_connection = True
-            try:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-            self.connection.close()
+            reset(self)
             return
         if entry == "timeout":
             req.action = "timeout"

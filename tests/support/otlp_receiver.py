@@ -14,8 +14,6 @@ Spans are deduplicated by (trace id, span id) in ``spans`` like Phoenix stores t
 from __future__ import annotations
 
 import gzip
-import socket
-import struct
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from spool import otlp_wire
+from spool.demo.receiver import reset
 
 
 @dataclass
@@ -70,13 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(req, 415, {}, b"unsupported content type")
         if entry == "reset":
             req.action = "reset"
-            self.close_connection = True
-            try:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-            self.connection.close()
+            reset(self)
             return
         if entry == "timeout":
             req.action = "timeout"
