@@ -310,9 +310,17 @@ def test_parallel_hooks_lose_nothing(ready_db, tmp_path):
                               stdout=subprocess.PIPE, text=True) for _ in range(8)]
     fails = [int(p.communicate(timeout=600)[0]) for p in procs]
     assert fails == [0] * 8
+    # On a loaded machine a hook can wait out its 2 s busy timeout; it then keeps the
+    # event in an overflow file (the designed path), never drops it.  So: every event is
+    # in raw_events once the overflow is ingested, and any overflow says why.
+    spilled = list(paths.spool_home().glob("overflow-*.jsonl"))
+    log = paths.spool_home() / hook.ERROR_LOG
+    reasons = log.read_text() if log.exists() else ""
+    assert reasons.count("database is locked") == len(spilled), reasons
+    engine = db.open_db()
+    assert ingest.ingest_overflow(engine).events == len(spilled)
+    engine.dispose()
     assert db_rows("SELECT count(*), count(DISTINCT id) FROM raw_events") == [(1600, 1600)]
-    # and none had to overflow
-    assert list(paths.spool_home().glob("overflow-*.jsonl")) == []
 
 
 def test_hook_and_platformdirs_agree_on_home(monkeypatch):
