@@ -64,13 +64,28 @@ class Total:
 
 def _n(usage: Mapping[str, Any], key: str) -> int:
     v = usage.get(key)
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+    return v if type(v) is int and v > 0 else 0  # not bool (a subclass of int)
 
 
 def _when(at: float | datetime | None) -> datetime | None:
     if at is None or isinstance(at, datetime):
         return at
     return datetime.fromtimestamp(float(at), tz=timezone.utc)
+
+
+def _day(at: float | datetime | None) -> str | None:
+    """The UTC day (ISO) of ``at``; from epoch seconds through a cache per day number
+    (a datetime per request was a fifth of the pricing's cost)."""
+    if at is None:
+        return None
+    if isinstance(at, datetime):
+        return at.date().isoformat()
+    return _day_of(int(float(at) // 86400))
+
+
+@lru_cache(maxsize=4096)
+def _day_of(n: int) -> str:
+    return datetime.fromtimestamp(n * 86400, tz=timezone.utc).date().isoformat()
 
 
 @lru_cache(maxsize=4096)
@@ -122,10 +137,9 @@ def price_request(usage: Mapping[str, Any] | None, model: str | None,
     usage = usage or {}
     inp, cached, cw, out = (_n(usage, "input"), _n(usage, "cached"), _n(usage, "cache_write"),
                             _n(usage, "output"))
-    when = _when(at)
     if _tiered_cached(model):  # size-dependent prices: ask the library for this request
-        return _exact(model, when, service_tier, inp, cached, cw, out)
-    rates = _rates(model, when.date().isoformat() if when else None, service_tier or None)
+        return _exact(model, _when(at), service_tier, inp, cached, cw, out)
+    rates = _rates(model, _day(at), service_tier or None)
     if rates is None:
         return Price(None, NO_PRICE.format(model))
     uncached = max(inp - cached - cw, 0)

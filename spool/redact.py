@@ -14,6 +14,7 @@ cut before spool saw it, or the key be too short there to match its pattern.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 # (kind, pattern).  Ordered: specific token formats first, generic ones last.
@@ -62,6 +63,19 @@ def _maybe_secret(text: str) -> bool:
 
 
 def redact_text(text: str) -> str:
+    """``text`` with every match of PATTERNS replaced (see the module's docstring)."""
+    if len(text) <= _MEMO_CHARS:  # a trace redacts the same short texts several times
+        return _redact_memo(text)
+    return _redact(text)
+
+
+# Short texts are remembered (a command, a prompt: its step, the trace's name and
+# summaries, the session summary's copy): at most _MEMO_SIZE x _MEMO_CHARS characters.
+_MEMO_CHARS = 2048
+_MEMO_SIZE = 1024
+
+
+def _redact(text: str) -> str:
     if not _maybe_secret(text):
         return text
     for kind, pattern in PATTERNS:
@@ -70,6 +84,9 @@ def redact_text(text: str) -> str:
         else:
             text = pattern.sub(f"[REDACTED:{kind}]", text)
     return text
+
+
+_redact_memo = lru_cache(maxsize=_MEMO_SIZE)(_redact)
 
 
 # A secret that starts before a cut is whole within this many characters after it
@@ -84,6 +101,8 @@ _STARTS = ("sk-", "sk_live_", "sk_test_", "rk_live_", "rk_test_", "ghp_", "gho_"
            "xoxs-", "AIza", "eyJ")
 _KEY_AT_END = re.compile(
     r"\b(?:" + "|".join(map(re.escape, _STARTS)) + r")[A-Za-z0-9_\-.]*\Z")
+# Every first 3+ characters of a key format (a word at a cut that is one of them goes).
+_START_PREFIXES = frozenset(p[:n] for p in _STARTS for n in range(3, len(p) + 1))
 _WORD_AT_END = re.compile(r"(?<![A-Za-z0-9_])[A-Za-z0-9_\-]{3,}\Z")
 # A secret's context at a cut, with the first characters of its value: the value goes.
 _VALUE_AT_END = re.compile(
@@ -100,14 +119,15 @@ def scrub_tail(kept: str) -> str:
     URL, ``API_KEY=``)."""
     off = max(len(kept) - _TAIL, 0)
     tail = kept[off:]
-    m = _VALUE_AT_END.search(tail)
-    if m:
-        return kept[:off + m.start(1)]
-    m = _KEY_AT_END.search(tail)
-    if m:
-        return kept[:off + m.start()]
+    if _maybe_secret(tail):  # each match of these two holds one of _MAYBE's literals
+        m = _VALUE_AT_END.search(tail)
+        if m:
+            return kept[:off + m.start(1)]
+        m = _KEY_AT_END.search(tail)
+        if m:
+            return kept[:off + m.start()]
     m = _WORD_AT_END.search(tail)
-    if m and any(p.startswith(m.group(0)) for p in _STARTS):
+    if m and m.group(0) in _START_PREFIXES:
         return kept[:off + m.start()]
     return kept
 

@@ -78,9 +78,8 @@ def empty_usage() -> dict[str, int]:
 
 def _count(v: Any) -> int:
     """A token count: numbers (not booleans) as int, anything else 0."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return int(v)
-    return 0
+    t = type(v)  # JSON numbers: int or float (bool is a subclass of int: not a count)
+    return int(v) if t is int or t is float else 0
 
 
 def usage_from_tokens(tokens: Mapping[str, Any]) -> dict[str, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from .reconcile import reconcile, settle_order
 from .redact import redact_text
@@ -62,7 +62,7 @@ def _red(text: Any, on: bool) -> Any:
 
 
 def _command_of(tool_input: Any, red: bool = True) -> str | None:
-    if isinstance(tool_input, Mapping):
+    if isinstance(tool_input, dict):  # payloads are JSON: dicts, never other Mappings
         for k in ("command", "cmd"):
             c = tool_input.get(k)
             if isinstance(c, str):
@@ -123,7 +123,7 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
             status = _str(get("status"))
             s.status = status
             tu = get("token_usage")
-            if isinstance(tu, Mapping):
+            if isinstance(tu, dict):
                 u = usage_from_tokens(tu)
                 s.usage = u
                 add_usage(hook_usage, u)
@@ -141,16 +141,17 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
         elif name == "PreToolUse" or name == "PostToolUse" or name == "PermissionRequest":
             tool_use_id = _str(get("tool_use_id"))
             tool_name = _str(get("tool_name")) or "tool"
-            command = _command_of(get("tool_input"), red)
             if name == "PreToolUse":
                 if tool_use_id and tool_use_id in pending_tools:
                     continue  # a duplicate Pre: keep the first
-                s = _tool_step(ev.turn_id, t, tool_name, tool_use_id, command, li, red)
+                s = _tool_step(ev.turn_id, t, tool_name, tool_use_id,
+                               _command_of(get("tool_input"), red), li, red)
                 steps.append(s)
                 if tool_use_id:
                     pending_tools[tool_use_id] = s
                 continue
             if name == "PermissionRequest":
+                command = _command_of(get("tool_input"), red)
                 s = Step("permission_request", f"Permission request: {tool_name}",
                          ev.turn_id, 0, t, t)
                 s.tool_name = tool_name
@@ -165,7 +166,8 @@ def build_part(turn_id: str | None, events: Sequence[Event], limits: Limits,
                 continue  # duplicate Post
             s = pending_tools.pop(tool_use_id, None) if tool_use_id else None
             if s is None:
-                s = _tool_step(ev.turn_id, t, tool_name, tool_use_id, command, li, red)
+                s = _tool_step(ev.turn_id, t, tool_name, tool_use_id,
+                               _command_of(get("tool_input"), red), li, red)
                 steps.append(s)
                 notes.append(f"tool call {tool_use_id or '?'}: PostToolUse without PreToolUse")
             if tool_use_id:
@@ -315,7 +317,7 @@ def _spawned(resp: Any) -> tuple[str, str | None] | None:
             resp = json.loads(resp)
         except ValueError:
             return None
-    if isinstance(resp, Mapping) and _str(resp.get("agent_id")):
+    if isinstance(resp, dict) and _str(resp.get("agent_id")):
         return resp["agent_id"], _str(resp.get("nickname"))
     return None
 

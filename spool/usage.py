@@ -12,11 +12,9 @@ project, updated by the difference each upsert makes; ``usage_days`` sums them
 again per local day, model and project (no session), in the same statements'
 transaction, for the reports that do not group by session.
 
-Counting once: spool's usage comes from the PostModelRequest hook of each real
-request, so a forked or subagent session's copied history (which Codex does not
-re-request) adds nothing to the parent; a child's own requests are its own
-session's rows.  Only the rollout fallback (old Codex, no hook usage) reads
-token lines, and the subagent work must skip copied lines there.
+Counting once: usage comes from each real request's PostModelRequest hook, so a
+forked or subagent session's copied history adds nothing to the parent (a child's
+requests are its own session's rows); only the rollout fallback reads token lines.
 
 Local days depend on the machine's time zone: ``kv['usage_days:zone']`` holds
 the zone (``zone()``) the ``usage_days`` rows were computed in.  A writer in
@@ -48,11 +46,12 @@ _COLS = ("session_id", "turn_id", "seq", "trace_id", "at", "model") + TOKEN_KEYS
 
 
 def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+    return v if type(v) is int else 0  # not bool (a subclass), not float
 
 
-def requests_of(body: Mapping[str, Any]) -> list[dict]:
-    """The model_requests rows of one trace body (pure).  Steps without usage are skipped."""
+def requests_of(body: Mapping[str, Any], skip_turns: Iterable[str] = ()) -> list[dict]:
+    """The model_requests rows of one trace body (pure), but for steps without usage
+    and the turns in ``skip_turns`` (a summary's turns recorded by their turn traces)."""
     if body.get("kind") not in ("turn", "session"):
         return []
     from . import cost as cost_mod  # imported here: `spool usage` never prices
@@ -69,6 +68,8 @@ def requests_of(body: Mapping[str, Any]) -> list[dict]:
         if s.get("action") != "model_request" or not isinstance(u, dict):
             continue
         turn = s.get("turn_id") or body.get("turn_id") or ""
+        if turn in skip_turns:
+            continue
         seqs[turn] = seq = seqs.get(turn, 0) + 1
         model = s.get("model") or model0
         at = s.get("started_at") or s.get("ended_at") or t0 or 0.0
@@ -82,7 +83,7 @@ def requests_of(body: Mapping[str, Any]) -> list[dict]:
         totals = [(t.get("turn_id") or "", t.get("usage") or {}, t.get("started_at"))
                   for t in body.get("turns") or ()]
     for turn, u, at in totals:
-        if turn not in seqs and (_int(u.get("total")) or _int(u.get("input"))
+        if turn not in seqs and turn not in skip_turns and (_int(u.get("total")) or _int(u.get("input"))
                                  or _int(u.get("output"))):
             at = at or t0 or 0.0
             rows.append(_row(sid, turn, 0, tid, at, model0, u,
@@ -91,19 +92,18 @@ def requests_of(body: Mapping[str, Any]) -> list[dict]:
 
 
 def _row(sid, turn, seq, tid, at, model, u, usd, project) -> dict:
-    r = {"session_id": sid, "turn_id": turn, "seq": seq, "trace_id": tid, "at": float(at),
-         "model": model}
-    for k in TOKEN_KEYS:
-        r[k] = _int(u.get(k))
-    r["cost_usd"] = usd
-    r["project"] = project
-    return r
+    return {"session_id": sid, "turn_id": turn, "seq": seq, "trace_id": tid, "at": float(at),
+            "model": model, **{k: _int(u.get(k)) for k in TOKEN_KEYS}, "cost_usd": usd,
+            "project": project}
 
 
 _UPSERT = (
     f"INSERT INTO model_requests ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})"
     " ON CONFLICT(session_id, turn_id, seq) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _COLS[3:]))
+# The stored rows of a JSON list of [session_id, turn_id]: one statement (row-value IN).
+_STORED = (f"SELECT {', '.join(_COLS)} FROM model_requests WHERE (session_id, turn_id) IN"
+           " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))")
 _BUCKET_VALUES = ("requests",) + TOKEN_KEYS + ("cost_usd", "unpriced")
 _BUCKET = (
     "INSERT INTO usage_hours (hour, session_id, model, project, "
@@ -186,13 +186,14 @@ def record_requests(con, requests: Iterable[Mapping[str, Any]]) -> int:
         new[(r["session_id"], r["turn_id"], r["seq"])] = r
     if not new:
         return 0
-    turns = {(k[0], k[1]) for k in new}
+    import json
+    from operator import itemgetter
+
     old: dict[tuple, dict] = {}
-    for sid, turn in turns:
-        for row in con.execute(f"SELECT {', '.join(_COLS)} FROM model_requests"
-                               " WHERE session_id = ? AND turn_id = ?", (sid, turn)):
-            old[(row[0], row[1], row[2])] = dict(zip(_COLS, row))
+    for row in con.execute(_STORED, (json.dumps(sorted({(k[0], k[1]) for k in new})),)):
+        old[(row[0], row[1], row[2])] = dict(zip(_COLS, row))
     real = {(k[0], k[1]) for k in (*old, *new) if k[2] > 0}
+    values = itemgetter(*_COLS)  # a row's values in _UPSERT's order
     buckets: dict[tuple, list] = {}
     upserts, deletes = [], []
     for key, r in new.items():
@@ -208,7 +209,7 @@ def record_requests(con, requests: Iterable[Mapping[str, Any]]) -> int:
                 continue
             _add(buckets, prev, -1)
         _add(buckets, r, +1)
-        upserts.append(tuple(r[c] for c in _COLS))
+        upserts.append(values(r))
     con.executemany("DELETE FROM model_requests WHERE session_id = ? AND turn_id = ? AND seq = ?",
                     deletes)
     con.executemany(_UPSERT, upserts)
@@ -229,12 +230,9 @@ def backfill(con, batch: int = 500) -> int:
     import orjson
 
     n, last = 0, ""
-    while True:
-        rows = con.execute("SELECT trace_id, body FROM traces WHERE trace_id > ?"
-                           " AND kind IN ('turn', 'session') ORDER BY trace_id LIMIT ?",
-                           (last, batch)).fetchall()
-        if not rows:
-            return n
+    while rows := con.execute("SELECT trace_id, body FROM traces WHERE trace_id > ? AND kind"
+                              " IN ('turn', 'session') ORDER BY trace_id LIMIT ?",
+                              (last, batch)).fetchall():
         bodies = []
         for _, body in rows:
             try:
@@ -243,6 +241,7 @@ def backfill(con, batch: int = 500) -> int:
                 continue  # a body that is not JSON has no usage to report
         n += record_traces(con, bodies)
         last = rows[-1][0]
+    return n
 
 
 # --- reading -------------------------------------------------------------------

@@ -72,3 +72,35 @@ def test_the_ascii_prefilter_agrees_with_the_case_insensitive_pattern():
     assert 500 < sum(map(redact._maybe_secret, texts)) < len(texts) - 500  # both answers
     # non-ASCII: the regex's case folding ("ſ" ~ "s")
     assert redact.redact_text("ſecret=abcdefgh12") != "ſecret=abcdefgh12"
+
+
+def test_the_cut_guard_gives_the_plain_regex_answer():
+    """scrub_tail skips its two context regexes when the tail holds none of _MAYBE's
+    literals and looks words up in a set of key-format prefixes: same answers as running
+    every regex and comparing prefixes one by one (written out here)."""
+    import random
+
+    from spool import redact
+
+    def plain(kept: str) -> str:
+        off = max(len(kept) - 256, 0)
+        tail = kept[off:]
+        for rx, group in ((redact._VALUE_AT_END, 1), (redact._KEY_AT_END, 0)):
+            m = rx.search(tail)
+            if m:
+                return kept[:off + m.start(group)]
+        m = redact._WORD_AT_END.search(tail)
+        if m and any(p.startswith(m.group(0)) for p in redact._STARTS):
+            return kept[:off + m.start()]
+        return kept
+
+    rng = random.Random(11)
+    pieces = ["sk-", "sk_live_", "rk_te", "ghp_", "gith", "github_pat_", "AKIA", "ASI", "xoxb-",
+              "AIza", "eyJ", "Authorization: Bearer ", "https://user:", "API_KEY=", "token: '",
+              "ſecret=", "abc", "Q9z", "-", "_", " ", "\n", "/", "@", "é", "x" * 300]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 8))) for _ in range(20000)]
+    changed = 0
+    for t in texts:
+        assert redact.scrub_tail(t) == plain(t), t
+        changed += redact.scrub_tail(t) != t
+    assert 1000 < changed < len(texts) - 1000  # both answers

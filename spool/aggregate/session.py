@@ -77,15 +77,27 @@ class NewTrace(NamedTuple):
     event_count: int
     body: str  # the body as JSON
     requests: tuple = ()  # its model requests, priced (spool.usage.requests_of)
+    # A summary: the turns whose requests it leaves to their own turn traces, built
+    # with it (spool.aggregate.write.write_group checks those are written too).
+    skipped: frozenset = frozenset()
 
     @classmethod
-    def of(cls, body: dict) -> "NewTrace":
-        """The row of a built body, priced first (spool.cost.add_cost)."""
+    def of(cls, body: dict, traced_turns: frozenset = frozenset()) -> "NewTrace":
+        """The row of a built body, priced first (spool.cost.add_cost).  A summary's
+        ``traced_turns`` (its turn traces, built with it) add no request rows here:
+        they are the turn traces' own (recording each request once is cheaper)."""
         cost.add_cost(body)
         return cls(body["trace_id"], body["kind"], body["session_id"], body["turn_id"],
                    body["revision"], body["supersedes"], body["project"], body["name"],
                    body["started_at"], body["ended_at"], body["event_count"],
-                   orjson.dumps(body).decode("utf-8"), tuple(usage.requests_of(body)))
+                   orjson.dumps(body).decode("utf-8"),
+                   tuple(usage.requests_of(body, traced_turns)), traced_turns)
+
+    def all_requests(self) -> tuple:
+        """Every model request of the body, the skipped turns' included."""
+        if not self.skipped:
+            return self.requests
+        return tuple(usage.requests_of(orjson.loads(self.body)))
 
 
 def _child_rollout(events: list[Event]) -> str | None:
@@ -219,6 +231,7 @@ def read_session(con: sqlite3.Connection, w: Work) -> Built | None:
             session, list(parts.values()), lifecycle=lifecycle, revision=rev, supersedes=prev,
             end_reason=_END_REASONS[w.finalize][1],
             turn_trace_ids={k: v for k, v in trace_of.items() if v},
-            rollout_total=new_r.total and facts.total_usage, agents=agents).to_dict(memo))
+            rollout_total=new_r.total and facts.total_usage, agents=agents).to_dict(memo),
+            traced_turns=frozenset(t[0] for t in b.turn_traces))
     return b
 

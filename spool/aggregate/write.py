@@ -92,7 +92,7 @@ def write_group(con: sqlite3.Connection, group: list[Built], now: float,
     existing = {r[0] for r in in_query(
         con, "SELECT trace_id FROM traces WHERE trace_id IN ({})", new_ids)}
     trace_rows: list[tuple] = []
-    queued: list[NewTrace] = []
+    requests: list[dict] = []
     outbox: list[tuple] = []
     traced: list[tuple] = []
     finals: list[tuple] = []
@@ -101,7 +101,7 @@ def write_group(con: sqlite3.Connection, group: list[Built], now: float,
     def queue_trace(row: NewTrace, sinks: tuple[str, ...]) -> bool:
         """Queue a trace and its outbox rows; True if it is not in the database yet."""
         trace_rows.append(_row_values(row, now))
-        queued.append(row)
+        requests.extend(row.requests)
         outbox.extend((row.trace_id, s, now, now) for s in sinks)
         if row.trace_id in existing:
             return False
@@ -122,6 +122,7 @@ def write_group(con: sqlite3.Connection, group: list[Built], now: float,
         # Events of a turn indexed after we read it are late (the indexer flags the
         # ones it has not seen yet itself); none can be when nothing was indexed since.
         indexed_since = cur[1] > b.read_last_event_id
+        written: set[str] = set()  # the turns traced here
         for tid, row, supersedes, needs_finalize in b.turn_traces:
             if needs_finalize and not finalize:
                 continue
@@ -136,6 +137,7 @@ def write_group(con: sqlite3.Connection, group: list[Built], now: float,
                 continue
             if queue_trace(row, sinks):
                 res.turn_traces += 1
+            written.add(tid)
             traced.append((row.trace_id, row.ended_at, b.read_last_event_id, sid, tid))
             if indexed_since:
                 late = execute(
@@ -149,6 +151,8 @@ def write_group(con: sqlite3.Connection, group: list[Built], now: float,
         if finalize:
             if b.summary is not None:
                 row = b.summary
+                if not row.skipped <= written:  # a turn trace was dropped: its requests too
+                    row = row._replace(requests=row.all_requests(), skipped=frozenset())
                 if queue_trace(row, sinks):
                     res.session_traces += 1
                 finals.append((sid, row.revision, b.read_last_event_id, row.trace_id,
@@ -157,7 +161,7 @@ def write_group(con: sqlite3.Connection, group: list[Built], now: float,
                 finals.append((sid, None, None, None, b.cfg.turn_traces))
             res.sessions_finalised += 1
     con.executemany(_TRACE_INSERT, trace_rows)
-    usage.record_requests(con, [r for row in queued for r in row.requests])
+    usage.record_requests(con, requests)
     con.executemany("UPDATE turns SET state = 'traced', trace_id = ?,"
                     " closed_at = COALESCE(closed_at, ?), traced_through_id = ?"
                     " WHERE session_id = ? AND turn_id = ?", traced)
