@@ -180,3 +180,28 @@ def test_retention_deleting_sessions_makes_a_plan_made_before_it_stale(
     state = _state(engine)
     assert state["sessions"] == [("new", "final", 8, 0, 16), ("old", "final", 8, 0, 8)]  # a tombstone
     assert [r[:2] for r in state["turns"]] == [("new", "new-t0")]  # the old turns deleted
+
+
+def test_a_summary_records_the_requests_of_a_turn_trace_another_pass_wrote(tmp_path):
+    """A session summary leaves its turns' model requests to the turn traces built with
+    it; when the write drops one of those (another pass traced that turn meanwhile), the
+    summary records that turn's requests itself: every request is counted."""
+    engine = db.open_db()
+    t = insert_raw(engine, codex_like_session("s", turns=2), T0, parse=True)
+    cfgs = result.Configs(ENV)
+    ckpt = connection.Checkpointer(engine)
+    with connection.connect(engine) as con:
+        index.index(con, t + 1, cfgs, result.AggregateResult(), ckpt)
+        built = session.read_session(con, session.Work("s", cfgs.get("/nonexistent"), "ended"))
+        assert built.summary.skipped == {"s-t0", "s-t1"} and built.summary.requests == ()
+        # another pass traces s-t0 between this pass's read and its write
+        con.execute("UPDATE turns SET state = 'traced', trace_id = 'other' WHERE turn_id = 's-t0'")
+        done = result.AggregateResult()
+        write.flush(con, [built], t + 1, done, write.Sizer(), ckpt)
+    ckpt.close()
+    assert (done.turn_traces, done.session_traces, done.conflicts) == (1, 1, 1)
+    with db.read(engine) as conn:
+        rows = conn.exec_driver_sql("SELECT turn_id, seq, trace_id, input FROM model_requests"
+                                    " ORDER BY turn_id").all()
+    assert [(r[0], r[1], r[3]) for r in rows] == [("s-t0", 1, 10), ("s-t1", 1, 10)]
+    assert rows[0][2] == built.summary.trace_id  # s-t0's row came with the summary
