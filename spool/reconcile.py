@@ -55,6 +55,9 @@ def _tool_id(e: Event) -> str | None:
     return v if isinstance(v, str) and v else None
 
 
+_MODEL_EVENTS = frozenset(("PreModelRequest", "PostModelRequest"))
+
+
 def settle_order(events: Sequence[Event]) -> list[Event]:
     """A turn's events with each async Pre before its Post (pure).
 
@@ -67,16 +70,19 @@ def settle_order(events: Sequence[Event]) -> list[Event]:
     """
     evs = list(events)
     first_post: dict[str, int] = {}
-    for i, e in enumerate(evs):
-        if e.event == "PostToolUse" and _tool_id(e):
-            first_post.setdefault(_tool_id(e), i)  # type: ignore[arg-type]
     before: dict[int, list[Event]] = {}
     late_pre: set[int] = set()
-    for i, e in enumerate(evs):
-        j = first_post.get(_tool_id(e) or "") if e.event == "PreToolUse" else None
-        if j is not None and j < i:
-            before.setdefault(j, []).append(e)
-            late_pre.add(i)
+    for i, e in enumerate(evs):  # one pass: a Pre can only be late after its Post
+        name = e.event
+        if name == "PostToolUse":
+            tid = _tool_id(e)
+            if tid and tid not in first_post:
+                first_post[tid] = i
+        elif name == "PreToolUse" and first_post:
+            j = first_post.get(_tool_id(e) or "")
+            if j is not None:
+                before.setdefault(j, []).append(e)
+                late_pre.add(i)
     if late_pre:
         moved: list[Event] = []
         for k, e in enumerate(evs):
@@ -84,7 +90,7 @@ def settle_order(events: Sequence[Event]) -> list[Event]:
             if k not in late_pre:
                 moved.append(e)
         evs = moved
-    model_idx = [i for i, e in enumerate(evs) if e.event in ("PreModelRequest", "PostModelRequest")]
+    model_idx = [i for i, e in enumerate(evs) if e.event in _MODEL_EVENTS]
     open_requests = 0
     k = 0
     while k < len(model_idx):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import orjson
@@ -44,7 +44,8 @@ def trace_id(session_id: str, turn_id: str | None, kind: str, revision: int = 0)
 def iso(ts: float | None) -> str:
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # as datetime.fromtimestamp: rounded to the microsecond, then to the second below
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(round(ts * 1e6) // 1_000_000))
 
 
 def clip(text: Any, limit: int, redact: bool = False) -> str:

@@ -18,6 +18,23 @@ def test_trace_id_is_uuid5_of_the_key():
         assert trace_id(sid, tid, kind, rev) == str(uuid.uuid5(TRACE_NAMESPACE, key))
 
 
+def test_iso_says_what_datetime_says():
+    """trace.iso formats with time.gmtime (a datetime per trace cost ~4% of a pass): the
+    same text as datetime, at the microsecond roundings where a second turns over too."""
+    import random
+    from datetime import datetime, timezone
+
+    from spool.trace import iso
+
+    rng = random.Random(3)
+    stamps = [rng.uniform(1.6e9, 2.1e9) for _ in range(50000)]
+    stamps += [1_800_000_001.9999996, 1_800_000_001.9999994, 1_800_000_001.0, 0.0, 59.9999999]
+    for ts in stamps:
+        assert iso(ts) == datetime.fromtimestamp(ts, tz=timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"), ts
+    assert iso(None) == ""
+
+
 def _events():
     evs = [Event(1, 100.0, "SessionStart", None, {"source": "startup", "model": "m"})]
     i = 2
