@@ -131,7 +131,7 @@ class _Builder:
                       start_time_unix_nano=start, end_time_unix_nano=end if end > start
                       else start)
         # the attributes shared with other spans: one C copy (made once per request)
-        sp.MergeFrom(self.templates.get(base, (*self.common, *shared)))
+        sp.MergeFromString(self.templates.get(base, (*self.common, *shared)))
         return sp
 
     def text(self, v: Any, limit: int) -> str:
@@ -172,7 +172,7 @@ class _Builder:
                         parent_span_id=self.root_parent, name=f"invoke_agent {agent_name}",
                         kind=_INTERNAL, start_time_unix_nano=self.t0,
                         end_time_unix_nano=self.t1)
-        root.MergeFrom(self.templates.get(A.AGENT, (  # the session's, shared by its turns
+        root.MergeFromString(self.templates.get(A.AGENT, (  # the session's, shared by its turns
             *self.common, ("gen_ai.agent.name", agent_name), ("gen_ai.request.model", model),
             ("spool.kind", get("kind")), ("spool.usage_source", get("usage_source")),
             ("codex.version", env.get("codex_version")), ("spool.run_id", env.get("run_id")),
