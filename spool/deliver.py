@@ -161,9 +161,9 @@ class Dispatcher:
                  rounds: int = 1, stop: threading.Event | None = None) -> DeliverResult:
         """Claim up to ``limit`` due rows (with ``full_batches``, a batching sink among them
         gets more of its due rows, up to one full request: ``sink.max_batch_rows``) and
-        deliver them.  ``rounds`` > 1: while a batching sink has a full request's worth due,
-        claim again (up to ``rounds`` claims), each claim and its rendering overlapping the
-        request in flight (spool.inflight)."""
+        deliver them.  ``rounds`` > 1 (with ``full_batches``): while a batching sink has a full
+        request due, claim again (up to ``rounds`` claims), each claim and its rendering
+        overlapping the request in flight (spool.inflight)."""
         start = now if now is not None else self.clock()
         mono = time.monotonic()
 
