@@ -160,7 +160,7 @@ def _sink_run(sink: str, url: str, n: int, batch: int) -> tuple[float, float]:
     from sqlalchemy import text
 
     from spool import config, credentials, db
-    from spool.deliver import Dispatcher
+    from spool.deliver import ROUNDS, Dispatcher
     from spool.trace import TRACE_NAMESPACE
 
     base = _setup_home()
@@ -188,7 +188,7 @@ def _sink_run(sink: str, url: str, n: int, batch: int) -> tuple[float, float]:
     with Dispatcher(engine) as d:
         sent = 0
         while sent < n:
-            r = d.run_once(limit=batch, full_batches=True)  # as the worker does
+            r = d.run_once(limit=batch, full_batches=True, rounds=ROUNDS)  # as the worker
             sent += r.sent
             if r.claimed == 0 or r.sent == 0:
                 raise SystemExit(f"{sink}: stuck after {sent} sent ({r})")

@@ -20,6 +20,10 @@ One pass (:func:`deliver` / :meth:`Dispatcher.run_once`):
    worker) a batching sink among the claimed rows gets more of its due rows,
    up to one full request.  Before each send the remaining leases are renewed
    when less than half the lease is left, so a long pass is never stolen mid-way.
+   With ``rounds`` > 1 (the worker: :data:`ROUNDS`) a pass claims again while a
+   batching sink has a full request due, and a batch request flies on a helper
+   thread while the next claim is made and rendered (spool.inflight: one request
+   in flight at a time, settled on the dispatcher's thread).
 3. Each request's result is acknowledged in its own short transaction (every
    row of a batch with its own decision: its attempts, its age; a delivered
    batch in one statement), conditionally on
@@ -50,6 +54,7 @@ stopping worker still holds.
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 import socket
@@ -61,13 +66,13 @@ from typing import Callable, Mapping
 
 from sqlalchemy import Connection, Engine
 
-from . import batches, outbox, problems
-from .errors import SpoolError
+from . import batches, inflight, outbox, problems
 from .outbox import Claimed, OutboxState
 from .retry import Decision, Outcome, RetryConfig, classify, decide
 from .sinks import Sink, TraceRow, default_sinks
 
-MAX_MESSAGE = 1000
+MAX_MESSAGE = inflight.MAX_MESSAGE
+ROUNDS = 8  # claims per worker pass while a batching sink has a backlog (run_once rounds)
 
 
 @dataclass
@@ -84,6 +89,20 @@ class DeliverResult:
     @property
     def done(self) -> int:
         return self.sent + self.failed + self.dead + self.held
+
+
+@dataclass
+class _Pass:
+    """What one :meth:`Dispatcher.run_once` pass carries through its rounds."""
+    result: DeliverResult
+    start: float  # released rows are due again at once, as of the pass's start
+    current: Callable[[], float]
+    stop: threading.Event | None
+    reported: set[tuple[str, str]] = field(default_factory=set)  # problems recorded
+    flight: inflight.Flight = field(default=None)  # type: ignore[assignment]
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
 
 def default_owner() -> str:
@@ -139,90 +158,108 @@ class Dispatcher:
 
     # -- one pass ----------------------------------------------------------
     def run_once(self, now: float | None = None, *, limit: int = 50, full_batches: bool = False,
-                 stop: threading.Event | None = None) -> DeliverResult:
+                 rounds: int = 1, stop: threading.Event | None = None) -> DeliverResult:
         """Claim up to ``limit`` due rows (with ``full_batches``, a batching sink among them
         gets more of its due rows, up to one full request: ``sink.max_batch_rows``) and
-        deliver them."""
+        deliver them.  ``rounds`` > 1 (with ``full_batches``): while a batching sink has a full
+        request due, claim again (up to ``rounds`` claims), each claim and its rendering
+        overlapping the request in flight (spool.inflight)."""
         start = now if now is not None else self.clock()
         mono = time.monotonic()
 
         def current() -> float:
             return start + (time.monotonic() - mono) if now is not None else self.clock()
 
-        result = DeliverResult()
+        p = _Pass(DeliverResult(), start, current, stop)
+        p.flight = inflight.Flight(lambda rows, outcome, started, seconds, end: self._settle(
+            rows, outcome, started, seconds * 1000.0, current() if end is None else end,
+            p.result, p.reported))
+        try:
+            for r in range(max(1, rounds)):
+                if r and p.stopping():
+                    break
+                if not self._round(p, start if r == 0 else current(), limit, full_batches,
+                                   r + 1 < rounds):
+                    break
+        finally:
+            p.flight.close()
+        return p.result
+
+    def _round(self, p: "_Pass", start: float, limit: int, full_batches: bool,
+               more: bool) -> bool:
+        """One claim and its requests (the last one may still be in flight); True when
+        another round may follow (``more``, and a batching sink had a full request due)."""
         lease = self.retry.lease_seconds
         lease_until = start + lease
+        sizes = batches.claim_sizes(self.sinks) if full_batches else {}
         with self._write() as conn:
             self._check_generation(conn)
             held, rows = outbox.claim(
                 conn, owner=self.owner, now=start, lease_until=lease_until, limit=limit,
-                top_up=batches.claim_sizes(self.sinks) if full_batches else None)
+                top_up=sizes or None)
             traces = outbox.traces_of(conn, (r.trace_id for r in rows))
-        result.held += held
-        result.claimed = len(rows)
+        p.result.held += held
+        p.result.claimed += len(rows)
+        more = more and any(sum(1 for r in rows if r.sink == s) >= n for s, n in sizes.items())
         rows.sort(key=lambda r: r.id)
         units = batches.plan(rows, traces, self.sinks)
-        reported: set[tuple[str, str]] = set()
         live = {r.id for r in rows}
         done: set[int] = set()
         for i, unit in enumerate(units):
             ahead = [r.id for u in units[i:] for r in u.rows if r.id in live]
-            if stop is not None and stop.is_set():
-                # due again at once (as of this pass), for the next worker run
-                result.released = self._release(ahead, start, current())
-                break
-            t = current()
+            if p.stopping():  # due again at once, for the next worker run
+                p.flight.land()
+                p.result.released += self._release(ahead, p.start, p.current())
+                return False
+            t = p.current()
             if lease_until - t < lease / 2:
                 lease_until = t + lease
                 kept = self._renew(ahead, lease_until, t)
-                result.lost += len(live - kept - done)
+                p.result.lost += len(live - kept - done)
                 live = kept | done
             unit = batches.only(unit, live)
             if not unit.rows:
                 continue
-            if unit.batch:
-                self._send_batch(unit, traces, result, current, reported)
+            if unit.batch:  # the last request of a pass is waited for where it is sent
+                self._send_batch(p, unit, traces, wait=not more and i == len(units) - 1)
             else:
-                self._one(unit.rows[0], traces.get(unit.rows[0].trace_id), result, current,
-                          reported)
+                p.flight.land()  # one request at a time
+                self._one(p, unit.rows[0], traces.get(unit.rows[0].trace_id))
             done.update(r.id for r in unit.rows)
-        return result
+        return more
 
-    def _one(self, row: Claimed, trace: dict | None, result: DeliverResult,
-             current: Callable[[], float], reported: set) -> None:
-        started = current()
+    def _one(self, p: "_Pass", row: Claimed, trace: dict | None) -> None:
+        started = p.current()
         t0 = time.perf_counter()
         outcome = self._attempt(row, trace)
         duration_ms = (time.perf_counter() - t0) * 1000.0
-        self._settle([row], outcome, started, duration_ms, current(), result, reported)
+        self._settle([row], outcome, started, duration_ms, p.current(), p.result, p.reported)
 
-    def _send_batch(self, unit: batches.Unit, traces: Mapping[str, dict], result: DeliverResult,
-                    current: Callable[[], float], reported: set) -> None:
-        """One request for a batch (halved while its payload is over the sink's byte bound);
-        rows of a batch that cannot be rendered are sent one by one, to find the culprit."""
+    def _send_batch(self, p: "_Pass", unit: batches.Unit, traces: Mapping[str, dict],
+                    wait: bool = True) -> None:
+        """One request for a batch (halved while its payload is over the sink's byte bound),
+        rendered while the request before it flies, then sent through the pass's flight
+        (``wait``: in place); rows of a batch that cannot be rendered are sent one by one, to
+        find the culprit.  Stop set meanwhile: the rows are released."""
         sink = self.sinks[unit.sink]
         try:
             payload = sink.render_batch(unit.traces)
         except Exception:  # noqa: BLE001 - each row's own problem, found one by one
+            p.flight.land()
             for row in unit.rows:
-                self._one(row, traces.get(row.trace_id), result, current, reported)
+                self._one(p, row, traces.get(row.trace_id))
             return
         if len(unit.rows) > 1 and len(payload) > batches.max_bytes(sink):
-            for half in batches.halves(unit):
-                self._send_batch(half, traces, result, current, reported)
+            first, second = batches.halves(unit)
+            self._send_batch(p, first, traces, wait=False)
+            self._send_batch(p, second, traces, wait=wait)
             return
-        started = current()
-        t0 = time.perf_counter()
-        try:
-            outcome = sink.send_batch(unit.traces, payload)
-        except SpoolError as exc:
-            outcome = Outcome(kind="held", error_class="SpoolError", message=str(exc),
-                              attempted=False)
-        except Exception as exc:  # noqa: BLE001 - a sink bug must not lose the rows
-            outcome = Outcome(kind="retry", error_class=f"SinkError:{type(exc).__name__}",
-                              message=str(exc)[:MAX_MESSAGE])
-        duration_ms = (time.perf_counter() - t0) * 1000.0
-        self._settle(unit.rows, outcome, started, duration_ms, current(), result, reported)
+        p.flight.land()
+        if p.stopping():  # set while the request before flew: this one is not sent
+            p.result.released += self._release([r.id for r in unit.rows], p.start, p.current())
+            return
+        p.flight.send(unit.rows, p.current(),
+                      functools.partial(sink.send_batch, unit.traces, payload), wait=wait)
 
     def _settle(self, rows: list[Claimed], outcome: Outcome, started: float,
                 duration_ms: float, finished: float, result: DeliverResult,
@@ -298,15 +335,8 @@ class Dispatcher:
         except (ValueError, TypeError) as exc:
             return Outcome(kind="dead", error_class="BadTraceBody", attempted=False,
                            message=f"the stored trace body is not valid JSON: {exc}")
-        try:
-            payload = sink.render(trace_row)
-            return sink.send(trace_row, payload)
-        except SpoolError as exc:
-            return Outcome(kind="held", error_class="SpoolError", message=str(exc),
-                           attempted=False)
-        except Exception as exc:  # noqa: BLE001 - a sink bug must not lose the row
-            return Outcome(kind="retry", error_class=f"SinkError:{type(exc).__name__}",
-                           message=str(exc)[:MAX_MESSAGE])
+        # an exception from the sink is an outcome (held or retried): it never loses the row
+        return inflight.attempt(lambda: sink.send(trace_row, sink.render(trace_row)))[0]
 
     # -- database steps ------------------------------------------------------
     def _ack(self, conn: Connection, row: Claimed, outcome: Outcome, decision: Decision, started: float,

@@ -108,7 +108,7 @@ class _Builder:
         # A subagent's trace joins its parent's: same OTLP trace, its root under
         # the parent's spawn_agent tool span (span ids are keyed by step place).
         agent = body.get("agent")
-        self.agent = agent if isinstance(agent, Mapping) else None
+        self.agent = agent if agent is not None and isinstance(agent, Mapping) else None
         self.root_parent = b""
         if self.agent and self.agent.get("parent_trace_id"):
             ptid = str(self.agent["parent_trace_id"])
@@ -131,7 +131,7 @@ class _Builder:
                       start_time_unix_nano=start, end_time_unix_nano=end if end > start
                       else start)
         # the attributes shared with other spans: one C copy (made once per request)
-        sp.MergeFrom(self.templates.get(base, (*self.common, *shared)))
+        sp.MergeFromString(self.templates.get(base, (*self.common, *shared)))
         return sp
 
     def text(self, v: Any, limit: int) -> str:
@@ -164,7 +164,7 @@ class _Builder:
         get = b.get
         steps = [s for s in (get("steps") or ()) if s.__class__ is dict or isinstance(s, Mapping)]
         env = get("environment")
-        env = env if isinstance(env, Mapping) else {}
+        env = env if env.__class__ is dict or isinstance(env, Mapping) else {}
         model = env.get("model") or next(
             (s.get("model") for s in steps if s.get("model")), None)
         agent_name = str(self.agent.get("agent_type") or "agent") if self.agent else AGENT_NAME
@@ -172,7 +172,7 @@ class _Builder:
                         parent_span_id=self.root_parent, name=f"invoke_agent {agent_name}",
                         kind=_INTERNAL, start_time_unix_nano=self.t0,
                         end_time_unix_nano=self.t1)
-        root.MergeFrom(self.templates.get(A.AGENT, (  # the session's, shared by its turns
+        root.MergeFromString(self.templates.get(A.AGENT, (  # the session's, shared by its turns
             *self.common, ("gen_ai.agent.name", agent_name), ("gen_ai.request.model", model),
             ("spool.kind", get("kind")), ("spool.usage_source", get("usage_source")),
             ("codex.version", env.get("codex_version")), ("spool.run_id", env.get("run_id")),
@@ -194,7 +194,8 @@ class _Builder:
                    ("spool.parent.turn_id", a.get("parent_turn_id")),
                    ("spool.parent.spawn_step", A.count(a.get("spawn_step"))),
                    ("spool.parent.spawn_tool_use_id", a.get("spawn_tool_use_id"))]
-        ra += A.usage(usage if isinstance(usage, Mapping) else {}, reasoning_oi=False)
+        ra += A.usage(usage if usage.__class__ is dict or isinstance(usage, Mapping) else {},
+                      reasoning_oi=False)
         ra.append(("spool.cost_usd", A.cost(get("cost_usd"))))  # the turn's; not llm.cost.*
         if self.content:
             prompt = self.text(get("input_summary"), A.INPUT_SUMMARY_MAX)

@@ -151,22 +151,25 @@ class Templates:
     of its kind, keyed by their values — the session id on every span; the session's
     environment, model and usual flags on the root; the model and the status on a chat span;
     the tool's name, status and exit code on a tool span.  Few distinct values, so one
-    C-level copy replaces several Python-level attribute writes."""
+    C-level copy replaces several Python-level attribute writes.  A template is kept
+    serialized: a span merges it with ``MergeFromString`` (upb's ``MergeFrom`` serializes its
+    argument first, every time)."""
 
     def __init__(self) -> None:
-        self._made: dict[tuple, Span] = {}
+        self._made: dict[tuple, bytes] = {}
 
-    def get(self, base: Span, pairs: tuple[tuple[str, Any], ...]) -> Span:
-        """A span with ``base``'s attributes, then ``pairs``."""
+    def get(self, base: Span, pairs: tuple[tuple[str, Any], ...]) -> bytes:
+        """A serialized span with ``base``'s attributes, then ``pairs``."""
         try:  # the types are part of the key: 1, 1.0 and True are equal keys
             key: tuple | None = (id(base), pairs, tuple([v.__class__ for _, v in pairs]))
             t = self._made.get(key)  # type: ignore[arg-type]
         except TypeError:  # a value that is not hashable (a malformed body): not shared
             key = t = None
         if t is None:
-            t = Span()
-            t.MergeFrom(base)
-            put(t.attributes, pairs)
+            sp = Span()
+            sp.MergeFrom(base)
+            put(sp.attributes, pairs)
+            t = sp.SerializeToString(deterministic=True)
             if key is not None:
                 self._made[key] = t
         return t

@@ -17,7 +17,9 @@ failure (``SpoolError``: held with its message) so a buggy sink cannot lose rows
 
 A sink may also take many rows per request: ``render_batch(rows)``,
 ``send_batch(rows, payload)``, ``batch_key(row)`` and the bounds
-``max_batch_rows``/``max_batch_bytes`` (see spool.batches; the OTLP sink).
+``max_batch_rows``/``max_batch_bytes`` (see spool.batches; the OTLP sink).  Its
+``send_batch`` may run on the dispatcher's helper thread while ``render_batch`` renders the
+next batch on the dispatcher's own (spool.inflight; never two sends at once).
 
 Every sink gets the same :class:`TraceRow` (the neutral trace of spool/trace.py
 in ``body``) and keeps its body under 1 MiB with :func:`spool.sinks.size.shrink`.

@@ -62,7 +62,7 @@ DEFAULT_TIMEOUT_MS = 10_000.0
 PROTOCOLS = ("http/protobuf", "http/json")
 CONTENT_TYPES = {"http/protobuf": "application/x-protobuf", "http/json": "application/json"}
 RETRYABLE = frozenset({429, 502, 503, 504})
-MAX_BATCH_ROWS = 200
+MAX_BATCH_ROWS = 500
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_MESSAGE = 300
 

@@ -107,7 +107,7 @@ class Worker:
     def job_deliver(self, now: float | None = None) -> DeliverResult:
         return self._get_dispatcher().run_once(self.clock() if now is None else now,
                                                limit=DELIVER_BATCH, full_batches=True,
-                                               stop=self.stop)
+                                               rounds=deliver.ROUNDS, stop=self.stop)
 
     def job_maintenance(self, now: float | None = None):
         return maintenance.maintain(self.engine, self.clock() if now is None else now,
