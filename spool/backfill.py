@@ -167,6 +167,8 @@ class _Store:
         try:
             if self.checkpoints is not None:
                 self.checkpoints.close()
+                # The connection as it was (a pooled engine would hand it out again).
+                self.con.execute(f"PRAGMA wal_autocheckpoint = {int(self.autocheckpoint)}")
         finally:
             self.raw.close()
 
