@@ -12,8 +12,8 @@ previous checkpoint is done, so the WAL is reset at each batch and never holds
 more than one batch: a hook's commit never finds an import's pages to checkpoint.
 
 A checkpoint that fails (it is best effort, as SQLite's own) is skipped; if the
-thread cannot open its connection, ``wait()`` returns False and the writer turns
-its automatic checkpoint back on.  ``close()`` waits for the last checkpoint.
+thread cannot open its connection (or ends any other way than by ``close()``),
+``wait()`` returns False and the writer turns its automatic checkpoint back on.  ``close()`` waits for the last checkpoint.
 """
 from __future__ import annotations
 
@@ -59,29 +59,31 @@ class Checkpointer:
             self._thread.join()
 
     def _main(self) -> None:
+        raw = None
         try:
             raw = self._engine.raw_connection()
-        except Exception:  # noqa: BLE001 - the writer checkpoints itself instead
+            self._loop(raw.driver_connection)
+        except BaseException:  # noqa: BLE001 - the writer checkpoints itself instead
             with self._cv:
-                self._failed = True
+                self._failed = True  # wait() must not block on a thread that is gone
                 self._cv.notify_all()
-            return
-        try:
-            con = raw.driver_connection
-            while True:
-                with self._cv:
-                    while self._done == self._requested and not self._stopping:
-                        self._cv.wait()
-                    if self._done == self._requested:
-                        return  # stopping, nothing left to do
-                    upto = self._requested  # the requests meanwhile fold into this one
-                try:
-                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.count += 1
-                except sqlite3.Error:
-                    pass
-                with self._cv:
-                    self._done = upto
-                    self._cv.notify_all()
         finally:
-            raw.close()
+            if raw is not None:
+                raw.close()
+
+    def _loop(self, con) -> None:
+        while True:
+            with self._cv:
+                while self._done == self._requested and not self._stopping:
+                    self._cv.wait()
+                if self._done == self._requested:
+                    return  # stopping, nothing left to do
+                upto = self._requested  # the requests meanwhile fold into this one
+            try:
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.count += 1
+            except sqlite3.Error:
+                pass  # best effort, as SQLite's own: the next one catches up
+            with self._cv:
+                self._done = upto
+                self._cv.notify_all()
