@@ -140,7 +140,7 @@ class _Store:
 
     Each batch is checkpointed after its commit by ``spool.wal_checkpointer``, on
     its own thread, while the next batch is built; the next batch waits for it, so
-    the WAL holds one batch at most and a hook's commit never finds a WAL of an
+    the WAL holds about one batch and a hook's commit does not find a WAL of an
     import to checkpoint."""
 
     def __init__(self, engine: Engine, dry_run: bool, now: float, hookless: bool = False):

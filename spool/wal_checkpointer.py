@@ -8,8 +8,9 @@ two fsyncs, with nothing else to do meanwhile.  Here the writer commits with
 thread then runs ``PRAGMA wal_checkpoint(PASSIVE)`` (one statement: SQLite copies
 and syncs without the GIL) while the writer builds its next batch.  Before its
 next write transaction the writer calls ``wait()``, which returns once the
-previous checkpoint is done, so the WAL is reset at each batch and never holds
-more than one batch: a hook's commit never finds an import's pages to checkpoint.
+previous checkpoint is done, so the WAL is reset at each batch (unless a reader
+still uses its pages, as for any writer) and holds one batch: a hook's commit does
+not find an import's pages to checkpoint.
 
 A checkpoint that fails (it is best effort, as SQLite's own) is skipped; if the
 thread cannot open its connection (or ends any other way than by ``close()``),
