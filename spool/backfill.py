@@ -37,6 +37,7 @@ from .aggregate.connection import tx
 from .hook import INSERT_SQL
 from .importer import SOURCE, Block, Converter, NotARollout
 from .ingest import FACT_COLUMNS, payload_facts
+from .wal_checkpointer import Checkpointer
 
 # The hook's columns (spool.hook.INSERT_SQL), plus the dedup key (as overflow records
 # use), and the row already parsed: the importer made the payload, so it knows its ids
@@ -137,9 +138,10 @@ class _Store:
     captured and what was imported before (per session, one read), and the
     buffered inserts (one ``BEGIN IMMEDIATE`` transaction per batch).
 
-    SQLite's own WAL auto-checkpoint stays on for this connection, so the WAL is
-    checkpointed here, batch by batch, and a hook's commit never finds a WAL of
-    a whole import to checkpoint."""
+    Each batch is checkpointed after its commit by ``spool.wal_checkpointer``, on
+    its own thread, while the next batch is built; the next batch waits for it, so
+    the WAL holds about one batch and a hook's commit does not find a WAL of an
+    import to checkpoint."""
 
     def __init__(self, engine: Engine, dry_run: bool, now: float, hookless: bool = False):
         self.dry_run, self.now, self.hookless = dry_run, now, hookless
@@ -149,6 +151,11 @@ class _Store:
         # A batch's pages and the indexes' hot pages stay in memory until the commit
         # (SQLite's default 2 MiB cache would spill them into the WAL before it).
         self.con.execute("PRAGMA cache_size = -8192")
+        self.checkpoints: Checkpointer | None = None
+        if not dry_run:
+            self.autocheckpoint = self.con.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            self.con.execute("PRAGMA wal_autocheckpoint = 0")
+            self.checkpoints = Checkpointer(engine)
         self.paused = [r[0] for r in self.con.execute("SELECT project FROM pauses")]
         self.known: dict[str, tuple[set, set]] = {}
         self.rows: list[list] = []  # one block's (part's) parameters each (_insert_sql)
@@ -157,7 +164,13 @@ class _Store:
         self.waiting: set[str] = set()  # the sessions of ``rows``
 
     def close(self) -> None:
-        self.raw.close()
+        try:
+            if self.checkpoints is not None:
+                self.checkpoints.close()
+                # The connection as it was (a pooled engine would hand it out again).
+                self.con.execute(f"PRAGMA wal_autocheckpoint = {int(self.autocheckpoint)}")
+        finally:
+            self.raw.close()
 
     def file_done(self) -> None:
         """Between files: write a full batch, and drop the per-session facts of the
@@ -212,12 +225,18 @@ class _Store:
         self.waiting = set()
         if self.dry_run or not rows:
             return
+        ckpt = self.checkpoints
+        if ckpt is not None and not ckpt.wait():  # its thread could not connect
+            self.con.execute(f"PRAGMA wal_autocheckpoint = {int(self.autocheckpoint)}")
+            self.checkpoints = ckpt = None
         with tx(self.con) as con:
             # The hook's pause rule, read in this write transaction.
             paused = [r[0] for r in con.execute("SELECT project FROM pauses")]
             for params in rows:
                 if not (paused and is_paused(params[0], paused)):
                     con.execute(_insert_sql((len(params) - 8) // 4), params)
+        if ckpt is not None:
+            ckpt.request()
 
     def error(self, message: str) -> None:
         if not self.dry_run:
