@@ -84,6 +84,19 @@ def test_the_checkpointer_folds_requests_and_waits(engine):
     assert not ckpt._thread.is_alive()
 
 
+def test_a_spaced_checkpointer_runs_what_was_requested_when_closed(engine):
+    """The aggregate pass spaces its checkpoints (every_s): a request made within the
+    interval waits for it, and close() cuts the wait short and still runs it."""
+    ckpt = Checkpointer(engine, every_s=60.0)
+    ckpt.request()
+    assert ckpt.wait() and ckpt.count == 1
+    ckpt.request()  # within the 60 s: waits for the interval...
+    started = time.monotonic()
+    ckpt.close()  # ...which close() ends, running the checkpoint first
+    assert ckpt.count == 2 and time.monotonic() - started < 30
+    assert not ckpt._thread.is_alive()
+
+
 def test_without_its_connection_the_import_checkpoints_itself(tmp_path, spool_home, engine):
     """The checkpointer's thread cannot open its connection: wait() says so, and the
     import turns SQLite's automatic checkpoint back on for its own connection (from

@@ -1,4 +1,5 @@
-"""The aggregator's SQLite connection: pragmas, transactions, WAL checkpoints, errors.
+"""The aggregator's SQLite connection: pragmas, transactions, errors (its WAL checkpoints:
+spool.wal_checkpointer).
 
 A pass works on the engine's DB-API connection directly (plain ``sqlite3``:
 it runs many small statements, and ``executemany`` batches), in short
@@ -9,14 +10,13 @@ from __future__ import annotations
 
 import gc
 import sqlite3
-import threading
-import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import Engine
 
 from .. import problems
+from ..wal_checkpointer import Checkpointer  # noqa: F401 - the pass's checkpoints, typed here
 
 # Page cache of the aggregator's connection (KiB).
 CACHE_KIB = 64 * 1024
@@ -38,7 +38,7 @@ def connect(engine: Engine) -> Iterator[sqlite3.Connection]:
         # before the commit.
         con.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         # The pass checkpoints after its write transactions itself
-        # (Checkpointer): not inside the COMMIT, and the WAL stays small, so a
+        # (spool.wal_checkpointer, every CHECKPOINT_EVERY_S): not inside the COMMIT, and the WAL stays small, so a
         # hook's commit never has a checkpoint to run.
         con.execute("PRAGMA wal_autocheckpoint = 0")
         yield con
@@ -77,60 +77,6 @@ def tx(con: sqlite3.Connection, immediate: bool = True) -> Iterator[sqlite3.Conn
     finally:
         if paused:
             gc.enable()
-
-
-class Checkpointer:
-    """PASSIVE WAL checkpoints after the pass's write transactions, on a thread
-    with its own connection (what SQLite's automatic checkpoint would do inside
-    the COMMIT; it never waits for, nor blocks, writers).
-
-    At most every CHECKPOINT_EVERY_S; the WAL still stays small (a quarter
-    second of writes).  The thread starts on the first request, so an idle
-    pass starts none."""
-
-    def __init__(self, engine: Engine):
-        self._engine = engine
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.max_ms = 0.0
-
-    def request(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._main, name="spool-checkpoint",
-                                            daemon=True)
-            self._thread.start()
-        self._wake.set()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._stopping.set()
-            self._wake.set()
-            self._thread.join()
-
-    def _main(self) -> None:
-        try:
-            raw = self._engine.raw_connection()
-        except Exception:  # noqa: BLE001 - the pass's own final checkpoint still runs
-            return
-        try:
-            con = raw.driver_connection
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stopping.is_set():
-                    return
-                started = time.perf_counter()
-                try:
-                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    pass
-                self.max_ms = max(self.max_ms, (time.perf_counter() - started) * 1000)
-                # Throttle: requests meanwhile are folded into the next one.
-                if self._stopping.wait(CHECKPOINT_EVERY_S):
-                    return
-        finally:
-            raw.close()
 
 
 def log_error(con: sqlite3.Connection, now: float, message: str) -> None:

@@ -23,7 +23,7 @@ from typing import Mapping
 from sqlalchemy import Engine
 
 from .. import config as config_mod
-from .connection import Checkpointer, connect, log_error, tx
+from .connection import CHECKPOINT_EVERY_S, Checkpointer, connect, log_error, tx
 from .index import index
 from .result import AggregateResult, Configs
 from .session import Built, Work, read_session
@@ -112,7 +112,7 @@ def _pass(engine: Engine, now: float, env: Mapping[str, str] | None, *,
           stale: bool) -> AggregateResult:
     res = AggregateResult()
     cfgs = Configs(env)
-    ckpt = Checkpointer(engine)
+    ckpt = Checkpointer(engine, CHECKPOINT_EVERY_S)
     try:
         with connect(engine) as con:
             index(con, now, cfgs, res, ckpt)
