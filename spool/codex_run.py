@@ -99,11 +99,8 @@ def trust_entries(groups: dict[str, dict]) -> dict[str, str]:
 
 def installed_keys(hooks_files: Iterable[tuple[Path, dict | None]]) -> list[str]:
     """Trust keys of spool's handlers in these (resolved path, parsed hooks.json) files."""
-    keys = []
-    for path, data in hooks_files:
-        for event, gi, hi, _cmd in spool_positions(data):
-            keys.append(trust_key(event, gi, hi, source=str(path)))
-    return keys
+    return [trust_key(event, gi, hi, source=str(path)) for path, data in hooks_files
+            for event, gi, hi, _cmd in spool_positions(data)]
 
 
 def overrides(command: str, disabled: Iterable[str] = (), async_ok: bool = True) -> list[str]:

@@ -251,31 +251,10 @@ ENV_NAMES = {
 
 
 def _env_overrides(env: Mapping[str, str], base: Config) -> dict:
-    o: dict = {}
-    if env.get("INFINIUM_AGENT_ID"):
-        o["agent_id"] = env["INFINIUM_AGENT_ID"]
-    if env.get("INFINIUM_BASE_URL"):
-        o["base_url"] = env["INFINIUM_BASE_URL"]
-    if env.get("INFINIUM_TIMEOUT"):
-        o["timeout"] = env["INFINIUM_TIMEOUT"]
-    if env.get("INFINIUM_VERIFY_SSL"):
-        o["verify_ssl"] = env["INFINIUM_VERIFY_SSL"]
-    if env.get("CONNECTOR_SESSION_TTL"):
-        o["session_ttl"] = env["CONNECTOR_SESSION_TTL"]
-    if env.get("CONNECTOR_MAX_INPUT_PREVIEW"):
-        o["max_input_preview"] = env["CONNECTOR_MAX_INPUT_PREVIEW"]
-    if env.get("CONNECTOR_MAX_OUTPUT_PREVIEW"):
-        o["max_output_preview"] = env["CONNECTOR_MAX_OUTPUT_PREVIEW"]
-    if env.get("SPOOL_SESSION_END_GRACE"):
-        o["session_end_grace"] = env["SPOOL_SESSION_END_GRACE"]
-    if env.get("SPOOL_SINKS"):
-        o["sinks"] = env["SPOOL_SINKS"]
-    if env.get("SPOOL_FILE_SINK_DIR"):
-        o["file_sink_dir"] = env["SPOOL_FILE_SINK_DIR"]
-    if env.get("SPOOL_ALLOW_INSECURE_HTTP"):
-        o["allow_insecure_http"] = env["SPOOL_ALLOW_INSECURE_HTTP"]
-    if env.get("SPOOL_REDACT"):
-        o["redact"] = env["SPOOL_REDACT"]
+    """The settings the environment sets (ENV_NAMES; blank ones ignored), as raw strings:
+    _from_mapping validates them.  SPOOL_GRANULARITY wins over CONNECTOR_FLUSH_*."""
+    o = {key: env[name] for key, name in ENV_NAMES.items()
+         if key != "granularity" and env.get(name)}
     # CONNECTOR_FLUSH_ON_STOP / _ON_SESSION_END map onto granularity.
     stop = env.get("CONNECTOR_FLUSH_ON_STOP")
     end = env.get("CONNECTOR_FLUSH_ON_SESSION_END")

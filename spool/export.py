@@ -15,13 +15,12 @@ from typing import Any, Mapping
 
 from sqlalchemy import Connection, text
 
-from . import atif, config, rollout, transcript
+from . import atif, config, queries, rollout, transcript
 from .errors import SpoolError
 from .redact import redact
 from .trace import Limits
 
 JSON_SCHEMA = "spool.session-export/1"
-_MAX_CHAR = "\U0010ffff"
 
 
 def resolve_session(conn: Connection, given: str) -> str:
@@ -29,13 +28,9 @@ def resolve_session(conn: Connection, given: str) -> str:
     given = given.strip()
     if not given:
         raise SpoolError("the session id is empty.", "Run `spool sessions` to see session ids.")
-    if conn.execute(text("SELECT 1 FROM sessions WHERE session_id = :s"), {"s": given}).first():
-        return given
-    found = [r[0] for r in conn.execute(text(
-        "SELECT session_id FROM sessions WHERE session_id >= :p AND session_id < :hi"
-        " ORDER BY session_id LIMIT 5"), {"p": given, "hi": given + _MAX_CHAR})]
-    if len(found) == 1:
-        return found[0]
+    found = queries.resolve_session_id(conn, given)
+    if isinstance(found, str):
+        return found
     if not found:
         raise SpoolError(f"no session with id {given!r}.", "Run `spool sessions` to see session ids.")
     raise SpoolError(f"{given!r} matches several sessions ({', '.join(found)}).",
@@ -131,7 +126,7 @@ def json_document(engine, given: str) -> dict:
 
 def html_document(engine, given: str) -> str:
     """The `spool ui` session view as one self-contained HTML file (redacted as it renders)."""
-    from . import db, queries
+    from . import db
     from .ui import pages
 
     with db.read(engine) as conn:

@@ -169,6 +169,22 @@ def _write_private(path, data):
         os.close(fd)
 
 
+def _home_or_fallback(home, write):
+    """``write(directory)`` in the spool home, else in the private fallback directory
+    (each created first); returns its result, or raises the fallback's OSError."""
+    last = None
+    for directory in (home, fallback_dir(home)):
+        try:
+            if directory == home:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            else:
+                private_dir(directory)
+            return write(directory)
+        except OSError as exc:
+            last = exc
+    raise last
+
+
 def write_overflow(home, received_at, cwd, payload, size, truncated, reason,
                    proc=(None, None, None)):
     """Keep the event in an overflow file; returns the directory used.
@@ -194,42 +210,34 @@ def write_overflow(home, received_at, cwd, payload, size, truncated, reason,
         record["codex_pid"] = codex_pid
         record["codex_start"] = codex_start
     line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
-    last = None
-    for directory in (home, fallback_dir(home)):
-        try:
-            if directory == home:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-            else:
-                private_dir(directory)
-            tmp = os.path.join(directory, ".overflow-%s.tmp" % key)
-            _write_private(tmp, line)
-            # The rename publishes a complete file: the worker never sees half of one.
-            os.rename(tmp, os.path.join(directory, "overflow-%s.jsonl" % key))
-            return directory
-        except OSError as exc:
-            last = exc
-    raise last
+
+    def publish(directory):
+        tmp = os.path.join(directory, ".overflow-%s.tmp" % key)
+        _write_private(tmp, line)
+        # The rename publishes a complete file: the worker never sees half of one.
+        os.rename(tmp, os.path.join(directory, "overflow-%s.jsonl" % key))
+        return directory
+
+    return _home_or_fallback(home, publish)
 
 
 def log_error(home, message):
     """Leave a line `spool errors` can show; never raises."""
     line = ("%s\t%d\t%s\n" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), os.getpid(),
                                message.replace("\n", " "))).encode("utf-8", "replace")
-    for directory in (home, fallback_dir(home)):
+
+    def append(directory):
+        fd = os.open(os.path.join(directory, ERROR_LOG),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            if directory == home:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-            else:
-                private_dir(directory)
-            fd = os.open(os.path.join(directory, ERROR_LOG),
-                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
-            return
-        except OSError:
-            continue
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    try:
+        _home_or_fallback(home, append)
+    except OSError:
+        pass
 
 
 def start_worker(home):

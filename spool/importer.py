@@ -36,11 +36,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
+from .rollout import epoch
 from .rollout_tools import TOOL_ITEMS, tool_call
 
 SOURCE = "import"
@@ -62,15 +62,6 @@ _ITEM = re.compile(rb'"item"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
 _ITEMS_READ = {b"UserMessage", b"CommandExecution", b"CollabAgentToolCall", b"FileChange",
                b"McpToolCall", b"WebSearch", b"DynamicToolCall"}
 _NOTHING: tuple = ()
-
-
-def parse_time(ts: Any) -> float | None:
-    if not isinstance(ts, str):
-        return None
-    try:
-        return datetime.fromisoformat(ts).timestamp()
-    except ValueError:
-        return None
 
 
 def permission_mode(ctx: dict) -> str:
@@ -191,7 +182,7 @@ class Converter:
                 raise NotARollout("the first line is not a Codex session_meta line")
             self.bad_lines += 1
             return []
-        at = parse_time(obj.get("timestamp"))
+        at = epoch(obj.get("timestamp"))
         if at is None:
             at = self.last_at if self.last_at is not None else 0.0
         self.last_at = at
@@ -321,7 +312,7 @@ class Converter:
         if self.started or self.agent_id:
             return []
         self.started = True
-        at = parse_time(self.meta.get("timestamp")) or turn.started_at
+        at = epoch(self.meta.get("timestamp")) or turn.started_at
         p = self._payload("SessionStart", None, model=turn.model, permission_mode=turn.pmode,
                           source="startup")
         return [Block(self.session_id, None,

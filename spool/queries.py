@@ -171,26 +171,24 @@ def errors(conn: Connection, limit: int,
             "SELECT quarantined_at, raw_event_id, source, reason FROM quarantine"
             " ORDER BY quarantined_at DESC LIMIT :n"), {"n": limit}):
         m = r._mapping
-        out.append({"at": m["quarantined_at"], "kind": "quarantine",
-                    "message": f"event {m['raw_event_id'] or '?'} ({m['source']}) quarantined:"
-                               f" {m['reason']}",
-                    "trace_id": None, "sink": None, "http_status": None,
-                    "error_class": None, "outcome": None, "result": None})
+        out.append(_problem(m["quarantined_at"], "quarantine",
+                            f"event {m['raw_event_id'] or '?'} ({m['source']}) quarantined:"
+                            f" {m['reason']}"))
     # The delivery side also logs dead/held rows as "deliver:<sink>" errors: the
     # attempts above already list each of them once.
     for r in conn.execute(text(
             "SELECT at, source, message FROM errors WHERE source NOT LIKE 'deliver:%'"
             " ORDER BY at DESC LIMIT :n"), {"n": limit}):
-        m = r._mapping
-        out.append({"at": m["at"], "kind": m["source"], "message": m["message"],
-                    "trace_id": None, "sink": None, "http_status": None,
-                    "error_class": None, "outcome": None, "result": None})
-    for stamp, message in hook_lines:
-        out.append({"at": _parse_iso(stamp), "kind": "hook", "message": message,
-                    "trace_id": None, "sink": None, "http_status": None,
-                    "error_class": None, "outcome": None, "result": None})
+        out.append(_problem(r.at, r.source, r.message))
+    out += [_problem(_parse_iso(stamp), "hook", message) for stamp, message in hook_lines]
     out.sort(key=lambda e: e["at"] or 0.0, reverse=True)
     return out[:limit]
+
+
+def _problem(at: float | None, kind: str, message: str) -> dict:
+    """An `errors` row that is not a delivery attempt: no trace, sink or status."""
+    return {"at": at, "kind": kind, "message": message, "trace_id": None, "sink": None,
+            "http_status": None, "error_class": None, "outcome": None, "result": None}
 
 
 def _parse_iso(stamp: str) -> float | None:
@@ -236,8 +234,6 @@ def get_trace(conn: Connection, trace_id: str) -> dict | None:
         {"t": trace_id}))
     return out
 
-
-# --- retry ------------------------------------------------------------------------
 
 # --- pause / resume -------------------------------------------------------------------
 

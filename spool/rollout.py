@@ -194,7 +194,7 @@ class RolloutState:
         if not isinstance(usage, dict) or not isinstance(turn, str) or not turn:
             return
         u: dict = usage_from_tokens(usage)
-        u["at"] = _epoch(stamp)
+        u["at"] = epoch(stamp)
         self.requests.setdefault(turn, []).append(u)
 
     def _item(self, p: dict) -> None:
@@ -238,7 +238,7 @@ def _ms(v: Any) -> float | None:
     return v / 1000.0 if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _epoch(stamp: Any) -> float | None:
+def epoch(stamp: Any) -> float | None:
     """A rollout line's ``timestamp`` ("2026-11-21T22:27:15.637Z") as epoch seconds."""
     if not isinstance(stamp, str):
         return None

@@ -130,13 +130,11 @@ def read_hooks(path: Path) -> dict | None:
 
 def spool_positions(data: dict | None) -> list[tuple[str, int, int, str]]:
     """(event, group index, handler index, command) of every spool handler."""
-    out = []
-    for event, groups in ((data or {}).get("hooks") or {}).items():
-        for gi, g in enumerate(groups):
-            for hi, h in enumerate(g.get("hooks", [])):
-                if is_spool_command(h.get("command")):
-                    out.append((event, gi, hi, h.get("command")))
-    return out
+    return [(event, gi, hi, h.get("command"))
+            for event, groups in ((data or {}).get("hooks") or {}).items()
+            for gi, g in enumerate(groups)
+            for hi, h in enumerate(g.get("hooks", []))
+            if is_spool_command(h.get("command"))]
 
 
 def merge_hooks(data: dict | None, command: str, events: Iterable[str] = EVENTS) -> dict:
@@ -179,12 +177,9 @@ def merge_hooks(data: dict | None, command: str, events: Iterable[str] = EVENTS)
 def outdated_events(data: dict | None) -> list[str]:
     """Events whose spool handler is not the current one (e.g. synchronous where
     it now runs async): installed by an older spool; ``spool init`` upgrades them."""
-    out = []
-    for event, gi, hi, _cmd in spool_positions(data):
-        h = data["hooks"][event][gi]["hooks"][hi]
-        if bool(h.get("async", False)) != (event in ASYNC_EVENTS):
-            out.append(event)
-    return out
+    return [event for event, gi, hi, _cmd in spool_positions(data)
+            if bool(data["hooks"][event][gi]["hooks"][hi].get("async", False))
+            != (event in ASYNC_EVENTS)]
 
 
 @dataclass

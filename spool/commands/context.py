@@ -49,18 +49,22 @@ def parse_limit(value: str, flag: str = "--limit") -> int:
     return n
 
 
-def remembered_codex(project: Path, codex_home: Optional[Path],
-                     codex_bin: Optional[str]) -> tuple[Optional[Path], Optional[str]]:
-    """``--codex-home`` / ``--codex-bin`` as given, else what `spool init` stored for
-    this project in .spool/config.json (``codex.codex_home`` / ``codex.codex_bin``)."""
+def codex_meta(project: Path) -> dict:
+    """What `spool init` stored under ``codex`` in .spool/config.json ({} if unreadable)."""
     from .. import config
 
     try:
         meta = config.read_file(project).get("codex") or {}
     except SpoolError:
-        meta = {}
-    if not isinstance(meta, dict):
-        meta = {}
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def remembered_codex(project: Path, codex_home: Optional[Path],
+                     codex_bin: Optional[str]) -> tuple[Optional[Path], Optional[str]]:
+    """``--codex-home`` / ``--codex-bin`` as given, else what `spool init` stored for
+    this project in .spool/config.json (``codex.codex_home`` / ``codex.codex_bin``)."""
+    meta = codex_meta(project)
     if codex_home is None and meta.get("codex_home"):
         codex_home = Path(meta["codex_home"])
     if codex_bin is None and meta.get("codex_bin"):

@@ -12,7 +12,7 @@ import typer
 from ..app import app, friendly
 from ..errors import SpoolError
 from ..lockfile import worker_state
-from .context import configured_sinks, project_dir, remembered_codex
+from .context import codex_meta, configured_sinks, project_dir, remembered_codex
 
 
 # --- doctor ---------------------------------------------------------------------------
@@ -58,11 +58,7 @@ def run_checks(project: Path, home: Path, codex_bin: Optional[str], online: bool
 
     # Where spool's hooks live: the user layer after `spool init --user`, else the project.
     source = cx.hooks_path(project)
-    try:
-        meta = config.read_file(project).get("codex") or {}
-    except SpoolError:
-        meta = {}
-    user_level = isinstance(meta, dict) and meta.get("hooks") == "user"
+    user_level = codex_meta(project).get("hooks") == "user"
     if user_level:
         source = cx.user_hooks_path(home)
     try:

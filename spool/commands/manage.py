@@ -205,12 +205,11 @@ def _test_one(name: str, s, project: str, verbose: bool) -> dict:
         outcome.status is not None and 200 <= outcome.status < 300)
     removed = False
     if hasattr(s, "directory_for"):  # a local sink keeps nothing from a test
-        for leftover in (Path(target) / f"{row.trace_id}.json",):
-            try:
-                leftover.unlink()
-                removed = True
-            except OSError:
-                pass
+        try:
+            (Path(target) / f"{row.trace_id}.json").unlink()
+            removed = True
+        except OSError:
+            pass
     result = {"sink": name, "ok": ok, "target": target, "status": outcome.status,
               "error_class": outcome.error_class, "message": outcome.message,
               "response_id": None if removed else outcome.response_id}
@@ -255,7 +254,6 @@ def test_cmd(
     JSON keys: sink, ok (bool), target (URL or directory), status (HTTP
     status|null), error_class, message, response_id, and payload (with -v).
     """
-    from ..errors import UsageError
     from .. import queries
 
     project = project_here()
@@ -275,10 +273,8 @@ def test_cmd(
                 s.close()
             raise UsageError(f"--sink {sink!r} is not a known sink.",
                              f"Use one of: {', '.join(sorted(known))}.")
-    results = []
     try:
-        for name in names:
-            results.append(_test_one(name, known[name], str(project), verbose))
+        results = [_test_one(name, known[name], str(project), verbose) for name in names]
     finally:
         for s in known.values():
             s.close()

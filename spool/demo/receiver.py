@@ -117,13 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
             req.action = "reset"
             reset(self)
             return
-        if entry == "timeout":
-            req.action = "timeout"
-            rx._stopping.wait(rx.timeout_seconds)
-            entry = "ok"
-        elif entry == "slow":
-            req.action = "slow"
-            rx._stopping.wait(rx.slow_seconds)
+        if entry in ("timeout", "slow"):
+            req.action = entry
+            rx._stopping.wait(rx.timeout_seconds if entry == "timeout" else rx.slow_seconds)
             entry = "ok"
         if entry is None or entry == "ok":
             return self._answer(rx, req, 200, {}, {"traceId": f"tr-{req.seq}"})

@@ -34,28 +34,22 @@ WHERE id IN (
       AND {_PAUSED_TRACE})
 """)
 
-CLAIM = text(f"""
+def _claim_sql(where: str) -> str:
+    return f"""
 UPDATE outbox
 SET state = '{S.IN_FLIGHT.value}', lease_owner = :owner, lease_until = :lease_until,
     next_attempt_at = :lease_until, updated_at = :now
 WHERE id IN (
-    SELECT id FROM outbox INDEXED BY ix_outbox_due WHERE {_due()}
+    SELECT id FROM outbox INDEXED BY ix_outbox_due WHERE {where}
     ORDER BY next_attempt_at
     LIMIT :limit)
 RETURNING id, trace_id, sink, attempts, first_attempt_at, created_at
-""")
+"""
 
+
+CLAIM = text(_claim_sql(_due()))
 # The same for one sink's rows only (a batching sink's claim topped up to a full batch).
-_CLAIM_SINK = text(f"""
-UPDATE outbox
-SET state = '{S.IN_FLIGHT.value}', lease_owner = :owner, lease_until = :lease_until,
-    next_attempt_at = :lease_until, updated_at = :now
-WHERE id IN (
-    SELECT id FROM outbox INDEXED BY ix_outbox_due WHERE {_due()} AND sink = :sink
-    ORDER BY next_attempt_at
-    LIMIT :limit)
-RETURNING id, trace_id, sink, attempts, first_attempt_at, created_at
-""")
+_CLAIM_SINK = text(_claim_sql(f"{_due()} AND sink = :sink"))
 
 _TRACES = text("""
 SELECT trace_id, kind, session_id, turn_id, revision, project, name, created_at, body

@@ -11,16 +11,13 @@ A row without a session (``spool test``) is rendered from its own body.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Mapping
 
 from .. import atif, export, paths
 from ..retry import Outcome
 from .base import Sink, TraceRow
-from .file import write_atomic
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+from .file import SAFE_ID, write_atomic
 
 
 class AtifSink(Sink):
@@ -72,7 +69,7 @@ class AtifSink(Sink):
 
     def send(self, row: TraceRow, payload: bytes) -> Outcome:
         name = self.file_name(row)
-        if not _SAFE_ID.match(name[:-5]):
+        if not SAFE_ID.match(name[:-5]):
             return Outcome(kind="dead", error_class="BadSessionId",
                            message=f"session id {name[:-5]!r} is not a safe file name",
                            attempted=False)

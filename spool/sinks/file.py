@@ -21,7 +21,7 @@ from ..redact import redact
 from ..retry import Outcome
 from .base import Sink, TraceRow
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 
 
 class FileSink(Sink):
@@ -58,7 +58,7 @@ class FileSink(Sink):
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     def send(self, row: TraceRow, payload: bytes) -> Outcome:
-        if not _SAFE_ID.match(row.trace_id):
+        if not SAFE_ID.match(row.trace_id):
             return Outcome(kind="dead", error_class="BadTraceId",
                            message=f"trace id {row.trace_id!r} is not a safe file name",
                            attempted=False)

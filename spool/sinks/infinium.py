@@ -252,8 +252,7 @@ class InfiniumSink(Sink):
         except httpx.TransportError as exc:
             return Outcome(error_class=type(exc).__name__, message=_scrub(str(exc), creds))
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # a configuration problem
-            return _held("InvalidURL" if isinstance(exc, httpx.InvalidURL) else
-                         type(exc).__name__, _scrub(f"cannot send to {url}: {exc}", creds))
+            return _held(type(exc).__name__, _scrub(f"cannot send to {url}: {exc}", creds))
         return self._outcome(response, creds)
 
     def _outcome(self, response: httpx.Response, creds: credentials.Credentials) -> Outcome:
