@@ -6,6 +6,8 @@ already-sent outbox rows vs an empty outbox.
 
 First the Infinium sink and the OTLP sink side by side (interleaved rounds, real turn
 bodies, each receiver in its own process; target: OTLP >= 10x Infinium thanks to batching).
+For that comparison use ``--sinks --traces 6000``: an OTLP round of 2,000 traces lasts under
+half a second, and a run's one-off costs (a new dispatcher, its connection) weigh on it.
 
 Runs in a throw-away SPOOL_HOME.  Floors: 300 traces/s; the claim with 1M sent rows should
 cost about what it costs on an empty outbox (ratio ~1: the partial index ix_outbox_due).
