@@ -13,12 +13,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from spool import config, db
+from spool import db
 from spool.deliver import Dispatcher
 from spool.retry import RetryConfig
 from spool.sinks.otlp import OtlpSink
 
-from support.delivery import add_trace, attempts, outbox
+from support.delivery import add_trace, attempts, otlp_project, outbox
 from support.otlp_receiver import OtlpReceiver
 from support.waiting import wait_until
 
@@ -35,15 +35,7 @@ def receiver_class():  # of conftest's rx
 
 @pytest.fixture
 def project(rx, tmp_path, monkeypatch):
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    config.write_file(proj, {"granularity": "both", "sinks": ["otlp"]})
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
-    for v in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS",
-              "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_COMPRESSION"):
-        monkeypatch.delenv(v, raising=False)
-    return proj
+    return otlp_project(tmp_path, rx.url, monkeypatch, timeout_ms=5000)
 
 
 def batch_ids(n: int) -> list[list[str]]:

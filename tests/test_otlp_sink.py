@@ -17,7 +17,7 @@ from spool import outbox as outbox_mod
 from spool.retry import RetryConfig
 
 from support.canary import CANARY_SECRET
-from support.delivery import add_trace, attempts, outbox
+from support.delivery import add_trace, attempts, otlp_project, outbox
 from support.otlp_receiver import OtlpReceiver
 
 BODIES = json.loads((Path(__file__).parent / "fixtures" / "otlp" / "bodies.json").read_text())
@@ -45,15 +45,7 @@ def receiver_options():  # of conftest's rx
 
 @pytest.fixture
 def project(rx, tmp_path, monkeypatch):
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    config.write_file(proj, {"granularity": "both", "sinks": ["otlp"]})
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "500")
-    for v in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS",
-              "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_COMPRESSION"):
-        monkeypatch.delenv(v, raising=False)
-    return proj
+    return otlp_project(tmp_path, rx.url, monkeypatch, timeout_ms=500)
 
 
 def add(engine, tid, project, n=0, now=NOW):

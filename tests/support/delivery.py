@@ -23,6 +23,20 @@ def make_project(root: Path, base_url: str, *, agent_id: str = AGENT, **extra) -
     return project
 
 
+def otlp_project(root: Path, endpoint: str, monkeypatch, timeout_ms: int) -> Path:
+    """A project delivering to ``endpoint`` over OTLP only (granularity both), with the
+    OTLP environment set to that endpoint and timeout and nothing else."""
+    project = root / "proj"
+    project.mkdir()
+    config.write_file(project, {"granularity": "both", "sinks": ["otlp"]})
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", str(timeout_ms))
+    for v in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS",
+              "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_COMPRESSION"):
+        monkeypatch.delenv(v, raising=False)
+    return project
+
+
 def body_for(trace_id: str, **extra) -> dict:
     return {"name": f"trace {trace_id}", "description": "a test trace", "kind": "turn",
             "input_summary": "echo hi", "output_summary": "hi", "duration_ms": 1234,
