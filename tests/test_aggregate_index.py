@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spool import aggregate, db, paths
+from spool import aggregate, db, paths, wal_checkpointer
 from spool.aggregate import EVENT_TRACES, connection, index, result, session, write
 
 from support.recorded import codex_like_session
@@ -63,7 +63,7 @@ def test_a_turn_traced_by_another_pass_meanwhile_makes_the_event_late(
         try:
             cfgs = result.Configs(ENV)
             work = session.Work("s", cfgs.get("/nonexistent"), None, 0)
-            ckpt = connection.Checkpointer(other)
+            ckpt = wal_checkpointer.Checkpointer(other)
             with connection.connect(other) as con:
                 built = session.read_session(con, work)
                 done = result.AggregateResult()
@@ -189,7 +189,7 @@ def test_a_summary_records_the_requests_of_a_turn_trace_another_pass_wrote(tmp_p
     engine = db.open_db()
     t = insert_raw(engine, codex_like_session("s", turns=2), T0, parse=True)
     cfgs = result.Configs(ENV)
-    ckpt = connection.Checkpointer(engine)
+    ckpt = wal_checkpointer.Checkpointer(engine)
     with connection.connect(engine) as con:
         index.index(con, t + 1, cfgs, result.AggregateResult(), ckpt)
         built = session.read_session(con, session.Work("s", cfgs.get("/nonexistent"), "ended"))

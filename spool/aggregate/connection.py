@@ -16,7 +16,6 @@ from typing import Iterator
 from sqlalchemy import Engine
 
 from .. import problems
-from ..wal_checkpointer import Checkpointer  # noqa: F401 - the pass's checkpoints, typed here
 
 # Page cache of the aggregator's connection (KiB).
 CACHE_KIB = 64 * 1024

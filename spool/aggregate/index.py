@@ -21,7 +21,8 @@ import sqlite3
 import time
 from typing import NamedTuple
 
-from .connection import Checkpointer, chunks, in_query, tx
+from ..wal_checkpointer import Checkpointer
+from .connection import chunks, in_query, tx
 from .result import AggregateResult, Configs
 
 CURSOR = "aggregate"

@@ -23,7 +23,8 @@ from typing import Mapping
 from sqlalchemy import Engine
 
 from .. import config as config_mod
-from .connection import CHECKPOINT_EVERY_S, Checkpointer, connect, log_error, tx
+from ..wal_checkpointer import Checkpointer
+from .connection import CHECKPOINT_EVERY_S, connect, log_error, tx
 from .index import index
 from .result import AggregateResult, Configs
 from .session import Built, Work, read_session

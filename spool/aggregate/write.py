@@ -17,7 +17,8 @@ import time
 import traceback
 
 from .. import usage
-from .connection import Checkpointer, in_query, log_error, tx
+from ..wal_checkpointer import Checkpointer
+from .connection import in_query, log_error, tx
 from .index import WRITE_TX_TARGET_MS, bump_writes
 from .result import AggregateResult
 from .session import KV_ROLLOUT, Built, NewTrace
