@@ -22,7 +22,7 @@ from sqlalchemy import Connection, text
 from . import outbox
 from .outbox import under
 # The outbox statements the read commands use live in spool.outbox (their one owner).
-from .outbox import (PAUSED_REASON, RETRY_STATES, count_delivered, hold_paused,  # noqa: F401
+from .outbox import (PAUSED_REASON, count_delivered, hold_paused,  # noqa: F401
                      next_attempt_at, retry_candidates)
 from .outbox import by_state as outbox_by_state  # noqa: F401
 from .outbox import requeue_candidates as requeue  # noqa: F401
