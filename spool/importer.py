@@ -62,6 +62,7 @@ _ITEM = re.compile(rb'"item"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
 _ITEMS_READ = {b"UserMessage", b"CommandExecution", b"CollabAgentToolCall", b"FileChange",
                b"McpToolCall", b"WebSearch", b"DynamicToolCall"}
 _NOTHING: tuple = ()
+_BOM = b"\xef\xbb\xbf"
 
 
 def permission_mode(ctx: dict) -> str:
@@ -152,6 +153,8 @@ class Converter:
         if self.meta is None:
             if kind != b"session_meta":
                 raise NotARollout("the first line is not a Codex session_meta line")
+            if line[:3] == _BOM:  # written by an editor, not by Codex: read it all the same
+                line = line[3:]
         elif kind == b"response_item":
             if ptype != b"function_call" or self.turn is None:
                 return _NOTHING  # only a call's arguments are needed (what the hooks show)
@@ -182,6 +185,17 @@ class Converter:
                 raise NotARollout("the first line is not a Codex session_meta line")
             self.bad_lines += 1
             return []
+        try:
+            return self._line(kind, obj)
+        except NotARollout:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+            # JSON of a shape this version does not know (a field of another type):
+            # the line is skipped and counted, as an unreadable one, never a crash.
+            self.bad_lines += 1
+            return []
+
+    def _line(self, kind: bytes, obj: dict) -> list[Block]:
         at = epoch(obj.get("timestamp"))
         if at is None:
             at = self.last_at if self.last_at is not None else 0.0
@@ -294,8 +308,13 @@ class Converter:
         if t is None or not isinstance(item, dict):
             return
         itype = item.get("type")
+        if not isinstance(itype, str):
+            return
         if itype == "UserMessage":
-            texts = [c.get("text") for c in item.get("content") or ()
+            content = item.get("content")
+            if not isinstance(content, list):
+                return
+            texts = [c.get("text") for c in content
                      if isinstance(c, dict) and isinstance(c.get("text"), str)]
             t.items.append(("prompt", at, "\n".join(texts)))
             t.last_at = at

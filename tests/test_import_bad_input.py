@@ -1,0 +1,68 @@
+"""`spool import` on damaged or unusual rollouts: skipped or read, counted, never a crash."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from spool import backfill, db
+
+from support.recorded import fixture_rollout
+
+SID = "01a20038-88d1-76a3-89e0-645a8f69229c"
+TURN1 = "01a20038-88e8-7592-844d-9a4c2114b9d0"
+OLD = time.time() - 86_400  # last written a day ago: settled
+
+
+def _write(path: Path, data: bytes, mtime: float = OLD) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def _line(payload: dict, kind: str = "event_msg") -> bytes:
+    return json.dumps({"timestamp": "2026-11-21T22:27:15.000Z", "type": kind,
+                       "payload": payload}).encode() + b"\n"
+
+
+def _events(engine) -> list[tuple[str, str]]:
+    with db.read(engine) as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT event, payload FROM raw_events ORDER BY id")]
+
+
+def test_lines_of_an_unexpected_shape_are_passed_over_not_a_crash(tmp_path, engine):
+    lines = fixture_rollout().read_bytes().splitlines(keepends=True)
+    at = next(i for i, ln in enumerate(lines) if b'"UserMessage"' in ln) + 1
+    odd = [  # valid JSON, fields of types Codex never writes there
+        _line({"type": "item_completed", "turn_id": TURN1,
+               "item": {"type": "UserMessage", "id": "u1", "content": 5}}),
+        _line({"type": "item_completed", "turn_id": TURN1,
+               "item": {"type": ["CommandExecution"], "id": "c1"}}),
+        _line({"type": "item_completed", "turn_id": TURN1,
+               "item": {"type": "CollabAgentToolCall", "id": "c2", "tool": "spawn_agent",
+                        "receiver_thread_ids": 7, "receiver_agents": ["x"]}}),
+        _line({"type": "item_completed", "turn_id": TURN1,
+               "item": {"type": "CollabAgentToolCall", "id": "c3", "tool": "spawn_agent",
+                        "receiver_thread_ids": {"a": 1}, "receiver_agents": {"a": 1}}}),
+    ]
+    path = _write(tmp_path / "rollout-odd.jsonl", b"".join(lines[:at] + odd + lines[at:]))
+    res = backfill.run(engine, [path])
+    assert (res.files, res.turns, res.skipped_files) == (1, 2, [])
+    assert res.tokens["total_tokens"] == 11072
+    prompts = [json.loads(p)["prompt"] for e, p in _events(engine) if e == "UserPromptSubmit"]
+    assert len(prompts) == 2 and all(prompts)  # the real prompts, and only them
+
+
+def test_a_byte_order_mark_before_the_first_line_is_read_past(tmp_path, engine):
+    path = _write(tmp_path / "rollout-bom.jsonl", b"\xef\xbb\xbf" + fixture_rollout().read_bytes())
+    res = backfill.run(engine, [path])
+    assert (res.files, res.turns, res.skipped_files) == (1, 2, [])
+
+
+def test_crlf_line_endings_are_read(tmp_path, engine):
+    data = fixture_rollout().read_bytes().replace(b"\n", b"\r\n")
+    res = backfill.run(engine, [_write(tmp_path / "rollout-crlf.jsonl", data)])
+    assert (res.files, res.turns, res.bad_lines, dict(res.unknown_lines)) == (1, 2, 0, {})
