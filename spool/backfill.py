@@ -93,6 +93,7 @@ class Summary:
     unknown_lines: Counter = field(default_factory=Counter)
     bad_lines: int = 0
     tokens: dict = field(default_factory=lambda: dict.fromkeys(TOKEN_KEYS, 0))
+    problems: list = field(default_factory=list)  # the lines for `spool errors` (one a file)
 
     def to_dict(self) -> dict:
         return {"files": self.files, "bytes": self.bytes, "sessions": len(self.sessions),
@@ -116,6 +117,7 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
     """Rollout files under ``paths`` (files are taken as given), sorted, each once."""
     seen: set[Path] = set()
     for root in paths:
+        root = root.absolute()  # as `spool errors` will name it, seen from anywhere
         if root.is_dir():
             found = sorted(p for p in root.rglob("*")
                            if p.name.endswith(_SUFFIXES) and p.is_file())
@@ -316,13 +318,18 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
     res.unknown_lines.update(conv.unknown)
     if conv.bad_lines or conv.unknown:
         kinds = ", ".join(f"{k} x{n}" for k, n in sorted(conv.unknown.items()))
-        store.error(f"{path}: skipped {conv.bad_lines} unreadable line(s)"
-                    + (f" and lines of unknown type ({kinds})" if kinds else ""))
+        _problem(f"{path}: skipped {conv.bad_lines} unreadable line(s)"
+                 + (f" and lines of unknown type ({kinds})" if kinds else ""), store, res)
 
 
 def _skip(path: Path, reason: str, store: _Store, res: Summary) -> None:
     res.skipped_files.append((str(path), reason))
-    store.error(f"{path}: skipped, {reason}")
+    _problem(f"{path}: skipped, {reason}", store, res)
+
+
+def _problem(message: str, store: _Store, res: Summary) -> None:
+    res.problems.append(message)
+    store.error(message)  # not in a dry run: the summary shows them
 
 
 def run(engine: Engine, paths: Iterable[Path], *, now: float | None = None,

@@ -261,7 +261,7 @@ def test_cli_dry_run_json_and_since(tmp_path, engine, monkeypatch):
     assert len(errs) == 1 and "notes.jsonl" in errs[0]["message"]
     assert "not a Codex rollout" in errs[0]["message"]
     r = runner.invoke(app, ["import", "--since", "yesterday"])
-    assert r.exit_code == 2 and "is not a date" in r.output
+    assert r.exit_code == 2 and "is neither an age nor a date" in r.output
     r = runner.invoke(app, ["import", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "no such file" in r.output
 

@@ -6,7 +6,10 @@ import os
 import time
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from spool import backfill, db
+from spool.cli import get_app
 
 from support.recorded import fixture_rollout
 
@@ -66,3 +69,43 @@ def test_crlf_line_endings_are_read(tmp_path, engine):
     data = fixture_rollout().read_bytes().replace(b"\n", b"\r\n")
     res = backfill.run(engine, [_write(tmp_path / "rollout-crlf.jsonl", data)])
     assert (res.files, res.turns, res.bad_lines, dict(res.unknown_lines)) == (1, 2, 0, {})
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(get_app(), ["import", *args])
+
+
+def test_since_takes_an_age_or_a_date_and_a_bad_one_gets_one_line(tmp_path, engine):
+    three_hours_ago = _write(tmp_path / "r" / "rollout-a.jsonl", fixture_rollout().read_bytes(),
+                             mtime=time.time() - 3 * 3600)
+    for since, files in (("2h", 0), ("4h", 1), ("1d", 1)):
+        r = _cli("--dry-run", "--json", "--since", since, str(three_hours_ago.parent))
+        assert r.exit_code == 0 and json.loads(r.stdout)["files"] == files, (since, r.output)
+    local = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() - 2 * 3600))
+    r = _cli("--dry-run", "--json", "--since", local, str(three_hours_ago))
+    assert r.exit_code == 0 and json.loads(r.stdout)["files"] == 0  # a local time
+    for bad in ("yesterday", "2026-13-01", ""):
+        r = _cli("--since", bad, str(three_hours_ago))
+        assert r.exit_code == 2, r.output
+        assert r.output.strip().splitlines() == [
+            f"Error: --since {bad!r} is neither an age nor a date."
+            " Pass e.g. --since 2h, --since 7d or --since 2026-11-29."]
+
+
+def test_a_dry_run_shows_the_problems_itself_and_records_none(tmp_path, engine):
+    d = tmp_path / "sessions"
+    _write(d / "rollout-good.jsonl", fixture_rollout().read_bytes())
+    notes = _write(d / "notes.jsonl", b'{"hello": "world"}\n')
+    r = _cli("--dry-run", str(d))
+    assert r.exit_code == 0, r.output
+    assert "would import 2 turn(s) of 1 session(s)" in r.stdout
+    assert f"{notes}: skipped, not a Codex rollout" in r.stderr
+    assert "spool errors" not in r.output
+    with db.read(engine) as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM errors").scalar() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM raw_events").scalar() == 0
+    r = _cli(str(d))  # the real import records them
+    assert r.exit_code == 0 and "1 file(s) skipped" in r.stderr and "see `spool errors`" in r.stderr
+    with db.read(engine) as conn:
+        msgs = [m for (m,) in conn.exec_driver_sql("SELECT message FROM errors")]
+    assert len(msgs) == 1 and msgs[0].startswith(f"{notes}: skipped, not a Codex rollout")
