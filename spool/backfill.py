@@ -10,9 +10,10 @@ the normal aggregate -> deliver pipeline builds their traces exactly once:
   and turn id) is skipped whole, and so are the SessionStart/SessionEnd of a
   session the hooks saw: importing a hooked session adds nothing, a partly
   hooked one gets only its missing turns;
-* a file still being written (its last line cut short, or modified less than
-  ``settle`` seconds ago) keeps its open last turn and its SessionEnd for a
-  later import, so its session is not finalised while it may grow;
+* a file still being written (modified less than ``settle`` seconds ago) keeps
+  its open last turn and its SessionEnd for a later import, so its session is not
+  finalised while it may grow; a last line cut short is left unread (in a
+  settled file, one Codex stopped writing: counted as unreadable);
 * a project that is paused records nothing (as the hook's insert);
 * a file that is not a rollout, unreadable, or with unknown line types is
   skipped or partly skipped, counted in the summary and logged in the
@@ -290,7 +291,7 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
             for line in fh:  # buffered: one line at a time, never the whole file
                 done += len(line)
                 if line[-1:] != b"\n":
-                    partial = True  # Codex is still writing it: next time
+                    partial = True  # Codex is still writing it (or stopped mid-line)
                     break
                 if len(line) > 1:
                     for block in feed(line):
@@ -298,7 +299,11 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
                 if progress is not None and done >= 1 << 20:
                     progress(done)
                     done = 0
-        settled = not partial and now - st.st_mtime >= settle
+        # Not written to for ``settle`` seconds: it will not grow.  A last line cut
+        # short then was left so by a Codex that stopped: the rest is the session.
+        settled = now - st.st_mtime >= settle
+        if partial and settled:
+            conv.bad_lines += 1
         for block in conv.finish(settled=settled):
             _take(block, store, res)
     except NotARollout as exc:
@@ -319,6 +324,8 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
     if conv.bad_lines or conv.unknown:
         kinds = ", ".join(f"{k} x{n}" for k, n in sorted(conv.unknown.items()))
         _problem(f"{path}: skipped {conv.bad_lines} unreadable line(s)"
+                 + (" (the last one cut short, not written to since)"
+                    if partial and settled else "")
                  + (f" and lines of unknown type ({kinds})" if kinds else ""), store, res)
 
 

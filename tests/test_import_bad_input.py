@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from spool import backfill, db
+from spool import aggregate, backfill, db, ingest
 from spool.cli import get_app
 
 from support.recorded import fixture_rollout
@@ -109,3 +109,24 @@ def test_a_dry_run_shows_the_problems_itself_and_records_none(tmp_path, engine):
     with db.read(engine) as conn:
         msgs = [m for (m,) in conn.exec_driver_sql("SELECT message FROM errors")]
     assert len(msgs) == 1 and msgs[0].startswith(f"{notes}: skipped, not a Codex rollout")
+
+
+def test_a_settled_rollout_cut_mid_line_is_imported_up_to_the_cut_and_ended(tmp_path, engine):
+    lines = fixture_rollout().read_bytes().splitlines(keepends=True)
+    cut = next(i for i, ln in enumerate(lines) if b'"ordinal":30,' in ln)
+    # Codex stopped (killed, disk full) in the middle of turn 2's line, a day ago.
+    path = _write(tmp_path / "rollout-cut.jsonl", b"".join(lines[:cut]) + lines[cut][:50])
+    res = backfill.run(engine, [path])
+    assert (res.turns, res.waiting, res.bad_lines) == (2, 0, 1)
+    with db.read(engine) as conn:
+        keys = [k for (k,) in conn.exec_driver_sql("SELECT dedup_key FROM raw_events")]
+        msgs = [m for (m,) in conn.exec_driver_sql("SELECT message FROM errors")]
+    assert any(k.startswith(f"import:{SID}::end:") for k in keys)  # the session is ended
+    assert msgs == [f"{path}: skipped 1 unreadable line(s) (the last one cut short,"
+                    " not written to since)"]
+    ingest.ingest_all(engine)
+    aggregate.aggregate(engine, time.time() + 60)
+    with db.read(engine) as conn:
+        assert conn.exec_driver_sql("SELECT state FROM sessions").scalar() == "final"
+        assert conn.exec_driver_sql("SELECT count(*) FROM traces WHERE kind = 'turn'"
+                                    ).scalar() == 2
