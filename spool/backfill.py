@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import os
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -283,22 +284,30 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
         _skip(path, f"unreadable: {exc.strerror or exc}", store, res)
         return
     conv = Converter(str(path.resolve()))
-    partial = False
+    partial = False  # the last line is cut short, or what follows could not be read
+    stopped = ""  # why reading stopped before the end of a damaged compressed file
     done = 0
     feed = conv.feed
     try:
         with _open(path) as fh:
-            for line in fh:  # buffered: one line at a time, never the whole file
-                done += len(line)
-                if line[-1:] != b"\n":
-                    partial = True  # Codex is still writing it (or stopped mid-line)
-                    break
-                if len(line) > 1:
-                    for block in feed(line):
-                        _take(block, store, res)
-                if progress is not None and done >= 1 << 20:
-                    progress(done)
-                    done = 0
+            try:
+                for line in fh:  # buffered: one line at a time, never the whole file
+                    done += len(line)
+                    if line[-1:] != b"\n":
+                        partial = True  # Codex is still writing it (or stopped mid-line)
+                        break
+                    if len(line) > 1:
+                        for block in feed(line):
+                            _take(block, store, res)
+                    if progress is not None and done >= 1 << 20:
+                        progress(done)
+                        done = 0
+            except (OSError, EOFError, zlib.error) as exc:
+                if conv.meta is None:
+                    raise  # nothing of it read: the file is skipped
+                # A compressed file cut short or damaged after its first lines: what
+                # was read is the session so far, as for a last line cut short.
+                partial, stopped = True, str(exc)
         # Not written to for ``settle`` seconds: it will not grow.  A last line cut
         # short then was left so by a Codex that stopped: the rest is the session.
         settled = now - st.st_mtime >= settle
@@ -309,7 +318,7 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
     except NotARollout as exc:
         _skip(path, f"not a Codex rollout: {exc}", store, res)
         return
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         _skip(path, f"unreadable: {exc}", store, res)
         return
     finally:
@@ -323,9 +332,11 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
     res.unknown_lines.update(conv.unknown)
     if conv.bad_lines or conv.unknown:
         kinds = ", ".join(f"{k} x{n}" for k, n in sorted(conv.unknown.items()))
-        _problem(f"{path}: skipped {conv.bad_lines} unreadable line(s)"
-                 + (" (the last one cut short, not written to since)"
-                    if partial and settled else "")
+        cut = ""
+        if partial and settled:
+            cut = (f" (the rest of the file: {stopped})" if stopped
+                   else " (the last one cut short, not written to since)")
+        _problem(f"{path}: skipped {conv.bad_lines} unreadable line(s){cut}"
                  + (f" and lines of unknown type ({kinds})" if kinds else ""), store, res)
 
 

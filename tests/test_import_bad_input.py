@@ -1,8 +1,10 @@
 """`spool import` on damaged or unusual rollouts: skipped or read, counted, never a crash."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import random
 import time
 from pathlib import Path
 
@@ -130,3 +132,30 @@ def test_a_settled_rollout_cut_mid_line_is_imported_up_to_the_cut_and_ended(tmp_
         assert conn.exec_driver_sql("SELECT state FROM sessions").scalar() == "final"
         assert conn.exec_driver_sql("SELECT count(*) FROM traces WHERE kind = 'turn'"
                                     ).scalar() == 2
+
+
+def test_a_compressed_rollout_cut_short_keeps_what_was_read_and_says_so(tmp_path, engine):
+    lines = fixture_rollout().read_bytes().splitlines(keepends=True)
+    end1 = next(i for i, ln in enumerate(lines) if b'"task_complete"' in ln) + 1
+    rng = random.Random(0)  # ~300 KB of lines that do not compress away, after turn 1
+    filler = [_line({"blob": "%x" % rng.getrandbits(4000)}, kind="world_state")
+              for _ in range(300)]
+    whole = gzip.compress(b"".join(lines[:end1] + filler + lines[end1:]))
+    path = _write(tmp_path / "rollout-cut.jsonl.gz", whole[:len(whole) // 2])
+    res = backfill.run(engine, [path])
+    assert (res.files, res.skipped_files, res.turns, res.bad_lines) == (1, [], 1, 1)
+    with db.read(engine) as conn:
+        keys = [k for (k,) in conn.exec_driver_sql("SELECT dedup_key FROM raw_events")]
+        msgs = [m for (m,) in conn.exec_driver_sql("SELECT message FROM errors")]
+    assert sum(TURN1 in k for k in keys) == 8 and any("::end:" in k for k in keys)
+    assert msgs == [f"{path}: skipped 1 unreadable line(s) (the rest of the file:"
+                    " Compressed file ended before the end-of-stream marker was reached)"]
+
+
+def test_a_damaged_compressed_file_is_skipped_with_its_reason(tmp_path, engine):
+    header = gzip.compress(fixture_rollout().read_bytes())[:10]
+    path = _write(tmp_path / "rollout-damaged.jsonl.gz", header + b"\xff" * 64)
+    res = backfill.run(engine, [path])
+    assert (res.files, res.turns) == (0, 0)
+    assert res.skipped_files == [(str(path), "unreadable: Error -3 while decompressing data:"
+                                  " invalid block type")]
