@@ -121,8 +121,9 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
     for root in paths:
         root = root.absolute()  # as `spool errors` will name it, seen from anywhere
         if root.is_dir():
-            found = sorted(p for p in root.rglob("*")
-                           if p.name.endswith(_SUFFIXES) and p.is_file())
+            # A broken symlink is an unreadable file: listed, to be reported.
+            found = sorted(p for p in root.rglob("*") if p.name.endswith(_SUFFIXES)
+                           and (p.is_file() or (p.is_symlink() and not p.exists())))
         else:
             found = [root]
         for p in found:

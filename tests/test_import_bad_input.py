@@ -159,3 +159,15 @@ def test_a_damaged_compressed_file_is_skipped_with_its_reason(tmp_path, engine):
     assert (res.files, res.turns) == (0, 0)
     assert res.skipped_files == [(str(path), "unreadable: Error -3 while decompressing data:"
                                   " invalid block type")]
+
+
+def test_in_a_directory_a_broken_symlink_is_reported_and_a_directory_named_jsonl_walked(
+        tmp_path, engine):
+    d = tmp_path / "sessions"
+    _write(d / "x.jsonl" / "rollout-inside.jsonl", fixture_rollout().read_bytes())
+    (d / "rollout-gone.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    (d / "rollout-link.jsonl").symlink_to(d / "x.jsonl" / "rollout-inside.jsonl")
+    res = backfill.run(engine, [d])
+    assert (res.files, res.turns, res.already) == (2, 2, 2)  # the link: the same session
+    assert res.skipped_files == [(str(d / "rollout-gone.jsonl"),
+                                  "unreadable: No such file or directory")]
