@@ -278,16 +278,21 @@ def _take(block: Block, store: _Store, res: Summary) -> None:
 
 
 def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: float,
-                progress: Callable[[int], None] | None = None) -> None:
+                progress: Callable[[int, int], None] | None = None) -> None:
+    """Import one file.  ``progress(bytes, files)`` is told of the file's bytes as they
+    are read (compressed ones for a .gz), and of the file when done, read or not."""
     try:
         st = path.stat()
     except OSError as exc:
         _skip(path, f"unreadable: {exc.strerror or exc}", store, res)
+        if progress is not None:
+            progress(0, 1)
         return
     conv = Converter(str(path.resolve()))
     partial = False  # the last line is cut short, or what follows could not be read
     stopped = ""  # why reading stopped before the end of a damaged compressed file
-    done = 0
+    done = 0  # bytes of lines read since the last progress report
+    shown = 0  # bytes of the file reported to ``progress``
     feed = conv.feed
     try:
         with _open(path) as fh:
@@ -301,8 +306,9 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
                         for block in feed(line):
                             _take(block, store, res)
                     if progress is not None and done >= 1 << 20:
-                        progress(done)
-                        done = 0
+                        at = _position(fh, shown + done)
+                        progress(at - shown, 0)
+                        shown, done = at, 0
             except (OSError, EOFError, zlib.error) as exc:
                 if conv.meta is None:
                     raise  # nothing of it read: the file is skipped
@@ -323,8 +329,8 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
         _skip(path, f"unreadable: {exc}", store, res)
         return
     finally:
-        if progress is not None and done:
-            progress(done)
+        if progress is not None:
+            progress(max(st.st_size - shown, 0), 1)  # all of it, read or skipped
     res.files += 1
     res.bytes += st.st_size
     if not settled and conv.turn is not None:
@@ -341,6 +347,13 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
                  + (f" and lines of unknown type ({kinds})" if kinds else ""), store, res)
 
 
+def _position(fh, read: int) -> int:
+    """How far into the file ``fh`` is: ``read`` bytes, or for a .gz the position in
+    the compressed file (its lines are longer than the file)."""
+    raw = getattr(fh, "fileobj", None)
+    return raw.tell() if raw is not None else read
+
+
 def _skip(path: Path, reason: str, store: _Store, res: Summary) -> None:
     res.skipped_files.append((str(path), reason))
     _problem(f"{path}: skipped, {reason}", store, res)
@@ -353,7 +366,8 @@ def _problem(message: str, store: _Store, res: Summary) -> None:
 
 def run(engine: Engine, paths: Iterable[Path], *, now: float | None = None,
         settle: float = SETTLE_SECONDS, since: float | None = None, dry_run: bool = False,
-        progress: Callable[[int], None] | None = None, hookless: bool = False) -> Summary:
+        progress: Callable[[int, int], None] | None = None,
+        hookless: bool = False) -> Summary:
     """Import every rollout under ``paths``.  ``since``: only files modified since then;
     ``hookless``: leave every session the hooks reported whole to them (the worker's
     rollouts job), not only the turns they captured."""

@@ -338,7 +338,7 @@ def test_a_pause_while_importing_keeps_the_rest_out(tmp_path, engine):
     project, rollout = _project_and_rollout(tmp_path)
     other = tmp_path / "elsewhere"
 
-    def pause_now(_done: int) -> None:
+    def pause_now(_bytes: int, _files: int) -> None:
         with db.write(engine) as conn:
             queries.pause(conn, str(project), time.time())
             queries.pause(conn, str(other), time.time())  # not a prefix of the project

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from spool import aggregate, backfill, db, ingest
 from spool.cli import get_app
 
-from support.recorded import fixture_rollout
+from support.hookproc import run_hook
+from support.recorded import fixture_payloads, fixture_rollout
 
 SID = "01a20038-88d1-76a3-89e0-645a8f69229c"
 TURN1 = "01a20038-88e8-7592-844d-9a4c2114b9d0"
@@ -171,3 +172,27 @@ def test_in_a_directory_a_broken_symlink_is_reported_and_a_directory_named_jsonl
     assert (res.files, res.turns, res.already) == (2, 2, 2)  # the link: the same session
     assert res.skipped_files == [(str(d / "rollout-gone.jsonl"),
                                   "unreadable: No such file or directory")]
+
+
+def test_progress_counts_each_file_once_and_a_gz_in_its_own_bytes(tmp_path, engine):
+    data = fixture_rollout().read_bytes()
+    files = [_write(tmp_path / "a" / "rollout-plain.jsonl", data),
+             _write(tmp_path / "a" / "rollout-packed.jsonl.gz", gzip.compress(data)),
+             _write(tmp_path / "a" / "notes.jsonl", b"[]\n")]
+    seen: list[tuple[int, int]] = []
+    backfill.run(engine, [tmp_path / "a"], dry_run=True, progress=lambda n, k: seen.append((n, k)))
+    assert sum(n for n, _ in seen) == sum(f.stat().st_size for f in files)
+    assert sum(k for _, k in seen) == 3
+
+
+def test_a_dry_run_counts_as_the_import_with_hook_events_not_parsed_yet(tmp_path, engine):
+    rollout = _write(tmp_path / "rollout.jsonl", fixture_rollout().read_bytes())
+    for _name, raw in fixture_payloads():  # the hooks saw the session; no worker ran since
+        obj = json.loads(raw)
+        obj["transcript_path"] = str(rollout)
+        assert run_hook(json.dumps(obj).encode(), cwd=tmp_path).returncode == 0
+    dry = json.loads(_cli("--dry-run", "--json", str(rollout)).stdout)
+    real = json.loads(_cli("--json", str(rollout)).stdout)
+    assert (dry["turns"], dry["captured_by_hooks"]) == (0, 2)
+    assert {k: v for k, v in dry.items() if k != "dry_run"} == \
+        {k: v for k, v in real.items() if k != "dry_run"}

@@ -77,26 +77,33 @@ def import_(
         return
     engine = db.open_db()
     try:
-        if not dry_run:
-            ingest.ingest_all(engine)  # hook rows parsed first: they decide what to skip
-        files = list(backfill.discover([p for p in roots if p.exists()]))
+        # Hook events waiting to be parsed name no session yet: parse them first (the
+        # worker's ingest step, also in a dry run), as they decide which turns to skip.
+        ingest.ingest_all(engine)
+        files = []
         total = 0
-        for f in files:
+        for f in backfill.discover([p for p in roots if p.exists()]):
             try:
-                total += f.stat().st_size
+                st = f.stat()
             except OSError:
-                pass
+                files.append(f)  # reported by the import
+                continue
+            if since_ts is None or st.st_mtime >= since_ts:
+                files.append(f)
+                total += st.st_size
         if sys.stderr.isatty() and not as_json:
             from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                        TransferSpeedColumn)
 
             with Progress(TextColumn("importing"), BarColumn(), DownloadColumn(),
+                          TextColumn("{task.fields[files]}/%d file(s)" % len(files)),
                           TransferSpeedColumn(), transient=True,
                           console=_stderr_console()) as bar:
-                task = bar.add_task("import", total=total)
-                res = backfill.run(engine, files, since=since_ts, dry_run=dry_run,
-                                   settle=settle,
-                                   progress=lambda n: bar.advance(task, n))
+                task = bar.add_task("import", total=total, files=0)
+                res = backfill.run(
+                    engine, files, since=since_ts, dry_run=dry_run, settle=settle,
+                    progress=lambda n, k: bar.update(
+                        task, advance=n, files=bar.tasks[task].fields["files"] + k))
         else:
             res = backfill.run(engine, files, since=since_ts, dry_run=dry_run, settle=settle)
         if not dry_run and res.events:
