@@ -152,6 +152,8 @@ class Converter:
         kind, ptype = m.group(1, 2) if m else (None, None)
         if self.meta is None:
             if kind != b"session_meta":
+                if not line.strip():
+                    return _NOTHING  # a blank line ("\r\n", spaces): nothing to read
                 raise NotARollout("the first line is not a Codex session_meta line")
             if line[:3] == _BOM:  # written by an editor, not by Codex: read it all the same
                 line = line[3:]
@@ -171,7 +173,8 @@ class Converter:
         elif kind in _SKIP:
             return _NOTHING
         elif kind not in _READ:
-            self.unknown[(kind or b"?").decode("ascii", "replace")] += 1
+            if kind is not None or line.strip():  # a blank line is nothing unknown
+                self.unknown[(kind or b"?").decode("ascii", "replace")] += 1
             return _NOTHING
         try:
             obj = orjson.loads(line)

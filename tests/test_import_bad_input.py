@@ -68,8 +68,9 @@ def test_a_byte_order_mark_before_the_first_line_is_read_past(tmp_path, engine):
     assert (res.files, res.turns, res.skipped_files) == (1, 2, [])
 
 
-def test_crlf_line_endings_are_read(tmp_path, engine):
-    data = fixture_rollout().read_bytes().replace(b"\n", b"\r\n")
+def test_crlf_line_endings_and_blank_lines_are_read(tmp_path, engine):
+    data = b"\r\n" + fixture_rollout().read_bytes().replace(b"\n", b"\n\r\n  \n")
+    data = data.replace(b"\n", b"\r\n")
     res = backfill.run(engine, [_write(tmp_path / "rollout-crlf.jsonl", data)])
     assert (res.files, res.turns, res.bad_lines, dict(res.unknown_lines)) == (1, 2, 0, {})
 
