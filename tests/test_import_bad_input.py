@@ -8,6 +8,7 @@ import random
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from spool import aggregate, backfill, db, ingest
@@ -152,6 +153,13 @@ def test_a_compressed_rollout_cut_short_keeps_what_was_read_and_says_so(tmp_path
     assert sum(TURN1 in k for k in keys) == 8 and any("::end:" in k for k in keys)
     assert msgs == [f"{path}: skipped 1 unreadable line(s) (the rest of the file:"
                     " Compressed file ended before the end-of-stream marker was reached)"]
+    ingest.ingest_all(engine)  # the aggregator reads the same cut file for exit codes
+    aggregate.aggregate(engine, time.time() + 60)
+    with db.read(engine) as conn:
+        bodies = [json.loads(b) for (b,) in conn.exec_driver_sql(
+            "SELECT body FROM traces WHERE kind = 'turn'")]
+    assert [b["turn_id"] for b in bodies] == [TURN1]
+    assert [s["exit_code"] for s in bodies[0]["steps"] if s["action"] == "tool_use"] == [0]
 
 
 def test_a_damaged_compressed_file_is_skipped_with_its_reason(tmp_path, engine):
@@ -197,3 +205,25 @@ def test_a_dry_run_counts_as_the_import_with_hook_events_not_parsed_yet(tmp_path
     assert (dry["turns"], dry["captured_by_hooks"]) == (0, 2)
     assert {k: v for k, v in dry.items() if k != "dry_run"} == \
         {k: v for k, v in real.items() if k != "dry_run"}
+
+
+@pytest.mark.parametrize("name,pack", [
+    ("rollout.jsonl.gz", gzip.compress),
+    ("rollout-bom.jsonl", lambda data: b"\xef\xbb\xbf" + data),
+])
+def test_traces_of_a_compressed_or_bom_rollout_have_its_exit_codes_and_git(
+        tmp_path, engine, name, pack):
+    path = _write(tmp_path / name, pack(fixture_rollout().read_bytes()))
+    assert backfill.run(engine, [path]).turns == 2
+    ingest.ingest_all(engine)
+    aggregate.aggregate(engine, time.time() + 60)
+    with db.read(engine) as conn:
+        bodies = [json.loads(b) for (b,) in conn.exec_driver_sql(
+            "SELECT body FROM traces WHERE kind = 'turn'")]
+    assert len(bodies) == 2
+    for body in bodies:
+        env = body["environment"]
+        assert (env["codex_version"], env["git_branch"]) == ("0.169.0", "master")
+        tools = [s for s in body["steps"] if s["action"] == "tool_use"]
+        assert [s["exit_code"] for s in tools] == [0]
+        assert tools[0]["exec_duration_ms"] is not None
