@@ -190,12 +190,8 @@ class Converter:
             return []
         try:
             return self._line(kind, obj)
-        except NotARollout:
-            raise
-        except (TypeError, ValueError, AttributeError, KeyError, IndexError):
-            # JSON of a shape this version does not know (a field of another type):
-            # the line is skipped and counted, as an unreadable one, never a crash.
-            self.bad_lines += 1
+        except (TypeError, AttributeError, KeyError, IndexError):
+            self.bad_lines += 1  # a field of a type Codex never wrote there: not a crash
             return []
 
     def _line(self, kind: bytes, obj: dict) -> list[Block]:
@@ -308,11 +304,9 @@ class Converter:
     def _item(self, p: dict, at: float) -> None:
         t = self.turn
         item = p.get("item")
-        if t is None or not isinstance(item, dict):
+        if t is None or not isinstance(item, dict) or not isinstance(item.get("type"), str):
             return
-        itype = item.get("type")
-        if not isinstance(itype, str):
-            return
+        itype = item["type"]
         if itype == "UserMessage":
             content = item.get("content")
             if not isinstance(content, list):
