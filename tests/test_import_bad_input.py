@@ -227,3 +227,12 @@ def test_traces_of_a_compressed_or_bom_rollout_have_its_exit_codes_and_git(
         tools = [s for s in body["steps"] if s["action"] == "tool_use"]
         assert [s["exit_code"] for s in tools] == [0]
         assert tools[0]["exec_duration_ms"] is not None
+
+
+def test_with_no_codex_sessions_json_still_prints_one_json_object(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "none"))
+    r = _cli("--json")
+    assert r.exit_code == 0
+    s = json.loads(r.stdout)
+    assert (s["files"], s["turns"], s["dry_run"]) == (0, 0, False)
+    assert "No Codex sessions found" in r.stderr

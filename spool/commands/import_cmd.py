@@ -73,7 +73,11 @@ def import_(
         raise typer.Exit(2)
     if not paths and not any(p.exists() for p in roots):
         typer.echo(f"No Codex sessions found in {' or '.join(str(p) for p in roots)}:"
-                   " set CODEX_HOME or name the rollout files or directories to import.")
+                   " set CODEX_HOME or name the rollout files or directories to import.",
+                   err=as_json)
+        if as_json:  # still one JSON object on stdout: nothing imported
+            typer.echo(json.dumps({**backfill.Summary().to_dict(), "dry_run": dry_run},
+                                  sort_keys=True))
         return
     engine = db.open_db()
     try:
