@@ -185,13 +185,16 @@ def test_in_a_directory_a_broken_symlink_is_reported_and_a_directory_named_jsonl
 
 def test_progress_counts_each_file_once_and_a_gz_in_its_own_bytes(tmp_path, engine):
     data = fixture_rollout().read_bytes()
+    rng = random.Random(1)  # over 1 MiB unpacked: progress is told during the read too
+    big = data + b"".join(_line({"blob": "%x" % rng.getrandbits(4000)}, kind="world_state")
+                          for _ in range(1200))
     files = [_write(tmp_path / "a" / "rollout-plain.jsonl", data),
-             _write(tmp_path / "a" / "rollout-packed.jsonl.gz", gzip.compress(data)),
+             _write(tmp_path / "a" / "rollout-packed.jsonl.gz", gzip.compress(big)),
              _write(tmp_path / "a" / "notes.jsonl", b"[]\n")]
     seen: list[tuple[int, int]] = []
     backfill.run(engine, [tmp_path / "a"], dry_run=True, progress=lambda n, k: seen.append((n, k)))
     assert sum(n for n, _ in seen) == sum(f.stat().st_size for f in files)
-    assert sum(k for _, k in seen) == 3
+    assert sum(k for _, k in seen) == 3 and len(seen) > 3
 
 
 def test_a_dry_run_counts_as_the_import_with_hook_events_not_parsed_yet(tmp_path, engine):
