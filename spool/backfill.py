@@ -89,7 +89,7 @@ class Summary:
     events: int = 0
     already: int = 0  # turns already imported before
     hooked: int = 0  # turns skipped: the hooks captured them
-    waiting: int = 0  # files still being written: their open turn is left for later
+    waiting: int = 0  # files still being written: open turn and session end left for later
     paused: int = 0  # blocks of paused projects (not recorded, as by the hook)
     skipped_files: list = field(default_factory=list)  # (path, reason)
     unknown_lines: Counter = field(default_factory=Counter)
@@ -333,8 +333,8 @@ def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: 
             progress(max(st.st_size - shown, 0), 1)  # all of it, read or skipped
     res.files += 1
     res.bytes += st.st_size
-    if not settled and conv.turn is not None:
-        res.waiting += 1
+    if not settled and (conv.turn is not None or (conv.started and not conv.agent_id)):
+        res.waiting += 1  # an open turn, or the session's end, is left for later
     res.bad_lines += conv.bad_lines
     res.unknown_lines.update(conv.unknown)
     if conv.bad_lines or conv.unknown:

@@ -239,3 +239,15 @@ def test_with_no_codex_sessions_json_still_prints_one_json_object(tmp_path, monk
     s = json.loads(r.stdout)
     assert (s["files"], s["turns"], s["dry_run"]) == (0, 0, False)
     assert "No Codex sessions found" in r.stderr
+
+
+def test_a_recent_complete_rollout_is_counted_as_still_being_written(tmp_path, engine):
+    path = _write(tmp_path / "rollout.jsonl", fixture_rollout().read_bytes(), mtime=time.time())
+    r = _cli(str(path))
+    assert r.exit_code == 0, r.output
+    assert "imported 2 turn(s) of 1 session(s)" in r.stdout
+    assert "1 file(s) still being written (their open turn and session end are left" \
+        in r.stdout
+    with db.read(engine) as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM raw_events"
+                                    " WHERE event = 'SessionEnd'").scalar() == 0

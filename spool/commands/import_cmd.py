@@ -28,7 +28,7 @@ def _print_summary(s: dict, dry_run: bool, problems: list[str]) -> None:
         skipped.append(f"{s['paused']} turn(s) or session events of paused projects")
     if s["still_being_written"]:
         skipped.append(f"{s['still_being_written']} file(s) still being written"
-                       " (their open turn is left for a later import)")
+                       " (their open turn and session end are left for a later import)")
     if skipped:
         typer.echo("Skipped: " + "; ".join(skipped) + ".")
     if problems:
