@@ -10,9 +10,10 @@ the normal aggregate -> deliver pipeline builds their traces exactly once:
   and turn id) is skipped whole, and so are the SessionStart/SessionEnd of a
   session the hooks saw: importing a hooked session adds nothing, a partly
   hooked one gets only its missing turns;
-* a file still being written (its last line cut short, or modified less than
-  ``settle`` seconds ago) keeps its open last turn and its SessionEnd for a
-  later import, so its session is not finalised while it may grow;
+* a file still being written (modified less than ``settle`` seconds ago) keeps
+  its open last turn and its SessionEnd for a later import, so its session is not
+  finalised while it may grow; a last line cut short is left unread (in a
+  settled file, one Codex stopped writing: counted as unreadable);
 * a project that is paused records nothing (as the hook's insert);
 * a file that is not a rollout, unreadable, or with unknown line types is
   skipped or partly skipped, counted in the summary and logged in the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import gzip
 import os
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -87,12 +89,13 @@ class Summary:
     events: int = 0
     already: int = 0  # turns already imported before
     hooked: int = 0  # turns skipped: the hooks captured them
-    waiting: int = 0  # files still being written: their open turn is left for later
+    waiting: int = 0  # files still being written: open turn and session end left for later
     paused: int = 0  # blocks of paused projects (not recorded, as by the hook)
     skipped_files: list = field(default_factory=list)  # (path, reason)
     unknown_lines: Counter = field(default_factory=Counter)
     bad_lines: int = 0
     tokens: dict = field(default_factory=lambda: dict.fromkeys(TOKEN_KEYS, 0))
+    problems: list = field(default_factory=list)  # the lines for `spool errors` (one a file)
 
     def to_dict(self) -> dict:
         return {"files": self.files, "bytes": self.bytes, "sessions": len(self.sessions),
@@ -116,9 +119,11 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
     """Rollout files under ``paths`` (files are taken as given), sorted, each once."""
     seen: set[Path] = set()
     for root in paths:
+        root = root.absolute()  # as `spool errors` will name it, seen from anywhere
         if root.is_dir():
-            found = sorted(p for p in root.rglob("*")
-                           if p.name.endswith(_SUFFIXES) and p.is_file())
+            # A broken symlink is an unreadable file: listed, to be reported.
+            found = sorted(p for p in root.rglob("*") if p.name.endswith(_SUFFIXES)
+                           and (p.is_file() or (p.is_symlink() and not p.exists())))
         else:
             found = [root]
         for p in found:
@@ -273,61 +278,96 @@ def _take(block: Block, store: _Store, res: Summary) -> None:
 
 
 def import_file(path: Path, store: _Store, res: Summary, *, now: float, settle: float,
-                progress: Callable[[int], None] | None = None) -> None:
+                progress: Callable[[int, int], None] | None = None) -> None:
+    """Import one file.  ``progress(bytes, files)`` is told of the file's bytes as they
+    are read (compressed ones for a .gz), and of the file when done, read or not."""
     try:
         st = path.stat()
     except OSError as exc:
         _skip(path, f"unreadable: {exc.strerror or exc}", store, res)
+        if progress is not None:
+            progress(0, 1)
         return
     conv = Converter(str(path.resolve()))
-    partial = False
-    done = 0
+    partial = False  # the last line is cut short, or what follows could not be read
+    stopped = ""  # why reading stopped before the end of a damaged compressed file
+    done = 0  # bytes of lines read since the last progress report
+    shown = 0  # bytes of the file reported to ``progress``
     feed = conv.feed
     try:
         with _open(path) as fh:
-            for line in fh:  # buffered: one line at a time, never the whole file
-                done += len(line)
-                if line[-1:] != b"\n":
-                    partial = True  # Codex is still writing it: next time
-                    break
-                if len(line) > 1:
-                    for block in feed(line):
-                        _take(block, store, res)
-                if progress is not None and done >= 1 << 20:
-                    progress(done)
-                    done = 0
-        settled = not partial and now - st.st_mtime >= settle
+            try:
+                for line in fh:  # buffered: one line at a time, never the whole file
+                    done += len(line)
+                    if line[-1:] != b"\n":
+                        partial = True  # Codex is still writing it (or stopped mid-line)
+                        break
+                    if len(line) > 1:
+                        for block in feed(line):
+                            _take(block, store, res)
+                    if progress is not None and done >= 1 << 20:
+                        at = _position(fh, shown + done)
+                        progress(at - shown, 0)
+                        shown, done = at, 0
+            except (OSError, EOFError, zlib.error) as exc:
+                if conv.meta is None:
+                    raise  # nothing of it read: the file is skipped
+                # A compressed file cut short or damaged after its first lines: what
+                # was read is the session so far, as for a last line cut short.
+                partial, stopped = True, str(exc)
+        # Not written to for ``settle`` seconds: it will not grow.  A last line cut
+        # short then was left so by a Codex that stopped: the rest is the session.
+        settled = now - st.st_mtime >= settle
+        if partial and settled:
+            conv.bad_lines += 1
         for block in conv.finish(settled=settled):
             _take(block, store, res)
     except NotARollout as exc:
         _skip(path, f"not a Codex rollout: {exc}", store, res)
         return
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         _skip(path, f"unreadable: {exc}", store, res)
         return
     finally:
-        if progress is not None and done:
-            progress(done)
+        if progress is not None:
+            progress(max(st.st_size - shown, 0), 1)  # all of it, read or skipped
     res.files += 1
     res.bytes += st.st_size
-    if not settled and conv.turn is not None:
-        res.waiting += 1
+    if not settled and (conv.turn is not None or (conv.started and not conv.agent_id)):
+        res.waiting += 1  # an open turn, or the session's end, is left for later
     res.bad_lines += conv.bad_lines
     res.unknown_lines.update(conv.unknown)
     if conv.bad_lines or conv.unknown:
         kinds = ", ".join(f"{k} x{n}" for k, n in sorted(conv.unknown.items()))
-        store.error(f"{path}: skipped {conv.bad_lines} unreadable line(s)"
-                    + (f" and lines of unknown type ({kinds})" if kinds else ""))
+        cut = ""
+        if partial and settled:
+            cut = (f" (the rest of the file: {stopped})" if stopped
+                   else " (the last one cut short, not written to since)")
+        _problem(f"{path}: skipped {conv.bad_lines} unreadable line(s){cut}"
+                 + (f" and lines of unknown type ({kinds})" if kinds else ""), store, res)
+
+
+def _position(fh, read: int) -> int:
+    """How far into the file ``fh`` is: ``read`` bytes, or for a .gz the position in
+    the compressed file (its lines are longer than the file)."""
+    raw = getattr(fh, "fileobj", None)
+    return raw.tell() if raw is not None else read
 
 
 def _skip(path: Path, reason: str, store: _Store, res: Summary) -> None:
     res.skipped_files.append((str(path), reason))
-    store.error(f"{path}: skipped, {reason}")
+    _problem(f"{path}: skipped, {reason}", store, res)
+
+
+def _problem(message: str, store: _Store, res: Summary) -> None:
+    res.problems.append(message)
+    store.error(message)  # not in a dry run: the summary shows them
 
 
 def run(engine: Engine, paths: Iterable[Path], *, now: float | None = None,
         settle: float = SETTLE_SECONDS, since: float | None = None, dry_run: bool = False,
-        progress: Callable[[int], None] | None = None, hookless: bool = False) -> Summary:
+        progress: Callable[[int, int], None] | None = None,
+        hookless: bool = False) -> Summary:
     """Import every rollout under ``paths``.  ``since``: only files modified since then;
     ``hookless``: leave every session the hooks reported whole to them (the worker's
     rollouts job), not only the turns they captured."""

@@ -62,6 +62,7 @@ _ITEM = re.compile(rb'"item"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
 _ITEMS_READ = {b"UserMessage", b"CommandExecution", b"CollabAgentToolCall", b"FileChange",
                b"McpToolCall", b"WebSearch", b"DynamicToolCall"}
 _NOTHING: tuple = ()
+_BOM = b"\xef\xbb\xbf"
 
 
 def permission_mode(ctx: dict) -> str:
@@ -151,7 +152,11 @@ class Converter:
         kind, ptype = m.group(1, 2) if m else (None, None)
         if self.meta is None:
             if kind != b"session_meta":
+                if not line.strip():
+                    return _NOTHING  # a blank line ("\r\n", spaces): nothing to read
                 raise NotARollout("the first line is not a Codex session_meta line")
+            if line[:3] == _BOM:  # written by an editor, not by Codex: read it all the same
+                line = line[3:]
         elif kind == b"response_item":
             if ptype != b"function_call" or self.turn is None:
                 return _NOTHING  # only a call's arguments are needed (what the hooks show)
@@ -168,7 +173,8 @@ class Converter:
         elif kind in _SKIP:
             return _NOTHING
         elif kind not in _READ:
-            self.unknown[(kind or b"?").decode("ascii", "replace")] += 1
+            if kind is not None or line.strip():  # a blank line is nothing unknown
+                self.unknown[(kind or b"?").decode("ascii", "replace")] += 1
             return _NOTHING
         try:
             obj = orjson.loads(line)
@@ -182,6 +188,13 @@ class Converter:
                 raise NotARollout("the first line is not a Codex session_meta line")
             self.bad_lines += 1
             return []
+        try:
+            return self._line(kind, obj)
+        except (TypeError, AttributeError, KeyError, IndexError):
+            self.bad_lines += 1  # a field of a type Codex never wrote there: not a crash
+            return []
+
+    def _line(self, kind: bytes, obj: dict) -> list[Block]:
         at = epoch(obj.get("timestamp"))
         if at is None:
             at = self.last_at if self.last_at is not None else 0.0
@@ -291,11 +304,14 @@ class Converter:
     def _item(self, p: dict, at: float) -> None:
         t = self.turn
         item = p.get("item")
-        if t is None or not isinstance(item, dict):
+        if t is None or not isinstance(item, dict) or not isinstance(item.get("type"), str):
             return
-        itype = item.get("type")
+        itype = item["type"]
         if itype == "UserMessage":
-            texts = [c.get("text") for c in item.get("content") or ()
+            content = item.get("content")
+            if not isinstance(content, list):
+                return
+            texts = [c.get("text") for c in content
                      if isinstance(c, dict) and isinstance(c.get("text"), str)]
             t.items.append(("prompt", at, "\n".join(texts)))
             t.last_at = at

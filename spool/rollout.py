@@ -27,8 +27,10 @@ Facts kept (everything else in the file is skipped without parsing JSON):
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -112,6 +114,8 @@ class RolloutState:
     # -- one line --
     def feed(self, line: bytes) -> None:
         self.lines += 1
+        if self.lines == 1 and line[:3] == b"\xef\xbb\xbf":
+            line = line[3:]  # a byte order mark (an editor's, not Codex's)
         if not any(m in line for m in _MARKERS):
             return
         try:
@@ -258,38 +262,51 @@ def read_incremental(path: str | os.PathLike | None, state: RolloutState | None 
     st = state.copy() if state is not None else RolloutState()
     if not path:
         return st
+    # A compressed rollout (``spool import`` reads them): offsets are in its
+    # uncompressed lines, and its size is not known without reading it.
+    packed = os.fspath(path).endswith(".gz")
     try:
-        fh = open(path, "rb")
+        fh = gzip.open(path, "rb") if packed else open(path, "rb")
     except OSError:
         return st
     with fh:
         try:
-            size = os.fstat(fh.fileno()).st_size
-        except OSError:
+            if packed:
+                size = None
+                fh.seek(st.offset)  # decompresses up to it (the file does not grow)
+            else:
+                size = os.fstat(fh.fileno()).st_size
+                if size < st.offset:  # truncated or replaced: start again
+                    st = RolloutState()
+                if size == st.offset:
+                    return st
+                fh.seek(st.offset)
+        except (OSError, EOFError, zlib.error):
             return st
-        if size < st.offset:  # truncated or replaced: start again
-            st = RolloutState()
-        if size == st.offset:
-            return st
-        fh.seek(st.offset)
-        budget = max_bytes if max_bytes is not None else size - st.offset
+        if max_bytes is not None:
+            budget = max_bytes
+        else:
+            budget = size - st.offset if size is not None else float("inf")
         read = 0
-        while read < budget:
-            line = fh.readline(MAX_LINE)
-            if not line:
-                break
-            if not line.endswith(b"\n"):
-                if len(line) >= MAX_LINE:  # absurdly long: skip to its end
-                    while line and not line.endswith(b"\n"):
-                        read += len(line)
-                        st.offset += len(line)
-                        line = fh.readline(MAX_LINE)
-                    if line:
-                        read += len(line)
-                        st.offset += len(line)
-                    continue
-                break  # a line still being written: next time
-            read += len(line)
-            st.offset += len(line)
-            st.feed(line)
+        try:
+            while read < budget:
+                line = fh.readline(MAX_LINE)
+                if not line:
+                    break
+                if not line.endswith(b"\n"):
+                    if len(line) >= MAX_LINE:  # absurdly long: skip to its end
+                        while line and not line.endswith(b"\n"):
+                            read += len(line)
+                            st.offset += len(line)
+                            line = fh.readline(MAX_LINE)
+                        if line:
+                            read += len(line)
+                            st.offset += len(line)
+                        continue
+                    break  # a line still being written: next time
+                read += len(line)
+                st.offset += len(line)
+                st.feed(line)
+        except (OSError, EOFError, zlib.error):
+            pass  # a damaged compressed file: what was read stands
     return st

@@ -35,12 +35,14 @@ def _text(output: Any) -> str | None:
 
 def _collab(item: dict) -> tuple[str, Any, Any]:
     """A multi-agent call (spawn_agent / wait), named as the hooks name it."""
-    targets = item.get("receiver_thread_ids") or []
+    targets = item.get("receiver_thread_ids")
+    targets = targets if isinstance(targets, list) else []
     if item.get("tool") == "spawn_agent":
-        agents = item.get("receiver_agents") or [{}]
+        agents = item.get("receiver_agents")
+        first = agents[0] if isinstance(agents, list) and agents else None
         return ("spawn_agent", {"message": item.get("prompt")},
                 {"agent_id": (targets or [None])[0],
-                 "nickname": agents[0].get("agent_nickname") if agents else None})
+                 "nickname": first.get("agent_nickname") if isinstance(first, dict) else None})
     tool = "wait_agent" if item.get("tool") == "wait" else str(item.get("tool"))
     return ("multi_agent_v1" + tool, {"targets": targets},
             {"status": item.get("agents_states"), "timed_out": False})

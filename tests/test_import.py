@@ -261,7 +261,7 @@ def test_cli_dry_run_json_and_since(tmp_path, engine, monkeypatch):
     assert len(errs) == 1 and "notes.jsonl" in errs[0]["message"]
     assert "not a Codex rollout" in errs[0]["message"]
     r = runner.invoke(app, ["import", "--since", "yesterday"])
-    assert r.exit_code == 2 and "is not a date" in r.output
+    assert r.exit_code == 2 and "is neither an age nor a date" in r.output
     r = runner.invoke(app, ["import", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "no such file" in r.output
 
@@ -338,7 +338,7 @@ def test_a_pause_while_importing_keeps_the_rest_out(tmp_path, engine):
     project, rollout = _project_and_rollout(tmp_path)
     other = tmp_path / "elsewhere"
 
-    def pause_now(_done: int) -> None:
+    def pause_now(_bytes: int, _files: int) -> None:
         with db.write(engine) as conn:
             queries.pause(conn, str(project), time.time())
             queries.pause(conn, str(other), time.time())  # not a prefix of the project
