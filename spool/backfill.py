@@ -39,6 +39,7 @@ from .aggregate.connection import tx
 from .hook import INSERT_SQL
 from .importer import SOURCE, Block, Converter, NotARollout
 from .ingest import FACT_COLUMNS, payload_facts
+from .maintenance import RETIRED_SQL
 from .wal_checkpointer import Checkpointer
 
 # The hook's columns (spool.hook.INSERT_SQL), plus the dedup key (as overflow records
@@ -87,7 +88,7 @@ class Summary:
     sessions: set = field(default_factory=set)
     turns: int = 0  # turns imported (or, in a dry run, that would be)
     events: int = 0
-    already: int = 0  # turns already imported before
+    already: int = 0  # turns imported before (or delivered, then deleted by retention)
     hooked: int = 0  # turns skipped: the hooks captured them
     waiting: int = 0  # files still being written: open turn and session end left for later
     paused: int = 0  # blocks of paused projects (not recorded, as by the hook)
@@ -184,9 +185,10 @@ class _Store:
             self.flush()
         self.known = {sid: self.known[sid] for sid in self.waiting if sid in self.known}
 
-    def session(self, sid: str) -> tuple[set, set]:
+    def session(self, sid: str) -> tuple[set, set, float | None]:
         """(turn ids with non-imported events, with '' when the hooks saw the session;
-        dedup keys already imported for it)."""
+        dedup keys already imported for it; the time up to which retention deleted
+        it, delivered, or None)."""
         got = self.known.get(sid)
         if got is None:
             con = self.con
@@ -198,11 +200,12 @@ class _Store:
                 keys = {r[0] for r in con.execute(
                     "SELECT dedup_key FROM raw_events WHERE dedup_key >= ? AND dedup_key < ?",
                     (f"import:{sid}:", f"import:{sid};"))}
+                retired = con.execute(RETIRED_SQL, (sid,)).fetchone()
             finally:
                 con.execute("COMMIT")
             if hooked:
                 hooked.add("")
-            got = self.known[sid] = (hooked, keys)
+            got = self.known[sid] = (hooked, keys, retired[0] if retired else None)
         return got
 
     def add(self, block: Block) -> None:
@@ -259,12 +262,13 @@ def _take(block: Block, store: _Store, res: Summary) -> None:
     if is_paused(block.events[0].cwd, store.paused):
         res.paused += 1  # as the hook: a paused project records nothing
         return
-    hooked, imported = store.session(block.session_id)
+    hooked, imported, retired = store.session(block.session_id)
     if (block.turn_id or "") in hooked or (hooked and store.hookless):
         if block.turn_id is not None:
             res.hooked += 1
         return
-    if block.events[0].key in imported:
+    if block.events[0].key in imported or (retired is not None
+                                           and block.events[0].at <= retired):
         if block.turn_id is not None:
             res.already += 1
         return

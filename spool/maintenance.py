@@ -16,6 +16,10 @@ holds (``retention``):
   (anything undelivered) keeps the whole session: its trace could be
   re-rendered, and a later summary revision still needs the events.
 
+Each deleted session leaves a ``retired_sessions`` row (its id and the time of its
+last event, ~80 bytes): the Codex rollout it came from stays on disk, and ``spool
+import`` skips the turns up to that time instead of delivering them again.
+
 The session's ``turns`` rows go too, and so does its ``sessions`` row (with
 its rollout facts in ``kv``) - unless the session had a summary trace: then
 the row stays as a tombstone (a couple of hundred bytes) carrying the summary
@@ -24,7 +28,7 @@ revision, so a session resumed months later gets a *new* summary trace id
 duplicate.  (Turn trace ids come from Codex's unique turn ids; only an event
 arriving more than the retention age late for an already-deleted turn could
 repeat one.)  With the default granularity ``turn`` the database therefore
-stops growing entirely.
+grows only by the ``retired_sessions`` rows (~80 bytes a session).
 
 Traces without a session (``spool test``) go when all their rows were sent
 before the retention age.  Quarantined payloads go after
@@ -82,6 +86,16 @@ _CANDIDATES = text(
     f" AND {_AGGREGATED}"
     " LIMIT :batch"
 )
+
+# What retention deleted, for ``spool import`` (RETIRED_SQL): the rollout stays on disk,
+# and its turns up to the session's last event were delivered already.
+_RETIRE = (
+    "INSERT INTO retired_sessions (session_id, last_event_at, retired_at)"
+    " SELECT session_id, last_event_at, :now FROM sessions WHERE session_id IN {ids}"
+    " ON CONFLICT (session_id) DO UPDATE SET retired_at = excluded.retired_at,"
+    " last_event_at = max(last_event_at, excluded.last_event_at)"
+)
+RETIRED_SQL = "SELECT last_event_at FROM retired_sessions WHERE session_id = ?"
 
 _SESSIONLESS = text(
     "SELECT t.trace_id FROM traces AS t WHERE t.created_at < :cutoff AND t.session_id IS NULL"
@@ -144,6 +158,7 @@ def retention(engine: Engine, now: float, older_than_s: float, *, batch: int = B
                 " AND kind = 'session'"), params)]
             trace_ids = [r[0] for r in conn.execute(text(
                 f"SELECT trace_id FROM traces WHERE session_id IN {ids}"), params)]
+            conn.execute(text(_RETIRE.format(ids=ids)), {**params, "now": now})
             _delete_traces(conn, trace_ids, counts)
             counts["raw_events"] += conn.execute(text(
                 f"DELETE FROM raw_events WHERE session_id IN {ids} AND status = 'ok'"),

@@ -25,7 +25,7 @@ from sqlalchemy import (
 
 # Pinned: tests/test_schema.py fails when a new revision is added without
 # bumping this constant, so the code and the migrations move together.
-HEAD_REVISION = "0006_usage_days"
+HEAD_REVISION = "0007_retired_sessions"
 
 metadata = MetaData()
 
@@ -310,6 +310,16 @@ pauses = Table(
     metadata,
     Column("project", Text, primary_key=True),
     Column("paused_at", Float, nullable=False),
+)
+
+# Sessions retention deleted (spool.maintenance): their rollouts stay on disk, and
+# ``spool import`` skips what was delivered already (turns up to last_event_at).
+retired_sessions = Table(
+    "retired_sessions",
+    metadata,
+    Column("session_id", Text, primary_key=True),
+    Column("last_event_at", Float, nullable=False),
+    Column("retired_at", Float, nullable=False),
 )
 
 # Paused sinks hold their rows instead of sending.

@@ -385,3 +385,53 @@ def test_an_aborted_turn_ends_with_an_interrupt_and_no_stop():
     names = [e.payload["hook_event_name"] for e in first.events]
     assert names[-1] == "Interrupt" and "Stop" not in names
     assert [b.turn_id for b in blocks if b.turn_id] == [TURN1, TURN2]
+
+
+def _deliver_and_retire(engine, spool_home, now: float) -> None:
+    """The session through the real worker (file sink), then retention a month on."""
+    from spool import maintenance
+    from spool.worker import Worker
+
+    worker = Worker(engine, spool_home, env={"SPOOL_SESSION_END_GRACE": "0"})
+    try:
+        results = worker.run_once(now, jobs=("ingest", "aggregate", "deliver"))
+    finally:
+        worker.close()
+    assert all(results.values()), results
+    assert _counts(engine)[2] > 0
+    counts = maintenance.retention(engine, now + 31 * 86400, 30 * 86400)
+    assert counts["sessions"] == 1 and _counts(engine) == (0, 0, 0)
+
+
+def test_a_session_retention_deleted_is_not_imported_and_delivered_again(tmp_path, engine,
+                                                                         spool_home):
+    _project, rollout = _project_and_rollout(tmp_path)
+    now = time.time() + 60
+    assert backfill.run(engine, [rollout]).turns == 2
+    _deliver_and_retire(engine, spool_home, now)
+    with db.read(engine) as conn:
+        (retired,), = conn.exec_driver_sql(
+            "SELECT last_event_at FROM retired_sessions WHERE session_id = ?", (SID,))
+    assert retired > 1795300035  # the rollout's last event
+    # The rollout is still on disk: importing it again (a month later) brings nothing back.
+    again = backfill.run(engine, [rollout])
+    _pipeline(engine, now + 32 * 86400)
+    assert (again.turns, again.events, again.already) == (0, 0, 2)
+    assert _counts(engine) == (0, 0, 0)
+
+
+def test_a_session_resumed_after_retention_gets_only_its_new_turn(tmp_path, engine, spool_home):
+    project, rollout = _project_and_rollout(tmp_path, granularity="turn")
+    full = rollout.read_bytes().splitlines(keepends=True)
+    first_done = next(i for i, line in enumerate(full)
+                      if b'"task_complete"' in line and TURN1.encode() in line)
+    rollout.write_bytes(b"".join(full[:first_done + 1]))  # the session had one turn then
+    os.utime(rollout, (OLD, OLD))
+    assert backfill.run(engine, [rollout]).turns == 1
+    _deliver_and_retire(engine, spool_home, time.time() + 60)
+    rollout.write_bytes(b"".join(full))  # resumed: its second turn, later
+    os.utime(rollout, (OLD, OLD))
+    res = backfill.run(engine, [rollout])
+    _pipeline(engine, time.time() + 32 * 86400)
+    assert (res.turns, res.already) == (1, 1)
+    assert [b["turn_id"] for b in _traces(engine, "turn")] == [TURN2]

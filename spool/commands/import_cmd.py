@@ -21,7 +21,7 @@ def _print_summary(s: dict, dry_run: bool, problems: list[str]) -> None:
                f" total {t['total_tokens']}.")
     skipped = []
     if s["already_imported"]:
-        skipped.append(f"{s['already_imported']} turn(s) already imported")
+        skipped.append(f"{s['already_imported']} turn(s) already imported or delivered")
     if s["captured_by_hooks"]:
         skipped.append(f"{s['captured_by_hooks']} turn(s) captured by the hooks")
     if s["paused"]:
