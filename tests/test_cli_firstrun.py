@@ -1,0 +1,61 @@
+"""What a first-time user tripped over, through the installed `spool` script."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from support.cli import one_line_error, run_spool
+
+
+@pytest.fixture
+def stub_codex(tmp_path) -> Path:
+    """A `codex` that answers --version only (enough for `spool init` to reach its prompts)."""
+    p = tmp_path / "bin" / "codex"
+    p.parent.mkdir()
+    p.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'codex-cli 0.169.0'; exit 0; fi\n"
+                 "echo 'stand-in codex' >&2; exit 2\n")
+    p.chmod(0o755)
+    return p
+
+
+# --- a malformed command line: one line naming the help, exit 2, never Click's box ---------------
+
+@pytest.mark.parametrize("args, says", [
+    (("show",), "Missing argument 'ID'. See `spool show --help`."),
+    (("export",), "Missing argument 'session_id'. See `spool export --help`."),
+    (("bogus",), "No such command 'bogus'. See `spool --help`."),
+    (("export", "abc", "--format", "xml"), "'xml' is not one of 'atif', 'json', 'html'."),
+    (("test", "--sink"), "Option '--sink' requires an argument. See `spool test --help`."),
+    (("worker", "--idle-exit", "soon"), "'soon' is not a valid float range."),
+    (("ui", "--port", "99999"), "99999 is not in the range"),
+    (("history", "--no-such-flag"), "No such option: --no-such-flag"),
+])
+def test_click_usage_errors_are_one_line_exit_2(args, says, tmp_path):
+    line = one_line_error(run_spool(*args, cwd=tmp_path), 2)
+    assert line.startswith("Error: ") and says in line, line
+    assert "╭" not in line and "Usage:" not in line
+
+
+def test_bare_spool_still_prints_the_help(tmp_path):
+    res = run_spool(cwd=tmp_path)
+    assert res.returncode == 2 and "Commands" in res.stdout and "history" in res.stdout
+
+
+def test_version_and_exit_codes_pass_through(tmp_path):
+    res = run_spool("--version", cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip()
+    res = run_spool("show", "zzzz", cwd=tmp_path)
+    assert res.returncode == 1 and "no trace or session" in res.stderr
+
+
+# --- a prompt without a terminal: say how to answer it --------------------------------------
+
+def test_init_with_no_terminal_to_answer_says_how(tmp_path, stub_codex):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    res = run_spool("init", "--codex-home", str(tmp_path / "ch"), "--codex-bin", str(stub_codex),
+                    cwd=proj, input="")
+    line = one_line_error(res, 1)
+    assert "stdin is not a terminal" in line and "--no-interactive" in line, line
+    assert not (proj / ".spool").exists()
