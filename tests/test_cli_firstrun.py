@@ -59,3 +59,27 @@ def test_init_with_no_terminal_to_answer_says_how(tmp_path, stub_codex):
     line = one_line_error(res, 1)
     assert "stdin is not a terminal" in line and "--no-interactive" in line, line
     assert not (proj / ".spool").exists()
+
+
+# --- init without a keyring and without a secret: the note names the way that works ---------
+
+NO_KEYRING = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+              "INFINIUM_AGENT_SECRET": None}
+
+
+def test_init_without_keyring_or_secret_points_to_the_environment_not_update_credentials(
+        tmp_path, stub_codex):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    res = run_spool("init", "--agent-id", "agent-1", "--no-interactive", "--no-trust-project",
+                    "--codex-home", str(tmp_path / "ch"), "--codex-bin", str(stub_codex),
+                    cwd=proj, env=NO_KEYRING)
+    assert res.returncode == 0, res.stderr
+    note = [ln for ln in res.stdout.splitlines() if "No agent secret yet" in ln]
+    assert len(note) == 1 and "INFINIUM_AGENT_SECRET" in note[0], res.stdout
+    assert "update-credentials" not in note[0] and "keyring" in note[0]
+    # and update-credentials indeed cannot store it here
+    line = one_line_error(run_spool("update-credentials", "--agent-id", "agent-1",
+                                    "--agent-secret", "x" * 16, "--no-interactive", cwd=proj,
+                                    env=NO_KEYRING), 1)
+    assert "keyring" in line
