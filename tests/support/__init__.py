@@ -18,5 +18,6 @@ One noun per module; test modules import from here, never from each other:
 - ``otlp_receiver``: a real OTLP/HTTP receiver on loopback.
 - ``phoenix``: a real Arize Phoenix on loopback.
 - ``atif``: Harbor's ATIF validator.
+- ``ui``: a spool filled by a recorded session and a live `spool ui` server.
 - ``usage_data``: priced sessions recorded through spool.usage for the `spool usage` tests.
 """
