@@ -83,3 +83,20 @@ def test_init_without_keyring_or_secret_points_to_the_environment_not_update_cre
                                     "--agent-secret", "x" * 16, "--no-interactive", cwd=proj,
                                     env=NO_KEYRING), 1)
     assert "keyring" in line
+
+
+# --- cleanup --help names every key --json prints ------------------------------------------
+
+def test_cleanup_help_lists_exactly_the_json_keys(tmp_path):
+    import json
+    import re
+
+    res = run_spool("cleanup", "--older-than", "30", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    keys = set(json.loads(res.stdout))
+    helptext = " ".join(run_spool("cleanup", "--help", cwd=tmp_path, env={"COLUMNS": "200"})
+                        .stdout.split())
+    listed = re.search(r"JSON keys: ([a-z_, ]+) \(rows deleted\)", helptext)
+    assert listed, helptext
+    assert {k.strip() for k in listed.group(1).split(",")} == keys
+    assert "0: all of it" in helptext

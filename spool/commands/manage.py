@@ -128,15 +128,16 @@ def resume() -> None:
 def cleanup(
     older_than: Optional[str] = typer.Option(
         None, "--older-than", metavar="DAYS",
-        help="Forget delivered data older than this many days (default: the retention setting)."),
+        help="Forget delivered data older than this many days (0: all of it; default: "
+             "SPOOL_RETENTION_DAYS, 30)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was removed as one JSON object."),
 ) -> None:
     """Apply retention now; never deletes anything undelivered.
 
-    Runs spool.maintenance.retention: delivered sessions' events, traces,
-    outbox rows and attempts older than --older-than (default
-    SPOOL_RETENTION_DAYS).  JSON keys: sessions, raw_events, traces, outbox,
-    attempts (rows deleted).
+    Deletes delivered sessions' events, turns, traces, outbox rows and
+    delivery attempts older than --older-than (default SPOOL_RETENTION_DAYS).
+    JSON keys: sessions, raw_events, turns, traces, outbox, attempts (rows
+    deleted).
     """
     older_s = None
     if older_than is not None:
