@@ -100,3 +100,18 @@ def test_cleanup_help_lists_exactly_the_json_keys(tmp_path):
     assert listed, helptext
     assert {k.strip() for k in listed.group(1).split(",")} == keys
     assert "0: all of it" in helptext
+
+
+# --- spool --help: one line per command on a wide terminal ----------------------------------
+
+def test_help_lists_each_command_on_one_line_when_wide(tmp_path):
+    import typer.main
+
+    from spool.cli import get_app
+
+    commands = typer.main.get_command(get_app()).commands
+    out = run_spool("--help", cwd=tmp_path, env={"COLUMNS": "200"}).stdout
+    panel = out.split("Commands", 1)[1].splitlines()[1:]
+    rows = [ln.strip("│ ") for ln in panel if ln.startswith("│")]
+    assert len(rows) == len(commands), "\n".join(rows)
+    assert {r.split()[0] for r in rows} == set(commands)
