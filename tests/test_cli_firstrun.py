@@ -115,3 +115,13 @@ def test_help_lists_each_command_on_one_line_when_wide(tmp_path):
     rows = [ln.strip("│ ") for ln in panel if ln.startswith("│")]
     assert len(rows) == len(commands), "\n".join(rows)
     assert {r.split()[0] for r in rows} == set(commands)
+
+
+# --- spool status: a key/value table without an empty header row ---------------------------
+
+def test_status_has_no_empty_header_row(tmp_path):
+    res = run_spool("status", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].strip() == "spool status" and lines[1].split()[0] == "project", lines[:3]
+    assert not [ln for ln in lines if ln.strip() and not set(ln.strip()) - set("━╇┃│ ")]
