@@ -125,3 +125,12 @@ def test_status_has_no_empty_header_row(tmp_path):
     lines = res.stdout.splitlines()
     assert lines[0].strip() == "spool status" and lines[1].split()[0] == "project", lines[:3]
     assert not [ln for ln in lines if ln.strip() and not set(ln.strip()) - set("━╇┃│ ")]
+
+
+def test_no_keyring_says_where_to_set_the_secret(tmp_path, stub_codex):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    res = run_spool("init", "--agent-id", "agent-1", "--codex-home", str(tmp_path / "ch"),
+                    "--codex-bin", str(stub_codex), cwd=proj, env=NO_KEYRING, input="\n")
+    line = one_line_error(res, 1)
+    assert "INFINIUM_AGENT_SECRET in the environment you run Codex in" in line, line
