@@ -134,3 +134,12 @@ def test_no_keyring_says_where_to_set_the_secret(tmp_path, stub_codex):
                     "--codex-bin", str(stub_codex), cwd=proj, env=NO_KEYRING, input="\n")
     line = one_line_error(res, 1)
     assert "INFINIUM_AGENT_SECRET in the environment you run Codex in" in line, line
+
+
+# --- a huge --limit means "all", not an OverflowError traceback ------------------------------
+
+@pytest.mark.parametrize("command", ["history", "sessions", "errors"])
+def test_a_limit_beyond_64_bits_lists_everything(command, tmp_path):
+    res = run_spool(command, "-n", "9" * 25, cwd=tmp_path)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.stdout.strip() in ("No traces yet.", "No sessions yet.", "No errors."), res.stdout

@@ -36,6 +36,9 @@ def project_here(cwd: Path | None = None) -> Path:
     return find_project(cwd) or cwd
 
 
+SQLITE_MAX_INT = 2**63 - 1
+
+
 def parse_limit(value: str, flag: str = "--limit") -> int:
     """An integer >= 1, or a UsageError (exit 2) saying so."""
     try:
@@ -46,7 +49,7 @@ def parse_limit(value: str, flag: str = "--limit") -> int:
     if n < 1:
         raise UsageError(f"{flag} must be at least 1 (got {n}).",
                          f"Pass {flag} 1 or more, e.g. {flag} 20.")
-    return n
+    return min(n, SQLITE_MAX_INT)  # more than any table holds: all rows (SQLite's LIMIT is 64-bit)
 
 
 def codex_meta(project: Path) -> dict:
