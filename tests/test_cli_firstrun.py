@@ -143,3 +143,16 @@ def test_a_limit_beyond_64_bits_lists_everything(command, tmp_path):
     res = run_spool(command, "-n", "9" * 25, cwd=tmp_path)
     assert res.returncode == 0 and res.stderr == "", res.stderr
     assert res.stdout.strip() in ("No traces yet.", "No sessions yet.", "No errors."), res.stdout
+
+
+# --- usage at the ends of the calendar: everything, not a traceback --------------------------
+
+@pytest.mark.parametrize("args", [("--since", "0001-01-01"), ("--until", "9999-12-31"),
+                                  ("--since", "0001-01-01", "--until", "9999-12-31", "--json")])
+def test_usage_accepts_the_first_and_last_dates(args, tmp_path, engine):
+    from support.usage_data import report_db
+
+    report_db(engine)
+    res = run_spool("usage", *args, cwd=tmp_path)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "total" in res.stdout
