@@ -156,3 +156,13 @@ def test_usage_accepts_the_first_and_last_dates(args, tmp_path, engine):
     res = run_spool("usage", *args, cwd=tmp_path)
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     assert "total" in res.stdout
+
+
+# --- spool test --sink atif leaves no test trajectory behind ----------------------------------
+
+def test_spool_test_atif_sink_leaves_no_test_trajectory(tmp_path, spool_home):
+    res = run_spool("test", "--sink", "atif", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "and removed it" in res.stdout, res.stdout
+    atif_dir = spool_home / "atif"
+    assert atif_dir.is_dir() and list(atif_dir.iterdir()) == []

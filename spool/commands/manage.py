@@ -205,9 +205,10 @@ def _test_one(name: str, s, project: str, verbose: bool) -> dict:
     ok = outcome.kind == "sent" if outcome.kind else (
         outcome.status is not None and 200 <= outcome.status < 300)
     removed = False
-    if hasattr(s, "directory_for"):  # a local sink keeps nothing from a test
-        try:
-            (Path(target) / f"{row.trace_id}.json").unlink()
+    if hasattr(s, "directory_for") or hasattr(s, "file_name"):  # local sinks (file, ATIF)
+        left = s.file_name(row) if hasattr(s, "file_name") else f"{row.trace_id}.json"
+        try:  # keep nothing from a test (an ATIF reader would take it for a session)
+            (Path(target) / left).unlink()
             removed = True
         except OSError:
             pass
