@@ -166,3 +166,9 @@ def test_spool_test_atif_sink_leaves_no_test_trajectory(tmp_path, spool_home):
     assert "and removed it" in res.stdout, res.stdout
     atif_dir = spool_home / "atif"
     assert atif_dir.is_dir() and list(atif_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("since", ["0001-01-01", "9999-12-31"])
+def test_history_since_the_first_or_last_date_is_a_date(since, tmp_path):
+    res = run_spool("history", "--since", since, cwd=tmp_path)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
