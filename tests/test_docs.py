@@ -48,3 +48,19 @@ def test_architecture_lists_every_test_support_module():
     missing = sorted(p.stem for p in (ROOT / "tests" / "support").glob("*.py")
                      if p.name != "__init__.py" and f"`{p.stem}`" not in listed)
     assert missing == [], f"docs/architecture.md's tests/support list lacks {missing}"
+
+
+def test_the_readme_names_the_json_commands_that_print_one_object(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    spool = str(Path(sys.executable).parent / "spool")
+    sentence = " ".join((ROOT / "README.md").read_text().split("Every read command has", 1)[1]
+                        .split(").", 1)[0].split())
+    for args in (["status"], ["usage"], ["cleanup", "--older-than", "30"], ["history"]):
+        out = subprocess.run([spool, *args, "--json"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60)
+        assert out.returncode == 0, out.stderr
+        is_object = isinstance(json.loads(out.stdout), dict)
+        assert (f"`{args[0]}`" in sentence.split("one JSON array")[1]) == is_object, (args, sentence)
