@@ -172,3 +172,12 @@ def test_spool_test_atif_sink_leaves_no_test_trajectory(tmp_path, spool_home):
 def test_history_since_the_first_or_last_date_is_a_date(since, tmp_path):
     res = run_spool("history", "--since", since, cwd=tmp_path)
     assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
+# --- spool start on a host that is not this machine's: the fix names --host -------------------
+
+@pytest.mark.parametrize("host", ["192.0.2.1"])  # TEST-NET-1: not this machine, no DNS lookup
+def test_start_on_an_unknown_host_says_to_change_the_host(host, tmp_path):
+    line = one_line_error(run_spool("start", "--host", host, "--port", "0", cwd=tmp_path), 1)
+    assert f"cannot listen on {host}:0" in line and "--host 127.0.0.1" in line, line
+    assert "--port" not in line
