@@ -142,7 +142,7 @@ def test_no_keyring_says_where_to_set_the_secret(tmp_path, stub_codex):
 def test_a_limit_beyond_64_bits_lists_everything(command, tmp_path):
     res = run_spool(command, "-n", "9" * 25, cwd=tmp_path)
     assert res.returncode == 0 and res.stderr == "", res.stderr
-    assert res.stdout.strip() in ("No traces yet.", "No sessions yet.", "No errors."), res.stdout
+    assert res.stdout.split(".")[0] in ("No traces yet", "No sessions yet", "No errors"), res.stdout
 
 
 # --- usage at the ends of the calendar: everything, not a traceback --------------------------
@@ -181,3 +181,12 @@ def test_start_on_an_unknown_host_says_to_change_the_host(host, tmp_path):
     line = one_line_error(run_spool("start", "--host", host, "--port", "0", cwd=tmp_path), 1)
     assert f"cannot listen on {host}:0" in line and "--host 127.0.0.1" in line, line
     assert "--port" not in line
+
+
+# --- an empty spool points at `spool doctor` ------------------------------------------------
+
+@pytest.mark.parametrize("command, noun", [("history", "traces"), ("sessions", "sessions")])
+def test_nothing_recorded_yet_points_to_doctor(command, noun, tmp_path):
+    res = run_spool(command, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"No {noun} yet.") and "`spool doctor`" in res.stdout
