@@ -23,7 +23,7 @@ def stub_codex(tmp_path) -> Path:
 
 @pytest.mark.parametrize("args, says", [
     (("show",), "Missing argument 'ID'. See `spool show --help`."),
-    (("export",), "Missing argument 'session_id'. See `spool export --help`."),
+    (("export",), "Missing argument 'SESSION_ID'. See `spool export --help`."),
     (("bogus",), "No such command 'bogus'. See `spool --help`."),
     (("export", "abc", "--format", "xml"), "'xml' is not one of 'atif', 'json', 'html'."),
     (("test", "--sink"), "Option '--sink' requires an argument. See `spool test --help`."),
