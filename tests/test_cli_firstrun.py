@@ -190,3 +190,21 @@ def test_nothing_recorded_yet_points_to_doctor(command, noun, tmp_path):
     res = run_spool(command, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(f"No {noun} yet.") and "`spool doctor`" in res.stdout
+
+
+# --- spool test when nothing could be sent says so (not "no answer") -------------------------
+
+def test_spool_test_without_a_secret_says_not_sent(tmp_path):
+    import json
+
+    (tmp_path / ".spool").mkdir()
+    (tmp_path / ".spool" / "config.json").write_text(json.dumps(
+        {"agent_id": "agent-1", "base_url": "http://127.0.0.1:9/api"}))
+    res = run_spool("test", cwd=tmp_path, env=NO_KEYRING)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stdout.startswith("FAILED: infinium http://127.0.0.1:9/api/agents/agent-1/trace: "
+                                 "not sent ("), res.stdout
+    res = run_spool("test", "--json", cwd=tmp_path, env=NO_KEYRING)
+    out = json.loads(res.stdout)
+    out = out[0] if isinstance(out, list) else out
+    assert out["attempted"] is False and out["ok"] is False

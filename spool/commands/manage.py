@@ -213,6 +213,7 @@ def _test_one(name: str, s, project: str, verbose: bool) -> dict:
         except OSError:
             pass
     result = {"sink": name, "ok": ok, "target": target, "status": outcome.status,
+              "attempted": outcome.attempted,
               "error_class": outcome.error_class, "message": outcome.message,
               "response_id": None if removed else outcome.response_id}
     if verbose:
@@ -229,8 +230,8 @@ def _test_line(r: dict) -> str:
         answer = f"wrote a test trace to {r['target']} and removed it"
     elif r["ok"]:
         answer = f"delivered to {r['target']}"
-    else:
-        answer = f"{r['target']}: no answer"
+    else:  # nothing sent (no credentials, a refused URL) is not a silent server
+        answer = f"{r['target']}: {'no answer' if r.get('attempted', True) else 'not sent'}"
     msg = f" - {r['message']}" if r["message"] else ""
     err = f" ({r['error_class']})" if r["error_class"] and not r["ok"] else ""
     extra = f", trace id {r['response_id']}" if r["response_id"] and r["status"] else ""
@@ -254,7 +255,8 @@ def test_cmd(
     exits 1 unless every sink took it.  Refused while the project is paused.
 
     JSON keys: sink, ok (bool), target (URL or directory), status (HTTP
-    status|null), error_class, message, response_id, and payload (with -v).
+    status|null), attempted (bool: false when nothing was sent), error_class,
+    message, response_id, and payload (with -v).
     """
     from .. import queries
 
