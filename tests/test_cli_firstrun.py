@@ -208,3 +208,20 @@ def test_spool_test_without_a_secret_says_not_sent(tmp_path):
     out = json.loads(res.stdout)
     out = out[0] if isinstance(out, list) else out
     assert out["attempted"] is False and out["ok"] is False
+
+
+# --- a second interactive init asks nothing it was told before --------------------------------
+
+def test_init_again_does_not_ask_for_the_agent_id_again(tmp_path, stub_codex):
+    import subprocess
+
+    proj = tmp_path / "proj"
+    subprocess.run(["git", "init", "-q", str(proj)], check=True)
+    args = ("init", "--codex-home", str(tmp_path / "ch"), "--codex-bin", str(stub_codex),
+            "--no-trust-project")
+    first = run_spool(*args, cwd=proj, input="\ny\n")  # no agent id (files); .gitignore yes
+    assert first.returncode == 0 and "Infinium agent id" in first.stdout, first.stderr
+    again = run_spool(*args, cwd=proj, input="")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Infinium agent id" not in again.stdout and "Nothing to change" in again.stdout
+    assert "spool init --agent-id" in again.stdout  # the note still says how to add one

@@ -144,7 +144,7 @@ def init(
 
     # 3. Project config.
     agent = agent_id or os.environ.get("INFINIUM_AGENT_ID") or old_cfg.get("agent_id")
-    if not agent and interactive:
+    if not agent and interactive and not old_cfg:  # a re-run keeps the answer (the note says how)
         agent = typer.prompt("Infinium agent id (empty: keep traces in local files)",
                              default="", show_default=False).strip() or None
     env_secret = os.environ.get(credentials.ENV_SECRET)
