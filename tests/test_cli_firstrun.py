@@ -225,3 +225,12 @@ def test_init_again_does_not_ask_for_the_agent_id_again(tmp_path, stub_codex):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Infinium agent id" not in again.stdout and "Nothing to change" in again.stdout
     assert "spool init --agent-id" in again.stdout  # the note still says how to add one
+
+
+# --- a bad SPOOL_GRANULARITY: fix the variable (it wins over what init writes) ----------------
+
+def test_bad_granularity_in_the_environment_says_to_fix_the_variable(tmp_path):
+    line = one_line_error(run_spool("status", cwd=tmp_path, env={"SPOOL_GRANULARITY": "weekly"}),
+                          1)
+    assert "SPOOL_GRANULARITY 'weekly' is not one of turn, session, both." in line
+    assert "unset it" in line and "spool init" not in line, line
