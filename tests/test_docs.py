@@ -64,3 +64,13 @@ def test_the_readme_names_the_json_commands_that_print_one_object(tmp_path):
         assert out.returncode == 0, out.stderr
         is_object = isinstance(json.loads(out.stdout), dict)
         assert (f"`{args[0]}`" in sentence.split("one JSON array")[1]) == is_object, (args, sentence)
+
+
+def test_the_quick_start_installs_a_codex_init_accepts():
+    from spool.codex.binary import MIN_HOOK_TRUST_VERSION
+
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("```", 2)[1]
+    line = next(ln for ln in quick.splitlines() if "npm install -g @openai/codex" in ln)
+    assert quick.index(line) < quick.index("spool init")
+    assert ">= " + ".".join(map(str, MIN_HOOK_TRUST_VERSION[:2])) in line
