@@ -234,3 +234,20 @@ def test_bad_granularity_in_the_environment_says_to_fix_the_variable(tmp_path):
                           1)
     assert "SPOOL_GRANULARITY 'weekly' is not one of turn, session, both." in line
     assert "unset it" in line and "spool init" not in line, line
+
+
+# --- the demo's "Next:" names a spool the user can run ---------------------------------------
+
+def test_demo_names_the_venv_script_when_spool_is_not_on_path(tmp_path, monkeypatch):
+    import sys
+
+    from spool.demo import spool_command
+
+    script = Path(sys.executable).parent / "spool"
+    monkeypatch.setenv("PATH", str(tmp_path))  # as after scripts/demo.sh: .venv not on PATH
+    monkeypatch.chdir(tmp_path)
+    assert spool_command() == str(script)
+    monkeypatch.chdir(script.parent.parent.parent)  # the checkout: still absolute
+    assert spool_command() == str(script)
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")  # activated virtualenv
+    assert spool_command() == "spool"
