@@ -39,13 +39,58 @@ def get_app() -> typer.Typer:
     return app
 
 
-def main() -> None:
-    _register()
+def _click_exceptions():
+    """Click's exception classes: vendored by Typer >= 0.2x, the click package before."""
     try:
-        app()
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover  (older Typer on top of click)
+        from click import exceptions
+    return exceptions
+
+
+def _usage_line(exc, argv: list[str]) -> str:
+    """A malformed command line as one line: what Click found wrong, and where the help is."""
+    if exc.ctx is not None:
+        where = exc.ctx.command_path
+    else:  # e.g. an option missing its value: Click gives no context
+        where = " ".join(["spool", *[a for a in argv[:1] if not a.startswith("-")]])
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    return f"Error: {message}. See `{where} --help`."
+
+
+def main() -> None:
+    """Run the app; every user mistake ends as one line on stderr, never Click's box:
+    a SpoolError (exit 1, a UsageError 2), a malformed command line (exit 2), a prompt
+    that got no answer (exit 1)."""
+    import sys
+
+    _register()
+    cx = _click_exceptions()
+    argv = sys.argv[1:]
+    try:
+        code = app(standalone_mode=False)
     except SpoolError as exc:
         typer.echo(f"Error: {exc.reason} {exc.instruction}".rstrip(), err=True)
         raise SystemExit(getattr(exc, "exit_code", 1))
+    except cx.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `spool`: the help was printed
+            if exc.format_message():
+                typer.echo(exc.format_message(), err=True)
+            raise SystemExit(exc.exit_code)
+        typer.echo(_usage_line(exc, argv), err=True)
+        raise SystemExit(2)
+    except cx.ClickException as exc:
+        typer.echo(f"Error: {exc.format_message()}", err=True)
+        raise SystemExit(exc.exit_code)
+    except typer.Abort:
+        if sys.stdin is None or not sys.stdin.isatty():
+            typer.echo("Error: a question got no answer (stdin is not a terminal). Answer it "
+                       "in a terminal, or pass the answer as an option (--no-interactive, "
+                       "-y/--yes).", err=True)
+        else:
+            typer.echo("Aborted.", err=True)
+        raise SystemExit(1)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -234,8 +234,10 @@ def _from_mapping(cfg: Config, data: Mapping[str, object],
             updates[key] = str(value)
     out = replace(cfg, **updates)
     if out.granularity not in GRANULARITIES:
-        raise SpoolError(f"{names.get('granularity', 'granularity')} {out.granularity!r} is not one of {', '.join(GRANULARITIES)}.",
-                         "Run `spool init --granularity turn|session|both`.")
+        name = names.get("granularity", "granularity")
+        raise SpoolError(f"{name} {out.granularity!r} is not one of {', '.join(GRANULARITIES)}.",
+                         f"Set {name} to turn, session or both, or unset it." if name.isupper()
+                         else "Run `spool init --granularity turn|session|both`.")
     return out
 
 

@@ -94,7 +94,8 @@ def require_keyring() -> None:
 
 def _no_keyring() -> SpoolError:
     return SpoolError("no OS keyring is available on this machine to hold the agent secret.",
-                      f"Set {ENV_SECRET} in the environment of the spool worker instead.")
+                      f"Set {ENV_SECRET} in the environment you run Codex in instead "
+                      "(the worker the hooks start inherits it).")
 
 
 def _keyring_error(action: str, exc: Exception) -> SpoolError:

@@ -36,10 +36,12 @@ def _date(value: str | None, flag: str) -> date | None:
     from datetime import date
 
     try:
-        return date.fromisoformat(value.strip())
+        day = date.fromisoformat(value.strip())
     except ValueError:
         raise UsageError(f"{flag} {value!r} is not a date.",
                          f"Pass YYYY-MM-DD, e.g. {flag} 2026-11-01.") from None
+    # No usage lies outside these; the ends of `date`'s range overflow in local time.
+    return min(max(day, date(1970, 1, 1)), date(9998, 12, 31))
 
 
 def check(o: Options) -> tuple[date | None, date | None, str | None]:

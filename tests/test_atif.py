@@ -276,9 +276,12 @@ def test_atif_sink_default_directory_is_spool_home(spool_home, tmp_path):
 
 def test_spool_test_through_the_atif_sink_writes_a_valid_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SPOOL_ATIF_DIR", str(tmp_path / "atif"))
-    r = CliRunner().invoke(get_app(), ["test", "--sink", "atif", "--json"])
+    r = CliRunner().invoke(get_app(), ["test", "--sink", "atif", "--json", "--verbose"])
     assert r.exit_code == 0, r.output
-    path = Path(json.loads(r.stdout)["response_id"])
-    assert path.parent == tmp_path / "atif" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    result = json.loads(r.stdout)
+    assert result["ok"] and result["target"] == str(tmp_path / "atif")
+    assert list((tmp_path / "atif").iterdir()) == []  # the test file is removed again
+    path = tmp_path / "sent.json"  # what was written there, byte for byte
+    path.write_text(result["payload"])
     v = harbor_validate(path)
     assert v.returncode == 0, v.stdout + v.stderr

@@ -368,7 +368,7 @@ def test_demo_says_where_its_home_was_and_suggests_a_next_command(tmp_path, keep
     last = res.stdout.strip().splitlines()[-1]
     home = Path(res.stdout.split("spool demo: home ", 1)[1].split("\n", 1)[0])
     if keep:
-        assert f"SPOOL_HOME={home} spool show" in last and home.is_dir()
+        assert f"SPOOL_HOME={home} " in last and "spool show" in last and home.is_dir()
         import shutil
 
         shutil.rmtree(home.parent, ignore_errors=True)

@@ -179,6 +179,21 @@ def test_no_codex_anywhere_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not found" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--sink", "nope"], "--sink 'nope' is not a known sink. Use one of: atif, file,"),
+    (["--sink", "file,nope"], "--sink 'nope' is not a known sink."),
+    (["--otlp-endpoint", "localhost:4318"], "--otlp-endpoint 'localhost:4318' is not"),
+    (["--otlp-endpoint", "http://[::1"], "--otlp-endpoint 'http://[::1' is not a valid URL"),
+])
+def test_unknown_sink_or_bad_otlp_endpoint_is_one_line_exit_2_and_never_started(tmp_path, args,
+                                                                                 says):
+    script, log = fake_codex(tmp_path, "0.169.0")
+    r = spool_run([*args, "--", str(script), "exec", "hi"], tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "STARTED" not in r.stdout
+    assert not log.exists() or "exec hi" not in log.read_text()
+
+
 def test_codex_found_on_path_gets_overrides_first_and_its_exit_code_is_spools(tmp_path):
     script, log = fake_codex(tmp_path, "0.169.0")
     r = spool_run(["--no-summary", "--", "codex", "exec", "hi"], tmp_path,

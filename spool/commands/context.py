@@ -36,6 +36,9 @@ def project_here(cwd: Path | None = None) -> Path:
     return find_project(cwd) or cwd
 
 
+SQLITE_MAX_INT = 2**63 - 1
+
+
 def parse_limit(value: str, flag: str = "--limit") -> int:
     """An integer >= 1, or a UsageError (exit 2) saying so."""
     try:
@@ -46,7 +49,7 @@ def parse_limit(value: str, flag: str = "--limit") -> int:
     if n < 1:
         raise UsageError(f"{flag} must be at least 1 (got {n}).",
                          f"Pass {flag} 1 or more, e.g. {flag} 20.")
-    return n
+    return min(n, SQLITE_MAX_INT)  # more than any table holds: all rows (SQLite's LIMIT is 64-bit)
 
 
 def codex_meta(project: Path) -> dict:
@@ -85,10 +88,14 @@ def parse_since(value: str) -> float:
         unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
         return time.time() - float(m.group(1)) * unit
     try:
-        return datetime.fromisoformat(v).timestamp()
+        when = datetime.fromisoformat(v)
     except ValueError:
         raise UsageError(f"--since {value!r} is neither an age nor a date.",
                          "Pass e.g. --since 2h, --since 7d or --since 2026-11-29.") from None
+    try:
+        return when.timestamp()
+    except (ValueError, OverflowError, OSError):  # 0001-01-01 or 9999-12-31 in local time
+        return 0.0 if when.year < 1970 else 253402300799.0
 
 
 def open_engine():

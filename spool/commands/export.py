@@ -20,7 +20,8 @@ class Format(str, Enum):
 @app.command()
 @friendly
 def export(
-    session_id: str = typer.Argument(..., help="A Codex session id, or a unique prefix of one."),
+    session_id: str = typer.Argument(..., metavar="SESSION_ID",
+                                     help="A Codex session id, or a unique prefix of one."),
     fmt: Format = typer.Option(Format.atif, "--format", "-f",
                                help="atif: one ATIF-v1.8 trajectory (Harbor); json: spool's "
                                     "own trace model of the session's traces; html: the "

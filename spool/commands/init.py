@@ -144,7 +144,7 @@ def init(
 
     # 3. Project config.
     agent = agent_id or os.environ.get("INFINIUM_AGENT_ID") or old_cfg.get("agent_id")
-    if not agent and interactive:
+    if not agent and interactive and not old_cfg:  # a re-run keeps the answer (the note says how)
         agent = typer.prompt("Infinium agent id (empty: keep traces in local files)",
                              default="", show_default=False).strip() or None
     env_secret = os.environ.get(credentials.ENV_SECRET)
@@ -243,8 +243,14 @@ def init(
         notes.append(f"The agent secret comes from {credentials.ENV_SECRET} in the environment "
                      "(not copied anywhere).")
     elif agent and _stored_secret(agent, new_cfg) is None:
-        notes.append("No agent secret yet: traces are held until you run "
-                     "`spool update-credentials` (or set INFINIUM_AGENT_SECRET).")
+        try:
+            credentials.require_keyring()
+            notes.append("No agent secret yet: traces are held until you run "
+                         "`spool update-credentials` (or set INFINIUM_AGENT_SECRET).")
+        except SpoolError:  # update-credentials could not store it either
+            notes.append("No agent secret yet: traces are held until you set "
+                         f"{credentials.ENV_SECRET} where you run Codex (there is no OS "
+                         "keyring here to store it in).")
     if not agent:
         notes.append("No agent id: traces go to the file sink. Run `spool init --agent-id ...` "
                      "to send them to Infinium.")

@@ -128,15 +128,16 @@ def resume() -> None:
 def cleanup(
     older_than: Optional[str] = typer.Option(
         None, "--older-than", metavar="DAYS",
-        help="Forget delivered data older than this many days (default: the retention setting)."),
+        help="Forget delivered data older than this many days (0: all of it; default: "
+             "SPOOL_RETENTION_DAYS, 30)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was removed as one JSON object."),
 ) -> None:
     """Apply retention now; never deletes anything undelivered.
 
-    Runs spool.maintenance.retention: delivered sessions' events, traces,
-    outbox rows and attempts older than --older-than (default
-    SPOOL_RETENTION_DAYS).  JSON keys: sessions, raw_events, traces, outbox,
-    attempts (rows deleted).
+    Deletes delivered sessions' events, turns, traces, outbox rows and
+    delivery attempts older than --older-than (default SPOOL_RETENTION_DAYS).
+    JSON keys: sessions, raw_events, turns, traces, outbox, attempts (rows
+    deleted).
     """
     older_s = None
     if older_than is not None:
@@ -204,13 +205,15 @@ def _test_one(name: str, s, project: str, verbose: bool) -> dict:
     ok = outcome.kind == "sent" if outcome.kind else (
         outcome.status is not None and 200 <= outcome.status < 300)
     removed = False
-    if hasattr(s, "directory_for"):  # a local sink keeps nothing from a test
-        try:
-            (Path(target) / f"{row.trace_id}.json").unlink()
+    if hasattr(s, "directory_for") or hasattr(s, "file_name"):  # local sinks (file, ATIF)
+        left = s.file_name(row) if hasattr(s, "file_name") else f"{row.trace_id}.json"
+        try:  # keep nothing from a test (an ATIF reader would take it for a session)
+            (Path(target) / left).unlink()
             removed = True
         except OSError:
             pass
     result = {"sink": name, "ok": ok, "target": target, "status": outcome.status,
+              "attempted": outcome.attempted,
               "error_class": outcome.error_class, "message": outcome.message,
               "response_id": None if removed else outcome.response_id}
     if verbose:
@@ -227,8 +230,8 @@ def _test_line(r: dict) -> str:
         answer = f"wrote a test trace to {r['target']} and removed it"
     elif r["ok"]:
         answer = f"delivered to {r['target']}"
-    else:
-        answer = f"{r['target']}: no answer"
+    else:  # nothing sent (no credentials, a refused URL) is not a silent server
+        answer = f"{r['target']}: {'no answer' if r.get('attempted', True) else 'not sent'}"
     msg = f" - {r['message']}" if r["message"] else ""
     err = f" ({r['error_class']})" if r["error_class"] and not r["ok"] else ""
     extra = f", trace id {r['response_id']}" if r["response_id"] and r["status"] else ""
@@ -252,7 +255,8 @@ def test_cmd(
     exits 1 unless every sink took it.  Refused while the project is paused.
 
     JSON keys: sink, ok (bool), target (URL or directory), status (HTTP
-    status|null), error_class, message, response_id, and payload (with -v).
+    status|null), attempted (bool: false when nothing was sent), error_class,
+    message, response_id, and payload (with -v).
     """
     from .. import queries
 

@@ -56,7 +56,8 @@ FREE_TEXT = ("name", "message", "last error", "project", "", "session / project"
 def table(title: str, columns: list[str], rows: list[list[Any]]):
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", show_lines=False, show_edge=False)
+    t = Table(title=title, title_justify="left", show_lines=False, show_edge=False,
+              show_header=any(columns))  # status: a key/value table, no empty header row
     for c in columns:
         # Ids, times and states never wrap or shrink; free text (names, messages) folds.
         free = c in FREE_TEXT

@@ -97,6 +97,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
     console.print(table("spool status", ["", ""], rows))
 
 
+# What a newcomer sees when their first Codex run recorded nothing.
+NOTHING_YET = "No {} yet. Used Codex here? `spool doctor` checks that it runs spool's hooks."
+
 # --- history ----------------------------------------------------------------------------
 
 def _history_cells(r: dict) -> list:
@@ -217,7 +220,7 @@ def history(
         costs = usage.trace_costs(conn, sorted({r["trace_id"] for r in rows}))
     for r in rows:
         r.update(costs.get(r["trace_id"]) or {"cost_usd": None, "cost_flags": []})
-    print_rows(rows, as_json, "No traces yet." if not any(filters.values())
+    print_rows(rows, as_json, NOTHING_YET.format("traces") if not any(filters.values())
                else "No traces match.", f"history (newest {n} traces)", HISTORY_COLUMNS,
                _history_cells)
     if follow:
@@ -297,7 +300,7 @@ def sessions(
         c = costs.get(r["session_id"]) or {}
         r["cost_usd"], r["unpriced"] = c.get("cost_usd"), c.get("unpriced", 0)
     print_rows(
-        rows, as_json, f"No sessions of run {run}." if run else "No sessions yet.",
+        rows, as_json, f"No sessions of run {run}." if run else NOTHING_YET.format("sessions"),
         f"sessions of run {run} (newest {n})" if run else f"sessions (newest {n})",
         ["session / project", "state", "last event", "events", "turns"],
         lambda r: [f"{r['session_id']}\n{r['project'] or r['cwd'] or '-'}"

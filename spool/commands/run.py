@@ -44,6 +44,26 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _check_routing(sinks: list[str] | None, otlp_endpoint: str | None) -> None:
+    """A --sink no worker knows, or an --otlp-endpoint that is not a URL: one line, exit 2,
+    before Codex starts (else the run's traces would be held or lost after it)."""
+    if sinks:
+        from ..sinks import SINKS
+
+        names = [s.strip() for part in sinks for s in part.split(",") if s.strip()]
+        unknown = [n for n in names if n not in SINKS]
+        if unknown:
+            _fail(f"--sink {unknown[0]!r} is not a known sink. "
+                  f"Use one of: {', '.join(sorted(SINKS))}.")
+    if otlp_endpoint is not None:
+        from ..sinks.infinium import url_problem
+
+        problem = url_problem(otlp_endpoint)
+        if problem:
+            _fail(f"--otlp-endpoint {problem}. Pass the full traces URL, "
+                  "e.g. --otlp-endpoint http://localhost:4318/v1/traces.")
+
+
 def _find(binary: str | None) -> Path:
     import shutil
 
@@ -241,6 +261,7 @@ def run(
     from .. import codex, codex_run, config
     from ..errors import SpoolError
 
+    _check_routing(sink, otlp_endpoint)
     binary_arg, codex_args = codex_run.split_codex(list(args or []))
     binary = _find(binary_arg)
     cwd = Path.cwd().resolve()

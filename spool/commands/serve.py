@@ -26,8 +26,14 @@ def start(
     try:
         srv = IngestServer(host, port, home=home)
     except OSError as exc:
-        raise SpoolError(f"cannot listen on {host}:{port}: {exc.strerror or exc}.",
-                         "Choose another --port, or stop what is using it.") from None
+        import errno
+        import socket
+
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            fix = "Pass an address of this machine with --host, e.g. --host 127.0.0.1."
+        else:
+            fix = "Choose another --port, or stop what is using it."
+        raise SpoolError(f"cannot listen on {host}:{port}: {exc.strerror or exc}.", fix) from None
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:

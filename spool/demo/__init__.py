@@ -120,8 +120,20 @@ def run(echo: Callable[[str], None] = print, *, keep: bool = False, timeout: flo
         receiver.stop()
         _stop_worker(home)
         if keep:
-            echo(f"kept {root}; look around with: SPOOL_HOME={home} spool show <trace id>")
+            echo(f"kept {root}; look around with: SPOOL_HOME={home} {spool_command()} show "
+                 "<trace id>")
         else:
             shutil.rmtree(root, ignore_errors=True)
             echo(f"removed the demo's temporary home {home} (`spool demo --keep` keeps it). "
-                 "Next: `spool init` in a project of yours, then use Codex as usual.")
+                 f"Next: `{spool_command()} init` in a project of yours, then use Codex as "
+                 "usual.")
+
+
+def spool_command() -> str:
+    """How the user runs this spool: `spool` when that is the one on PATH, else the path of
+    its script (scripts/demo.sh installs into .venv, which is not on PATH)."""
+    script = Path(sys.executable).parent / "spool"
+    found = shutil.which("spool")
+    if not script.exists() or (found and Path(found).resolve() == script.resolve()):
+        return "spool"
+    return str(script)  # absolute: the next step runs in another directory

@@ -13,9 +13,11 @@ One noun per module; test modules import from here, never from each other:
 - ``workers``: find, start and always kill real `spool worker` processes.
 - ``codex``: the real Codex CLI offline (isolated CODEX_HOME, runner, network namespace).
 - ``fake_model``: the scripted fake OpenAI Responses server Codex talks to.
+- ``cli``: the installed `spool` script run as a user runs it; its one-line errors.
 - ``e2e``: the end-to-end scenario (prompts, script, rollout reader, spool CLI helpers).
 - ``otlp_receiver``: a real OTLP/HTTP receiver on loopback.
 - ``phoenix``: a real Arize Phoenix on loopback.
 - ``atif``: Harbor's ATIF validator.
+- ``ui``: a spool filled by a recorded session and a live `spool ui` server.
 - ``usage_data``: priced sessions recorded through spool.usage for the `spool usage` tests.
 """
