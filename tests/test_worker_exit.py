@@ -82,6 +82,21 @@ def test_an_open_session_counts_only_when_its_finalisation_is_in_the_window(spoo
     engine.dispose()
 
 
+def test_a_database_gone_before_the_worker_looked_counts_as_gone(spool_home):
+    """Removed between the worker's open and its first look (a start-up race under load):
+    it has nothing to compare with, and must still exit, not run forever."""
+    engine = db.open_db(spool_home)
+    kept = w.Worker(engine, spool_home)
+    os.remove(paths.db_path(spool_home))
+    late = w.Worker(engine, spool_home)
+    try:
+        assert kept._home_gone() and late._home_gone()
+        assert late.db_id is None and kept.db_id is not None
+    finally:
+        kept.close(), late.close()
+        engine.dispose()
+
+
 @pytest.mark.parametrize("how", ["remove home", "replace database"])
 def test_the_worker_exits_when_its_home_or_database_goes(spool_home, workers, how):
     db.open_db(spool_home).dispose()

@@ -45,13 +45,16 @@ def start(
         typer.echo("warning: not a loopback address - the token travels in plain HTTP; "
                    "put TLS in front of it.", err=True)
 
+    busy_seen = []
+
     def busy(pid):
+        busy_seen.append(pid)
         typer.echo(f"another worker is running (pid {pid or 'unknown'}); "
                    "it processes what this endpoint stores.")
 
     try:
         code, w = worker.run_worker(home, on_busy=busy)
-        if w is None:  # the other worker does the processing; keep ingesting until stopped
+        if busy_seen:  # the other worker does the processing; keep ingesting until stopped
             import signal
             import threading
 

@@ -128,7 +128,8 @@ def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
                signals: bool = True) -> tuple[int, Worker | None]:
     """Take the lock (or adopt the hook's), open the database, serve.
 
-    Returns (exit code, the worker or None when another worker holds the lock).
+    Returns (exit code, the worker or None when another worker holds the lock or the
+    database was removed while it started).
     ``on_busy(pid)`` is called when another worker runs, ``on_start(log path)``
     once this one runs.
     """
@@ -155,8 +156,12 @@ def run_worker(home: Path | None = None, *, idle_exit: float | None = None,
     try:
         engine = db.open_db(home)
     except Exception as exc:
-        log.error("cannot open the database: %s", exc)
         lock.release()
+        if not paths.db_path(home).exists():  # removed (rm -rf SPOOL_HOME) as it started
+            log.warning("the database %s was removed while starting: exiting",
+                        paths.db_path(home))
+            return 0, None
+        log.error("cannot open the database: %s", exc)
         raise
     worker = Worker(engine, home, env=env, stop=stop)
     if on_start:

@@ -50,6 +50,13 @@ def new_owner() -> str:
     return f"worker-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def _open_quiet(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
 class Worker:
     """The jobs, with what they share: engine, home, lease owner, stop event.
 
@@ -73,7 +80,11 @@ class Worker:
         self._running = 0
         self._running_cond = threading.Condition()
         self._last_error: dict[str, tuple[str, float, int]] = {}
-        self.db_id = db_identity(home)  # the database file this worker opened
+        # The database file this worker opened, held open: while a descriptor is held its
+        # inode cannot be freed and handed to a new database made at the same path (which
+        # would then look like the same file).  None: it was gone already.
+        self._db_fd = _open_quiet(paths.db_path(home))
+        self.db_id = db_identity(home) if self._db_fd is not None else None
 
     # The jobs.
 
@@ -122,6 +133,9 @@ class Worker:
             return self._dispatcher
 
     def close(self) -> None:
+        fd, self._db_fd = self._db_fd, None
+        if fd is not None:
+            os.close(fd)
         with self._dispatcher_lock:
             d, self._dispatcher = self._dispatcher, None
         if d is not None:
@@ -258,8 +272,9 @@ class Worker:
 
     def _home_gone(self) -> bool:
         """The database file this worker opened was removed or replaced (SPOOL_HOME
-        deleted, moved, recreated): it must not go on with an unlinked file."""
-        return self.db_id is not None and db_identity(self.home) != self.db_id
+        deleted, moved, recreated), or was gone when it started: it must not go on with
+        an unlinked file."""
+        return self.db_id is None or db_identity(self.home) != self.db_id
 
     def _idle(self, window: float) -> bool:
         return self.running_jobs == 0 and nothing_due(self.engine, self.home, self.clock(),
