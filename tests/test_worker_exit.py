@@ -102,6 +102,10 @@ def test_the_worker_exits_when_its_home_or_database_goes(spool_home, workers, ho
     db.open_db(spool_home).dispose()
     proc = workers.start(env=workers.env(**NOT_SOON))  # no idle exit at all
     wait_until(lambda: w.holder_pid(spool_home) == proc.pid, 30, what="the worker")
+    # Replaced before the worker opened it, the new file would simply be its database.
+    log = spool_home / paths.WORKER_LOG
+    wait_until(lambda: log.exists() and f"worker {proc.pid} running" in log.read_text(), 30,
+               what="the worker serving")
     if how == "remove home":  # `rm -rf` while the worker writes: until it is gone
         wait_until(lambda: shutil.rmtree(spool_home, ignore_errors=True) or
                    not spool_home.exists(), 10, what="the home removed")
