@@ -99,6 +99,9 @@ def test_status_table_and_config_source(runner, engine, tmp_path, monkeypatch):
     assert str(config.config_path(proj)) in res.stdout.replace("\n", "") or \
         "config.json" in res.stdout
     assert "not running" in res.stdout
+    # It says only what it knows: not paused (whether Codex runs the hooks here is doctor's).
+    assert f"{proj.resolve()} (not paused)" in res.stdout.replace("\n", "")
+    assert "recording" not in res.stdout
     st = json.loads(invoke(runner, "status", "--json").stdout)
     assert st["config_source"] == str(config.config_path(proj))
     assert st["project"] == str(proj.resolve())

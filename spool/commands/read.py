@@ -79,7 +79,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
         print_json(result)
         return
     console = rich_console()
-    state = "PAUSED since " + fmt_time(p_at) if p_at is not None else "recording"
+    # Not "recording": whether Codex runs spool's hooks here is `spool doctor`'s question.
+    state = "PAUSED since " + fmt_time(p_at) if p_at is not None else "not paused"
     worker_txt = (f"running (pid {worker.pid})" if worker.pid else "running") \
         if worker.running else "not running"
     rows = [
