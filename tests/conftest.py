@@ -71,6 +71,17 @@ def workers(spool_home):
         tracker.kill_all()
 
 
+@pytest.fixture
+def stub_codex(tmp_path) -> Path:
+    """A `codex` that answers --version only (enough for `spool init` and doctor)."""
+    p = tmp_path / "bin" / "codex"
+    p.parent.mkdir()
+    p.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'codex-cli 0.169.0'; exit 0; fi\n"
+                 "echo 'stand-in codex: no app-server here' >&2; exit 2\n")
+    p.chmod(0o755)
+    return p
+
+
 def pytest_sessionfinish(session, exitstatus):
     """The secret never touches disk: grep the whole suite's temporary files for it."""
     factory = getattr(session.config, "_tmp_path_factory", None)

@@ -8,17 +8,6 @@ import pytest
 from support.cli import one_line_error, run_spool
 
 
-@pytest.fixture
-def stub_codex(tmp_path) -> Path:
-    """A `codex` that answers --version only (enough for `spool init` to reach its prompts)."""
-    p = tmp_path / "bin" / "codex"
-    p.parent.mkdir()
-    p.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'codex-cli 0.169.0'; exit 0; fi\n"
-                 "echo 'stand-in codex' >&2; exit 2\n")
-    p.chmod(0o755)
-    return p
-
-
 # --- a malformed command line: one line naming the help, exit 2, never Click's box ---------------
 
 @pytest.mark.parametrize("args, says", [

@@ -318,15 +318,6 @@ def test_show_accepts_a_session_id_prefix(engine, tmp_path):
 
 # --- 7 / 8: init without a keyring; doctor remembers --codex-home/--codex-bin -------------------
 
-@pytest.fixture
-def stub_codex(tmp_path) -> Path:
-    p = tmp_path / "bin" / "codex"
-    p.parent.mkdir()
-    p.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'codex-cli 0.169.0'; exit 0; fi\n"
-                 "echo 'stand-in codex: no app-server here' >&2; exit 2\n")
-    p.chmod(0o755)
-    return p
-
 
 NO_KEYRING = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
               "INFINIUM_AGENT_SECRET": None}

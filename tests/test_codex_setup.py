@@ -239,15 +239,6 @@ def test_codex_home_resolution(tmp_path, monkeypatch):
 
 # --- CLI (stand-in codex: answers --version only) ----------------------------------------
 
-@pytest.fixture
-def stub_codex(tmp_path) -> Path:
-    p = tmp_path / "bin" / "codex"
-    p.parent.mkdir()
-    p.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'codex-cli 0.169.0'; exit 0; fi\n"
-                 "echo 'stand-in codex: no app-server here' >&2; exit 2\n")
-    p.chmod(0o755)
-    return p
-
 
 @pytest.fixture
 def proj(tmp_path) -> Path:
