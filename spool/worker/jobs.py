@@ -84,7 +84,10 @@ class Worker:
         # inode cannot be freed and handed to a new database made at the same path (which
         # would then look like the same file).  None: it was gone already.
         self._db_fd = _open_quiet(paths.db_path(home))
-        self.db_id = db_identity(home) if self._db_fd is not None else None
+        self.db_id = None
+        if self._db_fd is not None:  # the file held, not whatever the path names by now
+            st = os.fstat(self._db_fd)
+            self.db_id = (st.st_dev, st.st_ino)
 
     # The jobs.
 
